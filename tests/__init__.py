@@ -1,0 +1,1 @@
+"""The workbook test suites: one folder per step, plus the tooling tests in tests/workbook."""

@@ -1,0 +1,118 @@
+"""`python -m workbook COMMAND`: what the nox sessions run. See `python -m workbook --help`."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from . import catalogue, integrity, starter
+from .runner import pytest_command, run_many
+
+
+def _check(args: argparse.Namespace) -> int:
+    step = catalogue.step(args.step)
+    extra = ["-v", "--tb=short"] if args.verbose else ["-q", "--tb=no", "--no-header"]
+    command = pytest_command(step, args.target, None, extra + args.pytest_args)
+    return subprocess.run(command, cwd=catalogue.ROOT, check=False).returncode
+
+
+def _solutions(args: argparse.Namespace) -> int:
+    steps = catalogue.parse_step_range(args.steps) if args.steps else catalogue.steps()
+    results = run_many([(step, "solutions") for step in steps])
+    failed = [r for r in results if r.returncode != 0]
+    for result in results:
+        state = "passes" if result.returncode == 0 else f"FAILS (exit {result.returncode})"
+        print(f"step {result.step.number}: solution {state}, {result.points}/{result.step.points} points")
+    for result in failed:
+        print(f"\n--- step {result.step.number} ---\n{result.output[-4000:]}")
+    return 1 if failed else 0
+
+
+def _integrity(args: argparse.Namespace) -> int:
+    steps = catalogue.parse_step_range(args.steps) if args.steps else None
+    problems = integrity.check(steps)
+    if problems:
+        print("\nIntegrity problems:\n- " + "\n- ".join(problems))
+        return 1
+    print("\nIntegrity: every task fails on its starter and passes on its solution; steps/ is in sync.")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    result = starter.build(force=args.force)
+    if result.learner_edits and not args.force:
+        listing = "\n  ".join(str(p.relative_to(catalogue.ROOT)) for p in result.learner_edits)
+        print(f"Not rebuilding: these starter files were edited since they were generated:\n  {listing}\n"
+              "Keep your work somewhere else first, or run `nox -s build -- --force` to overwrite it.")  # fmt: skip
+        return 1
+    changed = result.changes
+    print(f"steps/ regenerated: {len(changed)} file(s) changed." if changed else "steps/ was already up to date.")
+    for path in changed:
+        print(f"  {path.relative_to(catalogue.ROOT)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import DEFAULT_PORT, newest_finished_step, serve  # noqa: PLC0415 - needs pyyaml
+
+    if args.learner is not None:
+        step, learner = catalogue.step(args.learner), True
+    else:
+        step, learner = (catalogue.step(args.step) if args.step else newest_finished_step()), False
+    return serve(step, learner=learner, port=args.port or DEFAULT_PORT)
+
+
+def _new_step(args: argparse.Namespace) -> int:
+    step = int(args.step)
+    previous = catalogue.ROOT / "solutions" / f"step{step - 1}"
+    starter.strip_markers_into(previous, catalogue.ROOT / "solutions" / f"step{step}", step - 1)
+    print(f"solutions/step{step} starts as solutions/step{step - 1} without its markers.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workbook", description="The polls workbook's tooling.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="run one step's suite (nox -s stepN)")
+    check.add_argument("step")
+    check.add_argument("--target", default="steps", help="steps (default), solutions, or a workbook copy's path")
+    check.add_argument("-v", "--verbose", action="store_true", help="show pytest's full output and tracebacks")
+    check.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
+    check.set_defaults(handler=_check)
+
+    solutions = commands.add_parser("solutions", help="every step's suite against solutions/")
+    solutions.add_argument("--steps", help="a range such as 1-3")
+    solutions.set_defaults(handler=_solutions)
+
+    check_all = commands.add_parser("integrity", help="starters fail, solutions pass, steps/ in sync")
+    check_all.add_argument("--steps", help="a range such as 1-3")
+    check_all.set_defaults(handler=_integrity)
+
+    build = commands.add_parser("build", help="regenerate steps/ from solutions/")
+    build.add_argument("--force", action="store_true", help="overwrite starters a learner has edited")
+    build.set_defaults(handler=_build)
+
+    serve = commands.add_parser("serve", help="run a step's app on a throwaway PostgreSQL")
+    serve.add_argument("step", nargs="?", help="the step whose solution to run (default: the newest)")
+    serve.add_argument("--learner", metavar="N", help="run your own steps/stepN instead")
+    serve.add_argument("--port", type=int, help="listen on this port (default 8080)")
+    serve.set_defaults(handler=_serve)
+
+    new_step = commands.add_parser("new-step", help="maintainers: start solutions/stepN from step N-1")
+    new_step.add_argument("step")
+    new_step.set_defaults(handler=_new_step)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (KeyError, FileExistsError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

@@ -1,0 +1,98 @@
+"""Runs one step's suite against one tree in its own pytest process and reads back the per-task report.
+
+Used by `nox -s stepN`, the integrity check and (later) the progress view and the grader, so a step is
+always tested the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import catalogue
+from .pg import ENV_DSN, throwaway_postgres
+
+
+@dataclass
+class StepResult:
+    step: catalogue.Step
+    target: str
+    returncode: int
+    report: dict[str, Any] = field(default_factory=dict)
+    output: str = ""
+
+    @property
+    def broken(self) -> str:
+        return self.report.get("broken", "") if self.report else "the suite did not produce a report"
+
+    def task_counts(self, task: int) -> tuple[int, int]:
+        """(passed, total) checks of one task; (0, 0) when the suite could not run."""
+        entry = self.report.get("tasks", {}).get(str(task), {}) if self.report else {}
+        return entry.get("passed", 0), entry.get("total", 0)
+
+    def task_done(self, task: int) -> bool:
+        passed, total = self.task_counts(task)
+        return total > 0 and passed == total
+
+    @property
+    def points(self) -> int:
+        return sum(task.points for task in self.step.tasks if self.task_done(task.number))
+
+
+def pytest_command(step: catalogue.Step, target: str, report: Path | None, extra: Sequence[str] = ()) -> list[str]:
+    command = [sys.executable, "-m", "pytest", f"tests/{step.name}", "--target", target]
+    if report is not None:
+        command += ["--workbook-report", str(report)]
+    return command + list(extra)
+
+
+def run_step(
+    step: catalogue.Step,
+    target: str = "steps",
+    *,
+    extra: Sequence[str] = (),
+    capture: bool = True,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+) -> StepResult:
+    """Run tests/stepN against `target` ('steps', 'solutions' or a workbook copy's path)."""
+    with tempfile.TemporaryDirectory(prefix="workbook-report-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        completed = subprocess.run(
+            pytest_command(step, target, report_path, extra),
+            cwd=catalogue.ROOT,
+            env={**os.environ, **(env or {})},
+            capture_output=capture,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    output = (completed.stdout or "") + (completed.stderr or "") if capture else ""
+    return StepResult(step, target, completed.returncode, report, output)
+
+
+@contextlib.contextmanager
+def shared_server() -> Iterator[dict[str, str]]:
+    """One PostgreSQL server for many pytest processes: they find it through the DSN variable."""
+    if os.environ.get(ENV_DSN):
+        yield {}
+        return
+    with throwaway_postgres() as server:
+        yield {ENV_DSN: server.dsn()}
+
+
+def run_many(jobs: Sequence[tuple[catalogue.Step, str]], workers: int = 2) -> list[StepResult]:
+    """Run several (step, target) suites, `workers` at a time, against one shared server."""
+    with shared_server() as env, ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_step, step, target, env=env) for step, target in jobs]
+        return [future.result() for future in futures]
