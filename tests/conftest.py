@@ -194,8 +194,8 @@ class PollsProcess:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 output = process.stdout.read() if process.stdout else ""
-                pytest.fail(f"expected the server to keep running, it exited ({process.returncode}):\n{output}",
-                            pytrace=False)  # fmt: skip
+                message = f"expected the server to keep running, it exited ({process.returncode}):\n{output}"
+                pytest.fail(message, pytrace=False)
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
             time.sleep(0.1)

@@ -43,18 +43,24 @@ def _build(args: argparse.Namespace) -> int:
     result = starter.build(force=args.force)
     if result.learner_edits and not args.force:
         listing = "\n  ".join(str(p.relative_to(catalogue.ROOT)) for p in result.learner_edits)
-        print(f"Not rebuilding: these starter files were edited since they were generated:\n  {listing}\n"
-              "Keep your work somewhere else first, or run `nox -s build -- --force` to overwrite it.")  # fmt: skip
+        print(
+            f"Not rebuilding: these starter files were edited since they were generated:\n  {listing}\n"
+            "Keep your work somewhere else first, or run `nox -s build -- --force` to overwrite it."
+        )
         return 1
     changed = result.changes
-    print(f"steps/ regenerated: {len(changed)} file(s) changed." if changed else "steps/ was already up to date.")
+    print(
+        f"steps/ regenerated: {len(changed)} file(s) changed."
+        if changed
+        else "steps/ was already up to date."
+    )
     for path in changed:
         print(f"  {path.relative_to(catalogue.ROOT)}")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import DEFAULT_PORT, newest_finished_step, serve  # noqa: PLC0415 - needs pyyaml
+    from .serve import DEFAULT_PORT, newest_finished_step, serve
 
     if args.learner is not None:
         step, learner = catalogue.step(args.learner), True
@@ -77,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     check = commands.add_parser("check", help="run one step's suite (nox -s stepN)")
     check.add_argument("step")
-    check.add_argument("--target", default="steps", help="steps (default), solutions, or a workbook copy's path")
-    check.add_argument("-v", "--verbose", action="store_true", help="show pytest's full output and tracebacks")
+    check.add_argument(
+        "--target", default="steps", help="steps (default), solutions, or a workbook copy's path"
+    )
+    check.add_argument(
+        "-v", "--verbose", action="store_true", help="show pytest's full output and tracebacks"
+    )
     check.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
     check.set_defaults(handler=_check)
 
@@ -114,5 +124,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

@@ -71,7 +71,9 @@ def _parse(data: dict) -> tuple[Step, ...]:
     for expected_number, raw in enumerate(data.get("step", []), start=1):
         where = f"{CATALOGUE_FILE.name}: step #{expected_number}"
         if raw.get("number") != expected_number:
-            raise CatalogueError(f"{where}: steps must be numbered 1, 2, 3... in order, got {raw.get('number')}")
+            raise CatalogueError(
+                f"{where}: steps must be numbered 1, 2, 3... in order, got {raw.get('number')}"
+            )
         if raw.get("serve") not in SERVE_MODES:
             raise CatalogueError(f"{where}: serve must be one of {SERVE_MODES}")
         tasks = []

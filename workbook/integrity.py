@@ -22,13 +22,16 @@ def check(steps: Sequence[catalogue.Step] | None = None, workers: int = 2) -> li
     problems: list[str] = []
 
     build = starter.plan()
-    problems += [f"steps/ is out of date: {path} differs from what `nox -s build` makes" for path in build.changes]
+    problems += [
+        f"steps/ is out of date: {path} differs from what `nox -s build` makes" for path in build.changes
+    ]
     problems += [f"{label} has no marked region in its solution" for label in build.unmarked_tasks]
 
     jobs = [(step, target) for step in steps for target in ("steps", "solutions")]
     results = run_many(jobs, workers=workers)
     by_job = {(r.step.number, r.target): r for r in results}
 
+    verdicts = {"ok": 0, "PROBLEM": 0}
     print(f"\n{'step':<6}{'task':<6}{'starter':<16}{'solution':<16}verdict")
     for step in steps:
         start, solution = by_job[(step.number, "steps")], by_job[(step.number, "solutions")]
@@ -40,10 +43,13 @@ def check(steps: Sequence[catalogue.Step] | None = None, workers: int = 2) -> li
             teaches = start.broken == "" and start_total > 0 and start_passed < start_total
             solved = solution.task_done(task.number)
             verdict = "ok" if teaches and solved else "PROBLEM"
+            verdicts[verdict] += 1
             print(f"{step.number:<6}{task.number:<6}{_cell(start, task.number):<16}"
                   f"{_cell(solution, task.number):<16}{verdict}")  # fmt: skip
             if not teaches:
                 problems.append(f"{task.label}: no test fails on the starter, so the task teaches nothing")
             if not solved:
                 problems.append(f"{task.label}: the solution does not pass every test")
+    # A closing line in the one format CI reads from any runner: tasks whose check held, tasks whose did not.
+    print(f"integrity: {verdicts['ok']} passed, {verdicts['PROBLEM']} failed")
     return problems

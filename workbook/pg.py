@@ -161,7 +161,7 @@ def server_from_dsn(dsn: str) -> PostgresServer:
 def docker_answers(timeout: float = DOCKER_PING_SECONDS) -> bool:
     """True when a Docker daemon answers a ping quickly; a missing socket fails at once."""
     try:
-        import docker  # noqa: PLC0415 - optional, only needed on this path
+        import docker
     except ImportError:
         return False
     try:
@@ -176,9 +176,9 @@ def docker_answers(timeout: float = DOCKER_PING_SECONDS) -> bool:
 
 def _container_class() -> type:
     try:
-        from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
+        from testcontainers.community.postgres import PostgresContainer
     except ImportError:  # testcontainers before 4.x kept the module at the top level
-        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+        from testcontainers.postgres import PostgresContainer
     return PostgresContainer
 
 
@@ -238,7 +238,7 @@ def candidate_bindirs() -> list[tuple[str, Path]]:
 
 
 def _pgserver_bindir() -> Path | None:
-    import importlib.util  # noqa: PLC0415
+    import importlib.util
 
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
@@ -339,7 +339,9 @@ def _stop_cluster(workdir: Path, bindir: Path | None, run_as: _RunAs) -> None:
         return
     if bindir is not None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
-            run_as.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], workdir, 30)
+            run_as.run(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], workdir, 30
+            )
     if pid_file.exists():
         with contextlib.suppress(ValueError, OSError):
             pid = int(pid_file.read_text().splitlines()[0])
@@ -407,9 +409,15 @@ def local_postgres(bindir: Path, tmp_root: Path | None = None) -> Iterator[Postg
             )  # fmt: skip
             if start.returncode == 0:
                 break
-            log = (workdir / "server.log").read_text(errors="replace") if (workdir / "server.log").exists() else ""
+            log = (
+                (workdir / "server.log").read_text(errors="replace")
+                if (workdir / "server.log").exists()
+                else ""
+            )
             if "could not bind" not in log or attempt == 2:
-                raise NoPostgresAvailable(f"pg_ctl could not start PostgreSQL:\n{start.stderr}\n{log[-2000:]}")
+                raise NoPostgresAvailable(
+                    f"pg_ctl could not start PostgreSQL:\n{start.stderr}\n{log[-2000:]}"
+                )
         yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, kind="local")
     finally:
         _stop_cluster(workdir, bindir, run_as)
@@ -451,7 +459,9 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
             try:
                 server.execute("SELECT 1")
             except psycopg2.Error as exc:
-                raise NoPostgresAvailable(f"Cannot connect to the server in {ENV_DSN}: {exc}".strip()) from None
+                raise NoPostgresAvailable(
+                    f"Cannot connect to the server in {ENV_DSN}: {exc}".strip()
+                ) from None
             try:
                 yield server
             finally:

@@ -48,7 +48,9 @@ class StepResult:
         return sum(task.points for task in self.step.tasks if self.task_done(task.number))
 
 
-def pytest_command(step: catalogue.Step, target: str, report: Path | None, extra: Sequence[str] = ()) -> list[str]:
+def pytest_command(
+    step: catalogue.Step, target: str, report: Path | None, extra: Sequence[str] = ()
+) -> list[str]:
     command = [sys.executable, "-m", "pytest", f"tests/{step.name}", "--target", target]
     if report is not None:
         command += ["--workbook-report", str(report)]

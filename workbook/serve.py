@@ -21,7 +21,9 @@ DEFAULT_PORT = 8080
 
 def newest_finished_step() -> catalogue.Step:
     """The highest step whose solution exists: what the workbook builds so far."""
-    finished = [s for s in catalogue.steps() if (s.tree(catalogue.ROOT, "solutions") / catalogue.PACKAGE).is_dir()]
+    finished = [
+        s for s in catalogue.steps() if (s.tree(catalogue.ROOT, "solutions") / catalogue.PACKAGE).is_dir()
+    ]
     return finished[-1]
 
 
@@ -65,7 +67,9 @@ def serve(step: catalogue.Step, learner: bool = False, port: int = DEFAULT_PORT)
     if not (tree / catalogue.PACKAGE).is_dir():
         raise SystemExit(f"{tree} has no {catalogue.PACKAGE} package to serve.")
     if step.serve == "plain" and port != DEFAULT_PORT:
-        raise SystemExit(f"Step {step.number}'s app has no configuration yet: it always listens on {DEFAULT_PORT}.")
+        raise SystemExit(
+            f"Step {step.number}'s app has no configuration yet: it always listens on {DEFAULT_PORT}."
+        )
     with prepared_config(step, tree, port) as config:
         print(f"Serving {whose} step {step.number} app ({step.title}) from {tree}")
         print(f"Open http://127.0.0.1:{port}/ - press Ctrl+C to stop.", flush=True)

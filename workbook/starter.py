@@ -33,9 +33,7 @@ IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 IGNORED_SUFFIXES = {".pyc", ".pyo"}
 MARKED_SUFFIXES = {".py", ".html", ".jinja2", ".css", ".yaml", ".yml", ".txt"}
 
-_MARKER = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<open>#|\{#|/\*)(?P<body>.*?)(?P<close>#\}|\*/)?[ \t]*$"
-)
+_MARKER = re.compile(r"^(?P<indent>[ \t]*)(?P<open>#|\{#|/\*)(?P<body>.*?)(?P<close>#\}|\*/)?[ \t]*$")
 _CLOSERS = {"#": "", "{#": " #}", "/*": " */"}
 _START = re.compile(r"^\s*>>>\s*task\s+(?P<task>\d+)\s*:\s*(?P<todo>.+?)\s*$")
 
@@ -86,7 +84,9 @@ def render(text: str, step: int, where: str, *, keep_solution: bool = False) -> 
         kind, match = _classify(line)
         if kind == "start":
             if region is not None:
-                raise MarkerError(f"{where}:{number}: a task region starts inside the one from line {region.line}")
+                raise MarkerError(
+                    f"{where}:{number}: a task region starts inside the one from line {region.line}"
+                )
             assert match is not None
             start = _START.match(match["body"])
             assert start is not None
@@ -122,8 +122,7 @@ def _starter_lines(region: _Region, step: int) -> list[str]:
     if region.stub is not None:
         lines.extend(f"{region.indent}{stub}\n" if stub else "\n" for stub in region.stub)
     elif region.opener == "#":
-        message = f"step {step}, task {region.task} is yours to write: {region.todo}".replace('"', "'")
-        lines.append(f'{region.indent}raise NotImplementedError("{message}")\n')
+        lines.append(f'{region.indent}raise NotImplementedError("TODO step {step}, task {region.task}")\n')
     return lines
 
 
@@ -170,12 +169,31 @@ class BuildPlan:
         return sorted(self.writes) + sorted(self.deletes)
 
 
+README_TABLE = re.compile(r"(<!-- steps:start[^>]*-->\n).*?(<!-- steps:end -->)", re.DOTALL)
+
+
+def readme_with_step_table(text: str) -> str:
+    """README.md with its table of steps rewritten from the catalogue."""
+    rows = ["| step | topic | tasks | points | check it |", "|---|---|---|---|---|"]
+    rows += [
+        f"| {s.number} | [{s.title}](steps/{s.name}/README.md) | {len(s.tasks)} | {s.points} "
+        f"| `nox -s {s.name}` |"
+        for s in catalogue.steps()
+    ]
+    return README_TABLE.sub(lambda m: m.group(1) + "\n".join(rows) + "\n" + m.group(2), text)
+
+
 def plan(root: Path = catalogue.ROOT) -> BuildPlan:
-    """Compare steps/ with what the solutions generate, file by file."""
+    """Compare steps/ (and README.md's table of steps) with what the solutions and catalogue generate."""
     steps_dir = root / "steps"
     manifest_path = steps_dir / MANIFEST
     old_manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     result = BuildPlan()
+    readme = root / "README.md"
+    if readme.exists():
+        current_readme = readme.read_text()
+        if readme_with_step_table(current_readme) != current_readme:
+            result.writes[readme] = readme_with_step_table(current_readme).encode()
     for step in catalogue.steps():
         solution = step.tree(root, "solutions")
         target = step.tree(root, "steps")

@@ -69,7 +69,7 @@ def _describe_errors(errors: dict[str, Any] | str, prefix: str = "") -> list[str
 def load_config(path: Path | str) -> dict[str, Any]:
     """Read one YAML file and return it validated, or raise ConfigError saying what is wrong where."""
     path = Path(path)
-    # >>> task 1: read the file with yaml.safe_load, check it with CONFIG_SCHEMA, report problems as ConfigError
+    # >>> task 1: read with yaml.safe_load, check with CONFIG_SCHEMA, raise ConfigError on any problem
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -16,4 +16,4 @@ app = web.Application()
 def main(host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve `app` until Ctrl+C."""
     # TODO (step 1, task 3): run `app` on host:port with web.run_app
-    raise NotImplementedError("step 1, task 3 is yours to write: run `app` on host:port with web.run_app")
+    raise NotImplementedError("TODO step 1, task 3")

@@ -8,4 +8,4 @@ from .views import index
 def setup_routes(app: web.Application) -> None:
     """Register every route of the app."""
     # TODO (step 2, task 2): route GET / to `index`, under the name "index"
-    raise NotImplementedError("step 2, task 2 is yours to write: route GET / to `index`, under the name 'index'")
+    raise NotImplementedError("TODO step 2, task 2")

@@ -49,11 +49,11 @@ def _describe_errors(errors: dict[str, Any] | str, prefix: str = "") -> list[str
 def load_config(path: Path | str) -> dict[str, Any]:
     """Read one YAML file and return it validated, or raise ConfigError saying what is wrong where."""
     path = Path(path)
-    # TODO (step 3, task 1): read the file with yaml.safe_load, check it with CONFIG_SCHEMA, report problems as ConfigError
-    raise NotImplementedError("step 3, task 1 is yours to write: read the file with yaml.safe_load, check it with CONFIG_SCHEMA, report problems as ConfigError")
+    # TODO (step 3, task 1): read with yaml.safe_load, check with CONFIG_SCHEMA, raise ConfigError on any problem
+    raise NotImplementedError("TODO step 3, task 1")
 
 
 def get_config(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """The configuration the command line asks for: --config PATH, else the first predefined location."""
     # TODO (step 3, task 2): honour --config, else load the first of CONFIG_LOCATIONS that exists
-    raise NotImplementedError("step 3, task 2 is yours to write: honour --config, else load the first of CONFIG_LOCATIONS that exists")
+    raise NotImplementedError("TODO step 3, task 2")

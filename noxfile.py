@@ -1,0 +1,110 @@
+"""Every entry point of the workbook. `nox -l` lists them; `nox -s step3` checks step 3.
+
+The sessions only prepare an environment and call `python -m workbook ...`: the logic lives in the
+workbook/ package, where the tests and the grader use the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from workbook import catalogue  # noqa: E402 - needs ROOT on sys.path first
+
+# uv builds environments in about a second; virtualenv is the fallback where uv is missing. Environments
+# are reused between runs, and uv compiles bytecode once at install time instead of on first import.
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = False
+nox.options.sessions = ["tests"]
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
+
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+
+
+def install(session: nox.Session, *groups: str) -> None:
+    """Install the pinned dependency groups of pyproject.toml, e.g. install(session, "test")."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
+    session.env["PYTHONPATH"] = str(ROOT)
+    session.env["SQLALCHEMY_WARN_20"] = "1"
+
+
+def workbook(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "workbook", *args)
+
+
+def _make_step_session(step: catalogue.Step) -> None:
+    def run_step(session: nox.Session) -> None:
+        install(session, "test")
+        workbook(session, "check", str(step.number), *session.posargs)
+
+    run_step.__doc__ = (
+        f"Check step {step.number} ({step.title}) in steps/{step.name}. `-- -v` for tracebacks."
+    )
+    nox.session(name=step.name, default=False)(run_step)
+
+
+for _step in catalogue.steps():
+    _make_step_session(_step)
+
+
+@nox.session(default=False)
+def solutions(session: nox.Session) -> None:
+    """Run every step's suite against the reference solutions."""
+    install(session, "test")
+    workbook(session, "solutions", *session.posargs)
+
+
+@nox.session(default=False)
+def integrity(session: nox.Session) -> None:
+    """Every task fails on its starter, every solution passes, steps/ matches the generator."""
+    install(session, "test")
+    workbook(session, "integrity", *session.posargs)
+
+
+@nox.session(default=False, venv_backend="none")
+def build(session: nox.Session) -> None:
+    """Regenerate steps/ from solutions/ (refuses to overwrite your edits without `-- --force`)."""
+    session.run(sys.executable, "-m", "workbook", "build", *session.posargs, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session(default=False)
+def serve(session: nox.Session) -> None:
+    """Run the finished app at http://127.0.0.1:8080 on a throwaway PostgreSQL (`-- N`, `-- --learner N`)."""
+    install(session, "test")
+    workbook(session, "serve", *session.posargs)
+
+
+def run_ruff(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "workbook", "noxfile.py", "tests/workbook", "bench")
+
+
+@nox.session(default=False)
+def lint(session: nox.Session) -> None:
+    """ruff: style and common bugs, everywhere but the generated starters' intentional gaps."""
+    install(session, "lint")
+    run_ruff(session)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """What CI runs: lint, the provider's and tooling's own tests, then the integrity matrix."""
+    install(session, "test", "lint")
+    run_ruff(session)
+    session.run("python", "-m", "pytest", "tests/workbook", "-q")
+    workbook(session, "integrity")
+
+
+@nox.session(default=False)
+def benchmark(session: nox.Session) -> None:
+    """Print the provider's start-to-ready time and the warm wall time of `nox -s step3`."""
+    install(session, "test")
+    session.install("nox==2026.10.20", "uv==0.13.9")
+    session.run("python", "bench/startup.py")
