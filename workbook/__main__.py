@@ -12,7 +12,7 @@ from .runner import pytest_command, run_many
 
 def _check(args: argparse.Namespace) -> int:
     step = catalogue.step(args.step)
-    extra = ["-v", "--tb=short"] if args.verbose else ["-q", "--tb=no", "--no-header"]
+    extra = ["-v", "--tb=short"] if args.verbose else ["-q", "--tb=no", "--no-header", "-rN"]
     command = pytest_command(step, args.target, None, extra + args.pytest_args)
     return subprocess.run(command, cwd=catalogue.ROOT, check=False).returncode
 

@@ -148,11 +148,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         run.outcomes[item.nodeid] = TestOutcome(item.nodeid, markers[0].args[0], outcome="not run")
 
 
+MAX_LINES = 8
+SHOWN_PER_TASK = 3
+
+
 def _short_message(report: pytest.TestReport) -> str:
+    """The failure's own words: our assertion message without pytest's introspection, a few lines at most."""
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None and crash.message:
-        return str(crash.message)
-    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+        message = str(crash.message)
+    else:
+        message = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+    message = message.split("\nassert ")[0]
+    lines = message.splitlines()
+    return "\n".join(lines[:MAX_LINES] + (["..."] if len(lines) > MAX_LINES else []))
 
 
 def record(run: StepRun, report: pytest.TestReport) -> None:
@@ -202,11 +211,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         mark = "PASS" if done else "FAIL"
         write(f"  {mark}  task {task.number}: {task.title}  ({passed}/{len(outcomes)} checks)",
               green=done, red=not done)  # fmt: skip
-        for outcome in outcomes:
-            if outcome.outcome != "passed":
-                name = outcome.nodeid.split("::")[-1]
-                message = outcome.message.replace("\n", "\n          ")
-                write(f"        - {name}: {message}")
+        failing = [o for o in outcomes if o.outcome != "passed"]
+        for outcome in failing[:SHOWN_PER_TASK]:
+            name = outcome.nodeid.split("::")[-1]
+            message = outcome.message.replace("\n", "\n          ")
+            write(f"        - {name}: {message}")
+        if len(failing) > SHOWN_PER_TASK:
+            write(f"        ... and {len(failing) - SHOWN_PER_TASK} more failing (`-- -v` lists them)")
         if not done and first_failing is None:
             first_failing = task
     write(f"  {earned}/{run.step.points} points")
