@@ -195,8 +195,10 @@ class PollsProcess:
             if process.poll() is not None:
                 output = process.stdout.read() if process.stdout else ""
                 last_lines = "\n".join(output.strip().splitlines()[-3:])
-                message = f"expected the server to keep running, it exited ({process.returncode}):\n{last_lines}"
-                pytest.fail(message, pytrace=False)
+                pytest.fail(
+                    f"expected the server to keep running, it exited ({process.returncode}):\n{last_lines}",
+                    pytrace=False,
+                )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
             time.sleep(0.1)
