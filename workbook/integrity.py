@@ -26,6 +26,8 @@ def check(steps: Sequence[catalogue.Step] | None = None, workers: int = 2) -> li
         f"steps/ is out of date: {path} differs from what `nox -s build` makes" for path in build.changes
     ]
     problems += [f"{label} has no marked region in its solution" for label in build.unmarked_tasks]
+    if build.manifest_stale:
+        problems.append(f"steps/{starter.MANIFEST} does not match the generated starters: run `nox -s build`")
 
     jobs = [(step, target) for step in steps for target in ("steps", "solutions")]
     results = run_many(jobs, workers=workers)

@@ -163,6 +163,7 @@ class BuildPlan:
     learner_edits: list[Path] = field(default_factory=list)
     manifest: dict[str, str] = field(default_factory=dict)
     unmarked_tasks: list[str] = field(default_factory=list)
+    manifest_stale: bool = False
 
     @property
     def changes(self) -> list[Path]:
@@ -217,6 +218,7 @@ def plan(root: Path = catalogue.ROOT) -> BuildPlan:
                 result.deletes.append(path)
                 if old_manifest.get(key) != _digest(path.read_bytes()):
                     result.learner_edits.append(path)
+    result.manifest_stale = old_manifest != result.manifest
     return result
 
 
