@@ -22,7 +22,7 @@ from workbook import catalogue  # noqa: E402 - needs ROOT on sys.path first
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = False
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["status"]
 os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -52,6 +52,41 @@ def _make_step_session(step: catalogue.Step) -> None:
 
 for _step in catalogue.steps():
     _make_step_session(_step)
+
+
+@nox.session
+def status(session: nox.Session) -> None:
+    """Where you are: every step's tasks (done, failing, not started), a progress bar, what to do next."""
+    install(session, "test")
+    workbook(session, "status")
+
+
+@nox.session(default=False)
+def hint(session: nox.Session) -> None:
+    """The next hint for the first failing task of step N: `nox -s hint -- N` (`-- N --all` for all)."""
+    install(session, "test")
+    workbook(session, "hint", *session.posargs)
+
+
+@nox.session(default=False)
+def watch(session: nox.Session) -> None:
+    """Re-check step N each time you save one of its files: `nox -s watch -- N`."""
+    install(session, "test", "learner")
+    workbook(session, "watch", *session.posargs)
+
+
+@nox.session(default=False)
+def reset(session: nox.Session) -> None:
+    """Put steps/stepN back to its starter, keeping your version in backups/: `nox -s reset -- N`."""
+    install(session, "test")
+    workbook(session, "reset", *session.posargs)
+
+
+@nox.session(default=False)
+def solution(session: nox.Session) -> None:
+    """The reference solution of step N as a diff against yours, once yours passes: `nox -s solution -- N`."""
+    install(session, "test")
+    workbook(session, "solution", *session.posargs)
 
 
 @nox.session(default=False)

@@ -6,7 +6,7 @@ import argparse
 import subprocess
 import sys
 
-from . import catalogue, integrity, starter
+from . import catalogue, integrity, learner, starter
 from .runner import pytest_command, run_many
 
 
@@ -69,6 +69,35 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(step, learner=learner, port=args.port or DEFAULT_PORT)
 
 
+def _status(args: argparse.Namespace) -> int:
+    learner.print_lines(learner.status())
+    return 0
+
+
+def _hint(args: argparse.Namespace) -> int:
+    learner.print_lines(learner.hint(catalogue.step(args.step), show_all=args.all))
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    try:
+        learner.watch(catalogue.step(args.step))
+    except KeyboardInterrupt:
+        print("\nStopped watching.")
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    learner.print_lines(learner.reset(catalogue.step(args.step), assume_yes=args.yes))
+    return 0
+
+
+def _solution(args: argparse.Namespace) -> int:
+    shown, text = learner.solution_diff(catalogue.step(args.step), force=args.force)
+    learner.print_lines(text)
+    return 0 if shown else 1
+
+
 def _new_step(args: argparse.Namespace) -> int:
     step = int(args.step)
     previous = catalogue.ROOT / "solutions" / f"step{step - 1}"
@@ -109,6 +138,28 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--learner", metavar="N", help="run your own steps/stepN instead")
     serve.add_argument("--port", type=int, help="listen on this port (default 8080)")
     serve.set_defaults(handler=_serve)
+
+    status = commands.add_parser("status", help="every step's tasks, a progress bar and what to do next")
+    status.set_defaults(handler=_status)
+
+    hint = commands.add_parser("hint", help="the next hint for the first failing task of a step")
+    hint.add_argument("step")
+    hint.add_argument("--all", action="store_true", help="show every hint of the task at once")
+    hint.set_defaults(handler=_hint)
+
+    watch = commands.add_parser("watch", help="re-check a step whenever one of its files changes")
+    watch.add_argument("step")
+    watch.set_defaults(handler=_watch)
+
+    reset = commands.add_parser("reset", help="put steps/stepN back to its starter (keeps a backup)")
+    reset.add_argument("step")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(handler=_reset)
+
+    solution = commands.add_parser("solution", help="the reference solution as a diff, once your step passes")
+    solution.add_argument("step")
+    solution.add_argument("--force", action="store_true", help="show it even though your step fails")
+    solution.set_defaults(handler=_solution)
 
     new_step = commands.add_parser("new-step", help="maintainers: start solutions/stepN from step N-1")
     new_step.add_argument("step")

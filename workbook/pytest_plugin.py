@@ -68,6 +68,7 @@ class StepRun:
 
 
 RUN_KEY = pytest.StashKey[StepRun]()
+BROKEN_EXIT_STATUS = 3
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -123,19 +124,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(RUN_KEY, None)
     if run is not None and run.broken:
-        _write_report(session.config, run)
-        pytest.exit(
-            f"Python cannot read your code for step {run.step.number}, so no test can run:\n{run.broken}",
-            returncode=3,
-        )
+        session.exitstatus = BROKEN_EXIT_STATUS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is None:
+        return
+    if run.broken:  # nothing can import the package: one clear message beats a wall of identical failures
+        config.hook.pytest_deselected(items=list(items))
+        items[:] = []
         return
     known = {task.number for task in run.step.tasks}
     for item in items:
@@ -195,10 +196,17 @@ def _write_report(config: pytest.Config, run: StepRun) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
-    if run is None or run.broken:
+    if run is None:
         return
     _write_report(config, run)
     write = terminalreporter.write_line
+    if run.broken:
+        write("")
+        write(f"Python cannot read your code for step {run.step.number}, so no test could run:", red=True)
+        for line in run.broken.splitlines():
+            write(f"  {line}")
+        write("  Fix that line, save, and run the check again.", yellow=True)
+        return
     write("")
     write(f"Step {run.step.number}: {run.step.title}  (testing {run.tree})", bold=True)
     first_failing = None

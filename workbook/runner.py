@@ -65,13 +65,18 @@ def run_step(
     capture: bool = True,
     timeout: float | None = None,
     env: dict[str, str] | None = None,
+    root: Path = catalogue.ROOT,
 ) -> StepResult:
-    """Run tests/stepN against `target` ('steps', 'solutions' or a workbook copy's path)."""
+    """Run tests/stepN against `target` ('steps', 'solutions' or a workbook copy's path).
+
+    `root` is the workbook whose tests/ run (the current directory of pytest); a grader points it at a
+    sandbox copy so that nothing a learner's code does can touch this checkout.
+    """
     with tempfile.TemporaryDirectory(prefix="workbook-report-") as tmp:
         report_path = Path(tmp) / "report.json"
         completed = subprocess.run(
             pytest_command(step, target, report_path, extra),
-            cwd=catalogue.ROOT,
+            cwd=root,
             env={**os.environ, **(env or {})},
             capture_output=capture,
             text=True,

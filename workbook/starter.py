@@ -126,7 +126,7 @@ def _starter_lines(region: _Region, step: int) -> list[str]:
     return lines
 
 
-def _source_files(tree: Path) -> list[Path]:
+def source_files(tree: Path) -> list[Path]:
     return sorted(
         path
         for path in tree.rglob("*")
@@ -140,7 +140,7 @@ def generate_step(solution_tree: Path, step: int) -> tuple[dict[str, bytes], set
     """Every file of one starter, by path relative to the step directory, and the tasks marked."""
     files: dict[str, bytes] = {}
     marked: set[int] = set()
-    for path in _source_files(solution_tree):
+    for path in source_files(solution_tree):
         relative = path.relative_to(solution_tree).as_posix()
         data = path.read_bytes()
         if path.suffix in MARKED_SUFFIXES:
@@ -211,7 +211,7 @@ def plan(root: Path = catalogue.ROOT) -> BuildPlan:
             if current is not None and old_manifest.get(key) != _digest(current):
                 result.learner_edits.append(path)
         if target.exists():
-            for path in _source_files(target):
+            for path in source_files(target):
                 key = f"{step.name}/{path.relative_to(target).as_posix()}"
                 if key in result.manifest:
                     continue
@@ -243,7 +243,7 @@ def strip_markers_into(solution_tree: Path, destination: Path, step: int) -> Non
     if destination.exists():
         raise FileExistsError(f"{destination} already exists")
     shutil.copytree(solution_tree, destination, ignore=shutil.ignore_patterns(*IGNORED_PARTS, "*.pyc"))
-    for path in _source_files(destination):
+    for path in source_files(destination):
         if path.suffix in MARKED_SUFFIXES:
             text, _ = render(path.read_text(), step, str(path), keep_solution=True)
             path.write_text(text)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from workbook import catalogue, starter
@@ -72,15 +69,6 @@ def test_broken_markers_name_file_and_line(text, problem):
 def test_ordinary_comments_are_left_alone():
     text = "# --- a section ---\n# a comment: with a colon\nx = 1  # >>> not a marker\n"
     assert starter.render(text, 1, "x.py") == (text, set())
-
-
-@pytest.fixture
-def workbook_copy(tmp_path: Path) -> Path:
-    """A copy of the workbook's solutions, steps and README to build in."""
-    for name in ("solutions", "steps"):
-        shutil.copytree(catalogue.ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(catalogue.ROOT / "README.md", tmp_path / "README.md")
-    return tmp_path
 
 
 def test_committed_steps_are_in_sync():

@@ -1,0 +1,127 @@
+"""The learner's commands, driven as a learner would, in private copies of the workbook."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.workbook.conftest import run_workbook
+from workbook import catalogue, learner
+
+
+def copy_solution(copy: Path, number: int) -> None:
+    """Finish step N the honest way: put its reference solution (markers removed) in steps/."""
+    target = copy / "steps" / f"step{number}"
+    shutil.rmtree(target)
+    from workbook.starter import strip_markers_into
+
+    strip_markers_into(copy / "solutions" / f"step{number}", target, number)
+
+
+def test_status_of_an_untouched_workbook(workbook_copy):
+    result = run_workbook(workbook_copy, "status")
+    assert result.returncode == 0, result.stderr
+    total = sum(len(step.tasks) for step in catalogue.steps())
+    assert f"0/{total} tasks" in result.stdout
+    assert "Next: step 1, task 1" in result.stdout
+    assert "done" not in result.stdout
+
+
+def test_status_after_finishing_steps_1_and_2(workbook_copy):
+    copy_solution(workbook_copy, 1)
+    copy_solution(workbook_copy, 2)
+    result = run_workbook(workbook_copy, "status")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line[:1].isdigit()}
+    assert lines["1"].count(":done") == 3 and lines["2"].count(":done") == 3, result.stdout
+    assert "not started" in lines["3"]
+    assert "Next: step 3, task 1" in result.stdout
+    assert "6/" in result.stdout
+
+
+def test_status_tells_a_started_task_from_an_untouched_one(workbook_copy):
+    views = workbook_copy / "steps/step2/aiohttpdemo_polls/views.py"
+    views.write_text(
+        views.read_text().replace('raise NotImplementedError("TODO step 2, task 1")', "return None")
+    )
+    result = run_workbook(workbook_copy, "status")
+    line = next(line for line in result.stdout.splitlines() if line.startswith("2 "))
+    assert "1:failing" in line, result.stdout
+
+
+def test_hint_twice_gives_the_next_hint(workbook_copy):
+    first = run_workbook(workbook_copy, "hint", "3")
+    second = run_workbook(workbook_copy, "hint", "3")
+    task = catalogue.step(3).task(1)
+    assert task.hints[0] in first.stdout and task.hints[1] in second.stdout
+    assert first.stdout != second.stdout
+    everything = run_workbook(workbook_copy, "hint", "3", "--all")
+    assert all(hint in everything.stdout for hint in task.hints)
+
+
+def test_hint_follows_the_first_failing_task(workbook_copy):
+    copy_solution(workbook_copy, 2)
+    routes = workbook_copy / "steps/step2/aiohttpdemo_polls/routes.py"
+    routes.write_text(routes.read_text().replace('name="index"', 'name="home"'))
+    result = run_workbook(workbook_copy, "hint", "2")
+    assert "task 2" in result.stdout and "expected a route named 'index'" in result.stdout, result.stdout
+
+
+def test_a_syntax_error_is_one_short_message(workbook_copy):
+    views = workbook_copy / "steps/step2/aiohttpdemo_polls/views.py"
+    views.write_text(views.read_text() + "\ndef oops(:\n")
+    result = run_workbook(workbook_copy, "check", "2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 3
+    assert "steps/step2/aiohttpdemo_polls/views.py, line" in output
+    assert "Traceback" not in output and len(output.splitlines()) < 12, output
+
+
+def test_reset_asks_and_keeps_a_backup(workbook_copy):
+    main = workbook_copy / "steps/step1/aiohttpdemo_polls/main.py"
+    main.write_text(main.read_text() + "\n# my attempt\n")
+    refused = run_workbook(workbook_copy, "reset", "1", stdin="n\n")
+    assert "Nothing changed" in refused.stdout and "# my attempt" in main.read_text()
+
+    accepted = run_workbook(workbook_copy, "reset", "1", stdin="yes\n")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "# my attempt" not in main.read_text()
+    assert learner.untouched(catalogue.step(1), workbook_copy)
+    (backup,) = (workbook_copy / "backups").iterdir()
+    assert "# my attempt" in (backup / "aiohttpdemo_polls/main.py").read_text()
+
+
+def test_solution_stays_hidden_until_the_step_passes(workbook_copy):
+    hidden = run_workbook(workbook_copy, "solution", "1")
+    assert hidden.returncode == 1 and "does not pass yet" in hidden.stdout
+    assert "Hello Aiohttp!" not in hidden.stdout
+
+    forced = run_workbook(workbook_copy, "solution", "1", "--force")
+    assert forced.returncode == 0 and '+    return web.Response(text="Hello Aiohttp!")' in forced.stdout
+
+    copy_solution(workbook_copy, 1)
+    main = workbook_copy / "steps/step1/aiohttpdemo_polls/main.py"
+    main.write_text(main.read_text().replace('"""Step 1: the smallest', '"""My step 1: the smallest'))
+    shown = run_workbook(workbook_copy, "solution", "1")
+    assert shown.returncode == 0
+    assert (
+        '-"""My step 1: the smallest' in shown.stdout
+        and "+++ solution/step1/aiohttpdemo_polls/main.py" in shown.stdout
+    )
+
+
+def test_watch_reruns_on_each_change(workbook_copy, capsys):
+    step = catalogue.step(1)
+    copy_solution(workbook_copy, 1)
+    main = workbook_copy / "steps/step1/aiohttpdemo_polls/main.py"
+
+    def edits():
+        main.write_text(main.read_text().replace("Hello Aiohttp!", "Hello!"))
+        yield {"changed"}
+
+    learner.watch(step, root=workbook_copy, changes=edits())
+    output = capsys.readouterr().out
+    runs = output.split("--- step 1")
+    assert len(runs) == 3, output  # the first run, then one per change
+    assert "Step 1 passes" in runs[1]
+    assert "FAIL  task 1" in runs[2] and "First failure, task 1" in runs[2]
