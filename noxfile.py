@@ -122,6 +122,20 @@ def run_ruff(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def notebooks(session: nox.Session) -> None:
+    """Execute every companion notebook against the solutions (`-- --tree steps` for yours)."""
+    install(session, "notebooks")
+    workbook(session, "notebooks", *session.posargs)
+
+
+@nox.session(default=False)
+def lab(session: nox.Session) -> None:
+    """Open the companion notebooks in JupyterLab, in an environment of their own."""
+    install(session, "lab")
+    session.run("jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *session.posargs)
+
+
+@nox.session(default=False)
 def lint(session: nox.Session) -> None:
     """ruff: style and common bugs, everywhere but the generated starters' intentional gaps."""
     install(session, "lint")
@@ -130,11 +144,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """What CI runs: lint, the provider's and tooling's own tests, then the integrity matrix."""
-    install(session, "test", "lint")
+    """What CI runs: lint, the tooling's own tests, the integrity matrix, then every notebook."""
+    install(session, "notebooks", "lint", "learner")
     run_ruff(session)
     session.run("python", "-m", "pytest", "tests/workbook", "-q")
     workbook(session, "integrity")
+    workbook(session, "notebooks")
 
 
 @nox.session(default=False)

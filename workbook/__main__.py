@@ -98,6 +98,15 @@ def _solution(args: argparse.Namespace) -> int:
     return 0 if shown else 1
 
 
+def _notebooks(args: argparse.Namespace) -> int:
+    from . import notebook_runner  # needs nbclient, installed by the notebooks session only
+
+    problems = notebook_runner.run_all(args.tree)
+    if problems:
+        print("\nNotebook problems:\n- " + "\n- ".join(problems))
+    return 1 if problems else 0
+
+
 def _new_step(args: argparse.Namespace) -> int:
     step = int(args.step)
     previous = catalogue.ROOT / "solutions" / f"step{step - 1}"
@@ -160,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     solution.add_argument("step")
     solution.add_argument("--force", action="store_true", help="show it even though your step fails")
     solution.set_defaults(handler=_solution)
+
+    notebooks = commands.add_parser("notebooks", help="execute every notebook (nbclient)")
+    notebooks.add_argument("--tree", default="solutions", choices=("solutions", "steps"))
+    notebooks.set_defaults(handler=_notebooks)
 
     new_step = commands.add_parser("new-step", help="maintainers: start solutions/stepN from step N-1")
     new_step.add_argument("step")

@@ -105,6 +105,14 @@ def test_yaml_tags_are_not_executed(polls, tmp_path):
 
 
 @pytest.mark.task(1)
+def test_binary_file_names_the_file(polls, tmp_path):
+    path = tmp_path / "picture.yaml"
+    path.write_bytes(bytes(range(256)))
+    message = config_error(polls, path)
+    assert "picture.yaml" in message, f"expected the error to name picture.yaml, got: {message}"
+
+
+@pytest.mark.task(1)
 def test_missing_file_names_the_file(polls, tmp_path):
     message = config_error(polls, tmp_path / "nowhere.yaml")
     assert "nowhere.yaml" in message, f"expected the error to name nowhere.yaml, got: {message}"

@@ -71,11 +71,12 @@ def load_config(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     # >>> task 1: read with yaml.safe_load, check with CONFIG_SCHEMA, raise ConfigError on any problem
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:  # a stream lets YAML errors name the file and line
+            data = yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: this is not a UTF-8 text file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: this is not valid YAML: {exc}") from None
     try:
