@@ -158,3 +158,10 @@ def benchmark(session: nox.Session) -> None:
     install(session, "test")
     session.install("nox==2026.10.20", "uv==0.13.9")
     session.run("python", "bench/startup.py")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Load-test the finished app: requests/s and p50/p99 per route, then lost votes (must be 0)."""
+    install(session, "test")
+    session.run("python", "bench/load.py", *session.posargs)

@@ -226,3 +226,18 @@ def polls_process(polls: Polls) -> Iterator[PollsProcess]:
     runner = PollsProcess(polls.tree)
     yield runner
     runner.stop_all()
+
+
+# --- the polls app on the seeded database (steps 5 to 9) -------------------------------------------------
+
+
+@pytest.fixture
+def polls_app(polls: Polls, polls_db: Database) -> Any:
+    """A new app from the tree's init_app(config), its config pointing at the freshly seeded database."""
+    return polls.attribute("main", "init_app")(valid_config(polls_db))
+
+
+@pytest.fixture
+async def polls_client(polls_app: Any, aiohttp_client: Any) -> Any:
+    """A pytest-aiohttp client for polls_app: the app has started (engine open) when the test gets it."""
+    return await aiohttp_client(polls_app)

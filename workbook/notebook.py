@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
-import json
 import sys
 from types import ModuleType
 from typing import Any
@@ -106,6 +105,27 @@ class Workbench:
         finally:
             conn.close()
 
+    def execute(self, statement: str) -> list[tuple]:
+        """Run one statement and commit it (rows come back when it returns any)."""
+        if self.server is None or self.database is None:
+            raise RuntimeError("call bench.config() first: it starts the database")
+        return self.server.execute(statement, self.database)
+
+    def plot_votes(self, question_id: int, title: str) -> None:
+        """A bar chart of one poll's votes, straight from PostgreSQL."""
+        import matplotlib.pyplot as plt
+
+        rows = self.rows(
+            f"SELECT choice_text, votes FROM choice WHERE question_id = {int(question_id)} ORDER BY id"
+        )
+        figure, axes = plt.subplots(figsize=(6, 0.5 + 0.45 * len(rows)))
+        axes.barh([row["choice_text"] for row in rows], [row["votes"] for row in rows], color="#2a7ab0")
+        axes.invert_yaxis()  # first choice on top, as on the page
+        axes.set_xlabel("votes")
+        axes.set_title(title)
+        figure.tight_layout()
+        plt.show()
+
     def table(self, query: str) -> None:
         """Print a query's result as an aligned text table."""
         rows = self.rows(query)
@@ -113,7 +133,7 @@ class Workbench:
             print("(no rows)")
             return
         columns = list(rows[0])
-        cells = [[json.dumps(r[c], default=str).strip('"') for c in columns] for r in rows]
+        cells = [["" if r[c] is None else str(r[c]) for c in columns] for r in rows]
         widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
         print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
         print("  ".join("-" * w for w in widths))

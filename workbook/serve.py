@@ -8,13 +8,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import catalogue
-from .pg import describe, throwaway_postgres
+from .pg import PostgresServer, describe, throwaway_postgres
 
 DEFAULT_PORT = 8080
 
@@ -37,27 +38,50 @@ def write_config(directory: Path, postgres: dict[str, Any], port: int) -> Path:
     return path
 
 
-def _python(tree: Path, *args: str, check: bool = True) -> int:
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
-    completed = subprocess.run([sys.executable, "-m", *args], cwd=tree, env=env, check=False)
-    if check and completed.returncode != 0:
-        raise SystemExit(f"`python -m {' '.join(args)}` failed with exit status {completed.returncode}")
-    return completed.returncode
+@dataclass
+class PreparedApp:
+    """A step's app, ready to start: its tree, its config file and the database behind it."""
+
+    tree: Path
+    config: Path | None = None
+    server: PostgresServer | None = None
+    database: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.tree), "PYTHONUNBUFFERED": "1"}
+
+    def command(self, module: str = catalogue.PACKAGE) -> list[str]:
+        """`python -m MODULE [--config FILE]`, as a person would type it in the step's folder."""
+        return [sys.executable, "-m", module] + (["--config", str(self.config)] if self.config else [])
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """The app in the background, for benchmarks and browser tests; the caller stops it."""
+        return subprocess.Popen(
+            self.command(), cwd=self.tree, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
 
 @contextlib.contextmanager
-def prepared_config(step: catalogue.Step, tree: Path, port: int) -> Iterator[Path | None]:
+def prepared_app(
+    step: catalogue.Step, tree: Path, port: int, pool_size: int | None = None
+) -> Iterator[PreparedApp]:
     """A database and a config file for the step's app, as far as that step uses them."""
     if step.serve == "plain":
-        yield None
+        yield PreparedApp(tree)
         return
     with throwaway_postgres() as server, tempfile.TemporaryDirectory(prefix="workbook-serve-") as tmp:
         database = server.create_database("aiohttpdemo_polls")
         print(f"Database: {describe(server)}, database {database!r}")
-        config = write_config(Path(tmp), server.params(database), port)
+        postgres = server.params(database) | ({"maxsize": pool_size} if pool_size else {})
+        prepared = PreparedApp(tree, write_config(Path(tmp), postgres, port), server, database)
         if step.serve == "database":
-            _python(tree, f"{catalogue.PACKAGE}.init_db", "--config", str(config))
-        yield config
+            init_db = subprocess.run(
+                prepared.command(f"{catalogue.PACKAGE}.init_db"), cwd=tree, env=prepared.env, check=False
+            )
+            if init_db.returncode != 0:
+                raise SystemExit(f"init_db failed with exit status {init_db.returncode}: see above")
+        yield prepared
 
 
 def serve(step: catalogue.Step, learner: bool = False, port: int = DEFAULT_PORT) -> int:
@@ -70,12 +94,11 @@ def serve(step: catalogue.Step, learner: bool = False, port: int = DEFAULT_PORT)
         raise SystemExit(
             f"Step {step.number}'s app has no configuration yet: it always listens on {DEFAULT_PORT}."
         )
-    with prepared_config(step, tree, port) as config:
+    with prepared_app(step, tree, port) as prepared:
         print(f"Serving {whose} step {step.number} app ({step.title}) from {tree}")
         print(f"Open http://127.0.0.1:{port}/ - press Ctrl+C to stop.", flush=True)
-        args = [catalogue.PACKAGE] + (["--config", str(config)] if config else [])
         try:
-            return _python(tree, *args, check=False)
+            return subprocess.run(prepared.command(), cwd=tree, env=prepared.env, check=False).returncode
         except KeyboardInterrupt:
             print("\nStopped; the throwaway database is being removed.")
             return 0

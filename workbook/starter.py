@@ -102,6 +102,7 @@ def render(text: str, step: int, where: str, *, keep_solution: bool = False) -> 
         elif kind == "stubline" and in_stub:
             assert match is not None and region.stub is not None
             stub_text = match["body"][1:]
+            stub_text = stub_text.rstrip()  # the space before a closing '#}' or '*/' is not part of the stub
             region.stub.append(stub_text[1:] if stub_text.startswith(" ") else stub_text)
         elif kind == "end":
             if not keep_solution:

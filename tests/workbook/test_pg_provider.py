@@ -123,8 +123,21 @@ class FakeDockerClient:
 def test_docker_ping_decides(monkeypatch, answers):
     import docker
 
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
     monkeypatch.setattr(docker, "from_env", lambda **kwargs: FakeDockerClient(answers))
     assert pg.docker_answers() is answers
+
+
+def test_no_daemon_address_means_no_docker(monkeypatch, tmp_path):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(pg, "DOCKER_SOCKET", tmp_path / "no-such.sock")
+    assert pg.docker_answers() is False
+
+
+def test_an_unreachable_daemon_is_no_and_leaks_nothing(monkeypatch):
+    """A socket that refuses: the SDK's failure must not leave a ResourceWarning (an error in our runs)."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    assert pg.docker_answers(timeout=1) is False
 
 
 def test_docker_path_with_a_faked_daemon(tmp_root, monkeypatch):
@@ -156,6 +169,7 @@ def test_docker_path_with_a_faked_daemon(tmp_root, monkeypatch):
             events.append("stopped")
             self._cluster.__exit__(None, None, None)
 
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
     monkeypatch.setattr(docker, "from_env", lambda **kwargs: FakeDockerClient(True))
     monkeypatch.setattr(pg, "_container_class", lambda: FakeContainer)
     monkeypatch.setattr(pg.PostgresServer, "dsn", lambda self, database=None: _trust_dsn(self, database))

@@ -113,3 +113,9 @@ def test_readme_table_lists_every_step():
     table = starter.readme_with_step_table("<!-- steps:start -->\nold\n<!-- steps:end -->")
     for step in catalogue.steps():
         assert f"`nox -s {step.name}`" in table and step.title in table
+
+
+def test_template_stub_lines_keep_no_trailing_space():
+    solution = "{# >>> task 1: list #}\n<ol></ol>\n{# --- #}\n{#: <ul> #}\n{# <<< #}\n"
+    text, _ = starter.render(solution, 6, "x.html")
+    assert text == "{# TODO (step 6, task 1): list #}\n<ul>\n"

@@ -1,0 +1,13 @@
+"""The URL map, kept apart from the views so the whole site reads in one place."""
+
+from aiohttp import web
+
+from . import views
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route of the app."""
+    app.router.add_get("/", views.index, name="index")
+    app.router.add_get(r"/poll/{question_id:[0-9]{1,10}}", views.poll, name="poll")
+    app.router.add_post(r"/poll/{question_id:[0-9]{1,10}}/vote", views.vote, name="vote")
+    app.router.add_get(r"/poll/{question_id:[0-9]{1,10}}/results", views.results, name="results")
