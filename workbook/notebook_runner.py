@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import catalogue
-from .pg import TMP_PREFIX
+from .pg import abandoned_clusters
 
 NOTEBOOK_DIR = catalogue.ROOT / "notebooks"
 PARAMETER = re.compile(r'^TREE = "steps"', re.MULTILINE)
@@ -46,7 +45,11 @@ class NotebookFailure:
 
 
 def _leftover_clusters() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"))
+    """Clusters whose owner has exited: a notebook's kernel is gone once it ran, so anything it left is here.
+
+    Clusters of other live runs (a test suite, a grader) are not counted.
+    """
+    return set(abandoned_clusters())
 
 
 def execute(path: Path, tree: str = "solutions") -> NotebookFailure | None:
@@ -64,6 +67,7 @@ def execute(path: Path, tree: str = "solutions") -> NotebookFailure | None:
         notebook,
         timeout=CELL_TIMEOUT,
         kernel_name="python3",
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not its warning about TCP on localhost
         resources={"metadata": {"path": str(path.parent)}},
     )
     try:

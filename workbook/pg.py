@@ -366,11 +366,10 @@ def _stop_cluster(workdir: Path, bindir: Path | None, run_as: _RunAs) -> None:
                 time.sleep(0.1)
 
 
-def reap_abandoned_clusters(tmp_root: Path | None = None) -> list[Path]:
-    """Stop and delete clusters whose owning process is gone; return what was reaped."""
+def abandoned_clusters(tmp_root: Path | None = None) -> list[Path]:
+    """Cluster directories of ours whose owning process is gone (clusters of live runs are left alone)."""
     tmp_root = Path(tmp_root or tempfile.gettempdir())
-    reaped = []
-    bindir = find_bindir()
+    abandoned = []
     for workdir in tmp_root.glob(f"{TMP_PREFIX}*"):
         try:
             owner = json.loads((workdir / OWNER_FILE).read_text())
@@ -380,9 +379,18 @@ def reap_abandoned_clusters(tmp_root: Path | None = None) -> list[Path]:
             continue
         if not owner and time.time() - workdir.stat().st_mtime < 60:
             continue  # being created right now by another process: it writes owner.json first thing
-        _stop_cluster(workdir, bindir, _RunAs.for_this_process())
-        shutil.rmtree(workdir, ignore_errors=True)
-        reaped.append(workdir)
+        abandoned.append(workdir)
+    return abandoned
+
+
+def reap_abandoned_clusters(tmp_root: Path | None = None) -> list[Path]:
+    """Stop and delete clusters whose owning process is gone; return what was reaped."""
+    reaped = abandoned_clusters(tmp_root)
+    if reaped:
+        bindir, run_as = find_bindir(), _RunAs.for_this_process()
+        for workdir in reaped:
+            _stop_cluster(workdir, bindir, run_as)
+            shutil.rmtree(workdir, ignore_errors=True)
     return reaped
 
 

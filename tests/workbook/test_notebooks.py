@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from workbook import catalogue, notebook_runner
+from workbook.pg import abandoned_clusters
 
 
 def test_one_notebook_per_step_named_after_it():
@@ -40,3 +41,39 @@ def test_a_dirty_notebook_is_caught(tmp_path):
 
 def test_expected_names_follow_the_catalogue():
     assert notebook_runner.expected_names()[0] == f"01-{catalogue.step(1).slug}.ipynb"
+
+
+def test_a_failing_cell_is_named_and_the_database_still_goes(tmp_path):
+    """The kernel's exit closes what a notebook opened, even when a cell fails before `bench.close()`."""
+    root = str(catalogue.ROOT)
+    cells = [
+        ('TREE = "steps"', ["parameters"]),
+        (
+            f"import sys\nsys.path.insert(0, {root!r})\nfrom workbook.notebook import Workbench\n"
+            "bench = Workbench(step=5, tree=TREE)\nconfig = bench.config()",
+            [],
+        ),
+        ("raise ValueError('boom')", []),
+    ]
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": f"c{i}",
+                "metadata": {"tags": tags},
+                "source": source,
+                "outputs": [],
+                "execution_count": None,
+            }
+            for i, (source, tags) in enumerate(cells)
+        ],
+    }
+    path = tmp_path / "broken.ipynb"
+    path.write_text(json.dumps(notebook))
+    before = set(abandoned_clusters())
+    failure = notebook_runner.execute(path, tree="solutions")
+    assert failure is not None and failure.cell == 2 and "boom" in failure.error, failure
+    assert set(abandoned_clusters()) - before == set(), "the notebook's PostgreSQL was left behind"
