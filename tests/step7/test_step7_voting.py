@@ -211,6 +211,27 @@ async def test_uploaded_file_as_choice_is_400(polls_client):
 
 
 @pytest.mark.task(2)
+@pytest.mark.parametrize(
+    ("body", "content_type", "what"),
+    [
+        (b"choice=\xff", "application/x-www-form-urlencoded", "a body that is not UTF-8"),
+        (b"choice=1", "application/x-www-form-urlencoded; charset=no-such-charset", "an unknown charset"),
+    ],
+    ids=["not-utf8", "unknown-charset"],
+)
+async def test_undecodable_form_is_400(polls_client, polls_db, body, content_type, what):
+    before = votes(polls_db)
+    response = await polls_client.post(
+        "/poll/1/vote", data=body, headers={"Content-Type": content_type}, allow_redirects=False
+    )
+    assert response.status == 400, (
+        f"expected 400 for {what}, got {response.status}. Hint: read the form with read_form(request), "
+        "which turns a body it cannot decode into a 400."
+    )
+    assert votes(polls_db) == before, f"expected {what} to count no vote, the votes changed"
+
+
+@pytest.mark.task(2)
 async def test_concurrent_votes_over_http_are_all_counted(busy_client, polls_db):
     before = votes(polls_db)
     responses = await asyncio.gather(

@@ -33,6 +33,14 @@ async def poll(request: web.Request) -> dict[str, Any]:
     return {"question": question, "choices": choices}
 
 
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | web.FileField]:
+    """The posted form. A body in a broken or unknown encoding is the sender's mistake: a 400, not a 500."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, LookupError):
+        raise web.HTTPBadRequest(text="The form could not be read: send it as UTF-8 text.") from None
+
+
 def chosen_choice(form: MultiDictProxy[str | bytes | web.FileField]) -> int:
     """The choice id the vote form sent, or a 400 whose text tells the visitor what went wrong."""
     raw = form.get("choice")
@@ -47,7 +55,7 @@ def chosen_choice(form: MultiDictProxy[str | bytes | web.FileField]) -> int:
 async def vote(request: web.Request) -> web.Response:
     """Handle POST /poll/{question_id}/vote: count the vote, then send the browser to the results."""
     question_id = int(request.match_info["question_id"])
-    choice_id = chosen_choice(await request.post())
+    choice_id = chosen_choice(await read_form(request))
     async with request.app[db.DB_KEY].acquire() as conn:
         try:
             await db.vote(conn, question_id, choice_id)

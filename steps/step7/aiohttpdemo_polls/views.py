@@ -33,6 +33,14 @@ async def poll(request: web.Request) -> dict[str, Any]:
     return {"question": question, "choices": choices}
 
 
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | web.FileField]:
+    """The posted form. A body in a broken or unknown encoding is the sender's mistake: a 400, not a 500."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, LookupError):
+        raise web.HTTPBadRequest(text="The form could not be read: send it as UTF-8 text.") from None
+
+
 def chosen_choice(form: MultiDictProxy[str | bytes | web.FileField]) -> int:
     """The choice id the vote form sent, or a 400 whose text tells the visitor what went wrong."""
     # TODO (step 7, task 2): no choice -> 400, a choice that is not a whole number -> 400
@@ -42,7 +50,7 @@ def chosen_choice(form: MultiDictProxy[str | bytes | web.FileField]) -> int:
 async def vote(request: web.Request) -> web.Response:
     """Handle POST /poll/{question_id}/vote: count the vote, then send the browser to the results."""
     question_id = int(request.match_info["question_id"])
-    # TODO (step 7, task 2): read the form, count the vote (404 for a choice of another poll), redirect to 'results'
+    # TODO (step 7, task 2): read_form, count the vote (404 for another poll's choice), redirect to 'results'
     raise NotImplementedError("TODO step 7, task 2")
 
 
