@@ -7,6 +7,7 @@ workbook/ package, where the tests and the grader use the same code.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -118,7 +119,9 @@ def serve(session: nox.Session) -> None:
 
 def run_ruff(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "workbook", "noxfile.py", "tests/workbook", "bench")
+    session.run(
+        "ruff", "format", "--check", "workbook", "noxfile.py", "tests/workbook", "tests/browser", "bench"
+    )
 
 
 @nox.session(default=False)
@@ -165,3 +168,25 @@ def bench(session: nox.Session) -> None:
     """Load-test the finished app: requests/s and p50/p99 per route, then lost votes (must be 0)."""
     install(session, "test")
     session.run("python", "bench/load.py", *session.posargs)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@nox.session(default=False)
+def browser(session: nox.Session) -> None:
+    """Click through the finished app in Chromium; writes docs/screenshots/{index,poll,results,404}.png."""
+    # Playwright cannot download its own browser here: the tests drive the system's Chromium.
+    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.log(f"No Chromium at {CHROMIUM}: trying `apt-get install -y chromium`")
+        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+        for apt_args in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
+            # A failed apt-get (no network, no such package) is reported and leads to the skip below.
+            session.run("apt-get", *apt_args, env=apt_env, external=True, success_codes=range(256))
+    if not CHROMIUM.exists():
+        session.skip(
+            f"no Chromium at {CHROMIUM}, so no browser tests: install it (Debian/Ubuntu, as root: "
+            "`apt-get install chromium`) and run `nox -s browser` again"
+        )
+    install(session, "browser")
+    session.run("python", "-m", "pytest", "tests/browser", *session.posargs)

@@ -70,6 +70,21 @@ async def test_not_found_shows_the_404_page(polls_client, path, what):
 
 
 @pytest.mark.task(1)
+async def test_missing_static_file_shows_the_404_page(polls_client):
+    response = await polls_client.get("/static/no-such-file.css")
+    await expect_page(response, 404, polls_client.app, "404.html", "a missing static file")
+
+
+@pytest.mark.task(1)
+async def test_existing_static_file_is_untouched(polls_client):
+    response = await polls_client.get("/static/style.css")
+    assert (response.status, response.content_type) == (200, "text/css"), (
+        f"expected the stylesheet as before (200 text/css), got {response.status} {response.content_type}. "
+        "Hint: only a FileResponse whose file is missing becomes the 404 page."
+    )
+
+
+@pytest.mark.task(1)
 async def test_bad_request_passes_through(polls_client):
     response = await polls_client.post("/poll/1/vote", data={"choice": "abc"}, allow_redirects=False)
     body = await response.text()
