@@ -104,10 +104,32 @@ def integrity(session: nox.Session) -> None:
     workbook(session, "integrity", *session.posargs)
 
 
-@nox.session(default=False, venv_backend="none")
+@nox.session(default=False)
+def grade(session: nox.Session) -> None:
+    """Grade a class: `nox -s grade -- SUBMISSIONS [--steps 1-9] [--out DIR] [--jobs N] [--timeout S]`."""
+    install(session, "test")
+    workbook(session, "grade", *session.posargs)
+
+
+@nox.session(default=False)
+def gradescope(session: nox.Session) -> None:
+    """Build build/gradescope-autograder.zip for Gradescope: `nox -s gradescope -- --steps 1-9`."""
+    install(session, "test")
+    workbook(session, "gradescope", *session.posargs)
+
+
+@nox.session(name="benchmark-grade", default=False)
+def benchmark_grade(session: nox.Session) -> None:
+    """Grade 30 copies of the finished solutions over every step; print the wall time and per learner."""
+    install(session, "test")
+    session.run("python", "bench/grade.py", *session.posargs)
+
+
+@nox.session(default=False)
 def build(session: nox.Session) -> None:
     """Regenerate steps/ from solutions/ (refuses to overwrite your edits without `-- --force`)."""
-    session.run(sys.executable, "-m", "workbook", "build", *session.posargs, env={"PYTHONPATH": str(ROOT)})
+    install(session, "test")
+    workbook(session, "build", *session.posargs)
 
 
 @nox.session(default=False)

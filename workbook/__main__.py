@@ -6,7 +6,7 @@ import argparse
 import subprocess
 import sys
 
-from . import catalogue, integrity, learner, starter
+from . import catalogue, grade, gradescope, integrity, learner, starter
 from .runner import pytest_command, run_many
 
 
@@ -133,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     solutions = commands.add_parser("solutions", help="every step's suite against solutions/")
     solutions.add_argument("--steps", help="a range such as 1-3")
     solutions.set_defaults(handler=_solutions)
+
+    grading = commands.add_parser("grade", help="grade a folder of learners' workbooks (nox -s grade)")
+    grade.add_arguments(grading)
+    grading.set_defaults(handler=grade.run)
+
+    bundle = commands.add_parser("gradescope", help="build a Gradescope autograder zip (nox -s gradescope)")
+    gradescope.add_arguments(bundle)
+    bundle.set_defaults(handler=gradescope.run)
 
     check_all = commands.add_parser("integrity", help="starters fail, solutions pass, steps/ in sync")
     check_all.add_argument("--steps", help="a range such as 1-3")
