@@ -70,7 +70,7 @@ def first_failure(result: StepResult) -> tuple[catalogue.Task, str] | None:
 def summary_lines(result: StepResult) -> list[str]:
     """A compact report: one line per task, then the first failure only."""
     if result.broken:
-        return [f"step {result.step.number}: Python cannot read the code:", *result.broken.splitlines()]
+        return [f"step {result.step.number} could not be checked:", *result.broken.splitlines()]
     lines = []
     for state in task_states(result.step, result):
         mark = "PASS" if state.state == "done" else "FAIL"
@@ -103,8 +103,9 @@ def status(root: Path = catalogue.ROOT) -> str:
     for step in steps:
         states = task_states(step, results.get(step.number))
         marks = "  ".join(f"{s.task.number}:{s.state}" for s in states)
-        if results.get(step.number) and results[step.number].broken:
-            marks = "cannot run: Python cannot read the code (nox -s " + step.name + " says where)"
+        result = results.get(step.number)
+        if result and result.broken:
+            marks = f"cannot check it: {result.broken.splitlines()[0]} (`nox -s {step.name}` says more)"
         lines.append(f"{step.number:<5}{step.title[:23]:<24}{marks}")
         done += sum(s.state == "done" for s in states)
         total += len(states)

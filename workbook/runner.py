@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,9 @@ from typing import Any
 
 from . import catalogue
 from .pg import ENV_DSN, throwaway_postgres
+
+# A step's suite takes seconds; only a learner's endless loop or a hung server gets near this.
+STEP_TIMEOUT = 300.0
 
 
 @dataclass
@@ -62,30 +66,46 @@ def run_step(
     target: str = "steps",
     *,
     extra: Sequence[str] = (),
-    capture: bool = True,
-    timeout: float | None = None,
+    timeout: float = STEP_TIMEOUT,
     env: dict[str, str] | None = None,
     root: Path = catalogue.ROOT,
 ) -> StepResult:
-    """Run tests/stepN against `target` ('steps', 'solutions' or a workbook copy's path).
+    """Run tests/stepN against `target` ('steps', 'solutions' or a workbook copy's path), output captured.
 
-    `root` is the workbook whose tests/ run (the current directory of pytest); a grader points it at a
-    sandbox copy so that nothing a learner's code does can touch this checkout.
+    `root` is the workbook whose tests/ run (the current directory of pytest). The suite runs in a process
+    group of its own, so an endless loop in a learner's code ends with the whole group killed at
+    `timeout`, reported as the reason the step could not be checked.
     """
     with tempfile.TemporaryDirectory(prefix="workbook-report-") as tmp:
         report_path = Path(tmp) / "report.json"
-        completed = subprocess.run(
+        process = subprocess.Popen(
             pytest_command(step, target, report_path, extra),
             cwd=root,
             env={**os.environ, **(env or {})},
-            capture_output=capture,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=timeout,
-            check=False,
+            start_new_session=True,
         )
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            output, _ = process.communicate()
+            reason = (
+                f"step {step.number}'s tests did not finish within {timeout:.0f}s: is there an endless loop?"
+            )
+            return StepResult(step, target, process.returncode, {"broken": reason, "tasks": {}}, output)
+        except BaseException:  # Ctrl+C: the suite runs in its own session and would not hear it
+            _kill_group(process)
+            raise
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    output = (completed.stdout or "") + (completed.stderr or "") if capture else ""
-    return StepResult(step, target, completed.returncode, report, output)
+    return StepResult(step, target, process.returncode, report, output)
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -125,3 +125,13 @@ def test_watch_reruns_on_each_change(workbook_copy, capsys):
     assert len(runs) == 3, output  # the first run, then one per change
     assert "Step 1 passes" in runs[1]
     assert "FAIL  task 1" in runs[2] and "First failure, task 1" in runs[2]
+
+
+def test_an_endless_loop_is_stopped_and_named(workbook_copy):
+    views = workbook_copy / "steps/step2/aiohttpdemo_polls/views.py"
+    views.write_text(views.read_text() + "\nwhile True:\n    pass\n")
+    from workbook import runner
+
+    result = runner.run_step(catalogue.step(2), "steps", root=workbook_copy, timeout=5)
+    assert "did not finish within 5s" in result.broken
+    assert learner.summary_lines(result)[0] == "step 2 could not be checked:"
