@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from . import catalogue
+from .learner import untouched
 from .pg import PostgresServer, describe, throwaway_postgres
 
 DEFAULT_PORT = 8080
@@ -94,11 +95,23 @@ def serve(step: catalogue.Step, learner: bool = False, port: int = DEFAULT_PORT)
         raise SystemExit(
             f"Step {step.number}'s app has no configuration yet: it always listens on {DEFAULT_PORT}."
         )
+    if learner and untouched(step):
+        raise SystemExit(
+            f"Your step {step.number} is still the untouched starter, so it has no server yet. Start with "
+            f"its lesson (steps/{step.name}/README.md) and `nox -s {step.name}`; meanwhile "
+            f"`nox -s serve -- {step.number}` runs the reference solution."
+        )
     with prepared_app(step, tree, port) as prepared:
         print(f"Serving {whose} step {step.number} app ({step.title}) from {tree}")
         print(f"Open http://127.0.0.1:{port}/ - press Ctrl+C to stop.", flush=True)
         try:
-            return subprocess.run(prepared.command(), cwd=tree, env=prepared.env, check=False).returncode
+            code = subprocess.run(prepared.command(), cwd=tree, env=prepared.env, check=False).returncode
+            if code != 0 and learner:
+                print(
+                    f"\nYour app stopped with exit status {code}. "
+                    f"`nox -s {step.name}` shows which task is not done."
+                )
+            return code
         except KeyboardInterrupt:
             print("\nStopped; the throwaway database is being removed.")
             return 0

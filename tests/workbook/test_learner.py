@@ -135,3 +135,9 @@ def test_an_endless_loop_is_stopped_and_named(workbook_copy):
     result = runner.run_step(catalogue.step(2), "steps", root=workbook_copy, timeout=5)
     assert "did not finish within 5s" in result.broken
     assert learner.summary_lines(result)[0] == "step 2 could not be checked:"
+
+
+def test_serving_an_untouched_step_says_there_is_no_server_yet(workbook_copy):
+    result = run_workbook(workbook_copy, "serve", "--learner", "4")
+    assert result.returncode != 0
+    assert "no server yet" in result.stderr and "nox -s step4" in result.stderr, result.stderr
