@@ -157,7 +157,8 @@ def notebooks(session: nox.Session) -> None:
 def lab(session: nox.Session) -> None:
     """Open the companion notebooks in JupyterLab, in an environment of their own."""
     install(session, "lab")
-    session.run("jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *session.posargs)
+    as_root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root unless told
+    session.run("jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *as_root, *session.posargs)
 
 
 @nox.session(default=False)
