@@ -12,8 +12,11 @@ from .runner import pytest_command, run_many
 
 def _check(args: argparse.Namespace) -> int:
     step = catalogue.step(args.step)
-    extra = ["-v", "--tb=short"] if args.verbose else ["-q", "--tb=no", "--no-header", "-rN"]
-    command = pytest_command(step, args.target, None, extra + args.pytest_args)
+    # `-v` after the step number lands in pytest's arguments (REMAINDER takes the rest): honour it there.
+    verbose = args.verbose or any(arg in ("-v", "--verbose") for arg in args.pytest_args)
+    passed_on = [arg for arg in args.pytest_args if arg not in ("-v", "--verbose")]
+    extra = ["-v", "--tb=short"] if verbose else ["-q", "--tb=no", "--no-header", "-rN"]
+    command = pytest_command(step, args.target, None, extra + passed_on)
     return subprocess.run(command, cwd=catalogue.ROOT, check=False).returncode
 
 

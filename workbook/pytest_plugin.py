@@ -153,6 +153,15 @@ MAX_LINES = 8
 SHOWN_PER_TASK = 3
 
 
+def _last_logged_exception(log: str) -> str:
+    """The final line of the last traceback in a test's captured log: why the app answered 500."""
+    if "Traceback (most recent call last)" not in log:
+        return ""
+    tail = log.rsplit("Traceback (most recent call last)", 1)[1].splitlines()
+    lines = [line for line in tail if line.strip() and not line.startswith((" ", "\t"))]
+    return lines[-1].strip() if lines else ""
+
+
 def _short_message(report: pytest.TestReport) -> str:
     """The failure's own words: our assertion message without pytest's introspection, a few lines at most."""
     crash = getattr(report.longrepr, "reprcrash", None)
@@ -161,6 +170,9 @@ def _short_message(report: pytest.TestReport) -> str:
     else:
         message = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
     message = message.split("\nassert ")[0]
+    server_error = _last_logged_exception(getattr(report, "caplog", ""))
+    if server_error and server_error not in message:
+        message += f"\n(the app logged: {server_error})"
     lines = message.splitlines()
     return "\n".join(lines[:MAX_LINES] + (["..."] if len(lines) > MAX_LINES else []))
 
@@ -186,6 +198,11 @@ class _Recorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record(self.run, report)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """Tests left out with -k or -m are not failures: drop them from the per-task report."""
+        for item in items:
+            self.run.outcomes.pop(item.nodeid, None)
 
 
 def _write_report(config: pytest.Config, run: StepRun) -> None:
@@ -213,6 +230,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     earned = 0
     for task in run.step.tasks:
         outcomes = run.by_task()[task.number]
+        if not outcomes:  # every check of this task was left out with -k or -m
+            write(f"  ----  task {task.number}: {task.title}  (not run this time)")
+            continue
         passed = sum(o.outcome == "passed" for o in outcomes)
         done = bool(outcomes) and passed == len(outcomes)
         earned += task.points if done else 0

@@ -30,9 +30,12 @@ async def test_get_root_over_http(polls, aiohttp_client):
     client = await aiohttp_client(main.app)
     response = await client.get("/")
     body = await response.text()
-    assert response.status == 200, (
-        f"expected GET / to answer 200, got {response.status}. Hint: add the route web.get('/', index)."
+    hint = (
+        "the route exists but the view raised: finish task 1 first"
+        if response.status == 500
+        else "add the route web.get('/', index)"
     )
+    assert response.status == 200, f"expected GET / to answer 200, got {response.status}. Hint: {hint}."
     assert body == HELLO, f"expected GET / to answer {HELLO!r}, got {body!r}"
 
 
@@ -49,14 +52,15 @@ async def test_other_paths_are_not_found(polls, aiohttp_client):
 
 @pytest.mark.task(3)
 def test_main_runs_the_app(polls, monkeypatch):
-    main = polls.module("main", fresh=True)
     calls = []
+    # Patched before the import, so `from aiohttp.web import run_app` in main.py gets the recorder too.
     monkeypatch.setattr(web, "run_app", lambda app, **kwargs: calls.append((app, kwargs)))
+    main = polls.module("main", fresh=True)
     main.main(host="127.0.0.1", port=8099)
     assert len(calls) == 1, f"expected main() to call web.run_app once, it was called {len(calls)} times"
     app, kwargs = calls[0]
     assert app is main.app, "expected main() to serve the module's own `app`, got another object"
     assert (kwargs.get("host"), kwargs.get("port")) == ("127.0.0.1", 8099), (
-        f"expected web.run_app(app, host=host, port=port), got keyword arguments {kwargs}. "
-        "Hint: pass host= and port= through."
+        f"main(host='127.0.0.1', port=8099) should call web.run_app(app, host=host, port=port), it passed "
+        f"the keyword arguments {kwargs}. Hint: pass main's own host and port through."
     )

@@ -56,9 +56,10 @@ def test_init_app_builds_a_new_app_each_time(polls):
 
 @pytest.mark.task(3)
 def test_main_runs_a_factory_app(polls, monkeypatch):
-    main = polls.module("main")
     calls = []
+    # Patched before the import, so `from aiohttp.web import run_app` in main.py gets the recorder too.
     monkeypatch.setattr(web, "run_app", lambda app, **kwargs: calls.append((app, kwargs)))
+    main = polls.module("main", fresh=True)
     main.main(host="127.0.0.1", port=8099)
     assert len(calls) == 1, f"expected main() to call web.run_app once, it was called {len(calls)} times"
     app, kwargs = calls[0]

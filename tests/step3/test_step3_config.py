@@ -198,7 +198,10 @@ async def test_init_app_keeps_config_under_app_key(polls, aiohttp_client):
 def test_main_reports_bad_config_without_traceback(polls_process, tmp_path):
     path = write_config(tmp_path / "bad.yaml", valid_config(port="eighty"))
     result = polls_process.run("aiohttpdemo_polls", "--config", str(path))
-    assert result.returncode == 2, f"expected exit status 2 for a bad config, got {result.returncode}"
+    last_lines = "\n".join(result.stderr.strip().splitlines()[-3:])
+    assert result.returncode == 2, (
+        f"expected exit status 2 for a bad config, got {result.returncode}; the end of stderr:\n{last_lines}"
+    )
     assert "bad.yaml" in result.stderr and "port" in result.stderr, (
         f"expected stderr to name bad.yaml and the field port, got:\n{result.stderr}"
     )

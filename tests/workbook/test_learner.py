@@ -141,3 +141,19 @@ def test_serving_an_untouched_step_says_there_is_no_server_yet(workbook_copy):
     result = run_workbook(workbook_copy, "serve", "--learner", "4")
     assert result.returncode != 0
     assert "no server yet" in result.stderr and "nox -s step4" in result.stderr, result.stderr
+
+
+def test_check_output_names_the_apps_error_and_skips_unselected_tasks(workbook_copy):
+    result = run_workbook(workbook_copy, "check", "7", "-k", "redirects")
+    assert "(the app logged: NotImplementedError: TODO step 7, task 2)" in result.stdout, result.stdout
+    assert (
+        "task 1: `vote()` adds one vote atomically, only to the poll's own choice  (not run this time)"
+        in (result.stdout)
+    )
+
+
+def test_verbose_after_the_step_number_reaches_pytest(workbook_copy):
+    result = run_workbook(workbook_copy, "check", "1", "-v")
+    assert "tests/step1/test_step1_hello.py::test_index_view_says_hello FAILED" in result.stdout, (
+        result.stdout
+    )

@@ -14,7 +14,7 @@ async def index(request: web.Request) -> web.Response:
 # <<<
 
 
-# >>> task 2: create `app` and route GET / to `index`
+# >>> task 2: route GET / of `app` to `index`
 app = web.Application()
 app.add_routes([web.get("/", index)])
 # ---

@@ -9,7 +9,7 @@ async def index(request: web.Request) -> web.Response:
     raise NotImplementedError("step 1, task 1: return a web.Response with the text 'Hello Aiohttp!'")
 
 
-# TODO (step 1, task 2): create `app` and route GET / to `index`
+# TODO (step 1, task 2): route GET / of `app` to `index`
 app = web.Application()
 
 
