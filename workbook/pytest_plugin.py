@@ -252,5 +252,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if first_failing is not None:
         write(f"  Hint for task {first_failing.number}: {first_failing.hints[0]}", yellow=True)
         write(f"  The lesson: {run.tree / 'README.md'}")
+    elif not run.outcomes or exitstatus != 0:
+        # Nothing ran (a test module failed to load, or -k matched nothing): that is no success.
+        write(f"  No verdict for step {run.step.number}: pytest ended with status {exitstatus}.", red=True)
     else:
         write(f"  Step {run.step.number} is done. On to the next one!", green=True)

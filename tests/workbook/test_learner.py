@@ -157,3 +157,11 @@ def test_verbose_after_the_step_number_reaches_pytest(workbook_copy):
     assert "tests/step1/test_step1_hello.py::test_index_view_says_hello FAILED" in result.stdout, (
         result.stdout
     )
+
+
+def test_a_suite_that_cannot_load_is_no_success(workbook_copy):
+    suite = workbook_copy / "tests/step1/test_step1_hello.py"
+    suite.write_text("import no_such_module\n" + suite.read_text())
+    result = run_workbook(workbook_copy, "check", "1", "--target", "solutions")
+    assert result.returncode != 0
+    assert "No verdict for step 1" in result.stdout and "is done" not in result.stdout, result.stdout
