@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workbook import catalogue  # noqa: E402
-from workbook.pg import describe  # noqa: E402
-from workbook.serve import prepared_app  # noqa: E402
+from workbook.pg import describe, free_port  # noqa: E402
+from workbook.serve import prepared_app, stop_process  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
@@ -47,12 +46,6 @@ class Sample:
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
         rate = len(ordered) / self.seconds
         return f"| {self.kind} | {len(ordered)} | {self.errors} | {rate:,.0f} | {p50:.1f} | {p99:.1f} |"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -147,8 +140,7 @@ def main() -> int:
             samples = asyncio.run(drive(base, polls, choices, options.requests, options.concurrency))
             (after,) = server.execute("SELECT coalesce(sum(votes), 0) FROM choice", database)[0]
         finally:
-            app.terminate()
-            app.wait(timeout=30)
+            stop_process(app, grace=30)
         where = describe(server)
 
     votes = samples[-1]

@@ -21,6 +21,7 @@ import pytest
 
 from workbook import catalogue
 from workbook.pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
+from workbook.serve import stop_process
 
 pytest_plugins = ["workbook.pytest_plugin"]
 
@@ -160,12 +161,6 @@ def make_config() -> Any:
 # --- the app as a real process ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PollsProcess:
     """`python -m aiohttpdemo_polls ...` run from the tree under test, as a learner would start it."""
 
@@ -210,13 +205,7 @@ class PollsProcess:
 
     def stop_all(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process, grace=10)
             if process.stdout:
                 process.stdout.close()
 

@@ -63,6 +63,7 @@ from psycopg2 import sql
 
 from . import catalogue
 from .pg import ENV_DSN, NoPostgresAvailable, PostgresServer, throwaway_postgres
+from .runner import kill_group
 
 DEFAULT_TIMEOUT = 120.0
 # Steps wait on sockets, timeouts and PostgreSQL much of the time: two runs per CPU keep the CPUs busy.
@@ -527,11 +528,6 @@ def _child(request: dict[str, Any], output: Any) -> None:
         os._exit(code)
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def kill_marked(token: str) -> int:
     """SIGKILL every process whose environment carries this run's marker (ones that left the group)."""
     needle = f"{RUN_MARKER}={token}".encode()
@@ -579,7 +575,7 @@ class Launcher:
             process.join(timeout)
             timed_out = process.exitcode is None
         finally:
-            _kill_group(process.pid)  # on timeout; and stragglers such as a server the tests left running
+            kill_group(process.pid)  # on timeout; and stragglers such as a server the tests left running
             if process.exitcode is None:
                 process.kill()
             process.join()
@@ -606,7 +602,7 @@ class Launcher:
         self.stopping.set()
         with self._lock:
             for pid in self._active:
-                _kill_group(pid)
+                kill_group(pid)
 
 
 def read_report(path: Path) -> dict[str, Any]:

@@ -269,7 +269,8 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nobody listens on right now, on the loopback interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -419,7 +420,7 @@ def local_postgres(bindir: Path, tmp_root: Path | None = None) -> Iterator[Postg
         if init.returncode != 0:
             raise NoPostgresAvailable(f"initdb failed in {workdir}:\n{init.stderr or init.stdout}")
         for attempt in range(3):
-            port = _free_port()
+            port = free_port()
             options = (
                 f"-p {port} -k {workdir / 'socket'} -c listen_addresses=127.0.0.1 -F "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"

@@ -90,22 +90,23 @@ def run_step(
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
+            kill_group(process.pid)
             output, _ = process.communicate()
             reason = (
                 f"step {step.number}'s tests did not finish within {timeout:.0f}s: is there an endless loop?"
             )
             return StepResult(step, target, process.returncode, {"broken": reason, "tasks": {}}, output)
         except BaseException:  # Ctrl+C: the suite runs in its own session and would not hear it
-            _kill_group(process)
+            kill_group(process.pid)
             raise
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return StepResult(step, target, process.returncode, report, output)
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def kill_group(pid: int) -> None:
+    """SIGKILL a whole process group (a suite started with start_new_session=True, and its children)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -63,6 +63,17 @@ class PreparedApp:
         )
 
 
+def stop_process(process: subprocess.Popen, grace: float = 15) -> None:
+    """Stop a background server: SIGTERM lets the app run its cleanup; SIGKILL after `grace` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
 def prepared_app(
     step: catalogue.Step, tree: Path, port: int, pool_size: int | None = None

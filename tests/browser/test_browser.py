@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING
 import pytest
 from psycopg2 import sql
 
-from tests.conftest import free_port
 from workbook import catalogue
-from workbook.pg import NoPostgresAvailable, PostgresServer
-from workbook.serve import prepared_app
+from workbook.pg import NoPostgresAvailable, PostgresServer, free_port
+from workbook.serve import prepared_app, stop_process
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed: run `nox -s browser`, which installs it"
@@ -127,16 +126,6 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path, ti
     pytest.fail(f"expected the app to answer {url} within {timeout:.0f}s, it did not")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's Chromium, or a skip that says how to get it (Playwright cannot download one here)."""
@@ -167,7 +156,7 @@ def site(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                 wait_until_serving(base + "/", process, log)
                 yield Site(base, prepared.server, prepared.database, log)
             finally:
-                stop(process)
+                stop_process(process)
     except NoPostgresAvailable as exc:
         pytest.fail(str(exc), pytrace=False)
 

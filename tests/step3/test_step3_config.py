@@ -7,7 +7,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.conftest import free_port, valid_config
+from tests.conftest import valid_config
+from workbook.pg import free_port
 
 
 def write_config(path: Path, data) -> Path:

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy
 import yaml
 
-from tests.conftest import free_port
+from workbook.pg import free_port
 
 
 @pytest.fixture

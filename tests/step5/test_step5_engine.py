@@ -12,7 +12,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.conftest import free_port
+from workbook.pg import free_port
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
