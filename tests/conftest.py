@@ -1,81 +1,195 @@
-"""Shared fixtures: the tree under test (see workbook/pytest_plugin.py) and the throwaway database."""
+"""Shared fixtures: the learner's process, the throwaway database, and the app served over HTTP.
+
+The suites are the judge: they never import the tree under test. They reach the learner's code through
+the `learner` fixture (a harness process that serves the learner's apps and calls the learner's
+functions, see workbook/judge/learner_process.py) and `polls_process` (the learner's own commands), and
+read PostgreSQL themselves.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import os
 import socket
-import subprocess
-import sys
 import time
-import traceback
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import aiohttp
 import psycopg2
 import pytest
 
-from workbook import catalogue
+from workbook.judge.learner_process import Command, Finished, Harness, LearnerGone, LearnerRaised
+from workbook.judge.logs import last_exception
 from workbook.pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
-from workbook.serve import stop_process
 
 pytest_plugins = ["workbook.pytest_plugin"]
 
 SQL_DIR = Path(__file__).with_name("sql")
+NAME_HINT = "Hint: check the spelling; the tests use the tutorial's names."
 
 
-class Polls:
-    """Imports the modules of the `aiohttpdemo_polls` package under test, failing in plain words."""
+def raised_text(error: dict[str, str]) -> str:
+    """'NameError: name 'x' is not defined (at aiohttpdemo_polls/views.py, line 3: ...)'."""
+    where = f"\n  at {error['where']}" if error.get("where") else ""
+    return f"{error['name']}: {error['message']}{where}"
 
-    def __init__(self, run: Any) -> None:
-        self.run = run
-        self.tree = run.tree
 
-    def module(self, name: str = "main", *, fresh: bool = False) -> ModuleType:
-        full_name = f"{catalogue.PACKAGE}.{name}"
+@dataclass
+class ServedApp:
+    """An app running in the learner's process, reachable at `url`."""
+
+    id: int
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Learner:
+    """The learner's package, reached through the harness process. Every method fails in plain words."""
+
+    harness: Harness
+    tree: Path
+    served: list[ServedApp] = field(default_factory=list)
+
+    def _request(self, op: str, what: str, **fields: Any) -> Any:
         try:
-            if fresh and full_name in sys.modules:
-                return importlib.reload(sys.modules[full_name])
-            return importlib.import_module(full_name)
-        except ModuleNotFoundError as exc:
-            if exc.name in (full_name, catalogue.PACKAGE):
-                pytest.fail(
-                    f"expected a module {full_name} ({self.tree / catalogue.PACKAGE / (name + '.py')}), "
-                    "found none. Hint: create the file; the lesson says what goes in it.",
-                    pytrace=False,
-                )
+            return self.harness.request(op, **fields)
+        except LearnerGone as exc:
+            pytest.fail(f"{what}: {exc}", pytrace=False)
+        except LearnerRaised as exc:
+            if exc.name == "MissingName":
+                pytest.fail(f"{exc.message}. {NAME_HINT}", pytrace=False)
             raise
-        except Exception as exc:
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            pytest.fail(
-                f"importing {full_name} raised {type(exc).__name__}: {exc}\n"
-                f"  at {frame.filename}, line {frame.lineno}: {frame.line}",
-                pytrace=False,
-            )
 
-    def attribute(self, module: str, name: str) -> Any:
-        """module.name, or a failure saying which name is missing where."""
-        loaded = self.module(module)
-        if not hasattr(loaded, name):
-            pytest.fail(
-                f"expected `{name}` in {catalogue.PACKAGE}/{module}.py, found no such name. "
-                "Hint: check the spelling; the tests use the tutorial's names.",
-                pytrace=False,
-            )
-        return getattr(loaded, name)
+    def serve(self, config: dict[str, Any] | None = None, *, factory: str = "main:init_app",
+              attribute: str | None = None, views: dict[str, str] | None = None, reload: tuple[str, ...] = (),
+              raising_routes: list[dict[str, str]] | None = None) -> ServedApp:  # fmt: skip
+        """Build an app (factory(config), a module's `app`, or bare views) and serve it on a free port."""
+        fields: dict[str, Any] = {"reload": list(reload), "raising_routes": raising_routes or []}
+        if views is not None:
+            fields["views"], what = views, "serving the views " + ", ".join(views.values())
+        elif attribute is not None:
+            fields["attribute"], what = attribute, f"serving {attribute.replace(':', '.')}"
+        else:
+            fields["factory"], fields["args"] = factory, [config] if config is not None else []
+            what = f"building and starting the app from {factory.replace(':', '.')}(config)"
+        try:
+            reply = self._request("serve", what, **fields)
+        except LearnerRaised as exc:
+            pytest.fail(f"{what} raised {raised_text(exc.error)}", pytrace=False)
+        if not isinstance(reply, dict) or not isinstance(reply.get("app"), int) \
+                or not isinstance(reply.get("port"), int):  # fmt: skip
+            pytest.fail(f"{what}: the learner's process sent an unreadable answer", pytrace=False)
+        app = ServedApp(reply["app"], reply["port"])
+        self.served.append(app)
+        return app
+
+    def stop(self, app: ServedApp) -> list[str]:
+        """Run the app's cleanup (as Ctrl+C would); returns the warnings its objects raised while dying."""
+        if app in self.served:
+            self.served.remove(app)
+        try:
+            reply = self._request("stop", "stopping the app", app=app.id)
+        except LearnerRaised as exc:
+            pytest.fail(f"stopping the app (its cleanup) raised {raised_text(exc.error)}", pytrace=False)
+        unraisable = reply.get("unraisable") if isinstance(reply, dict) else None
+        return [str(item)[:500] for item in unraisable] if isinstance(unraisable, list) else []
+
+    def call(self, target: str, *args: Any, connection: ServedApp | None = None, times: int | None = None,
+             **kwargs: Any) -> Any:  # fmt: skip
+        """The learner's `target` ('settings:load_config') called with these arguments; its result.
+
+        With `connection`, the first argument is a connection from that app's engine (app[db.DB_KEY]). With
+        `times`, that many calls run at once, and the list of their results comes back. If the learner's
+        code raises, LearnerRaised carries its type and message.
+        """
+        fields: dict[str, Any] = {"target": target, "args": list(args), "kwargs": kwargs}
+        if connection is not None:
+            fields["connection"] = {"app": connection.id, "key": "db:DB_KEY"}
+        if times is not None:
+            fields["times"] = times
+        return self._request("call", f"calling {target.replace(':', '.')}", **fields)
+
+    def call_or_fail(self, target: str, *args: Any, **kwargs: Any) -> Any:
+        """call(), with an exception from the learner's code turned into a failure that shows it."""
+        try:
+            return self.call(target, *args, **kwargs)
+        except LearnerRaised as exc:
+            shown = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()
+                                                          if k not in ("connection", "times")])  # fmt: skip
+            pytest.fail(f"{target.replace(':', '.')}({shown}) raised {raised_text(exc.error)}", pytrace=False)
+
+    def describe(self, target: str) -> dict[str, Any]:
+        """What `target` is in the learner's package: {'exists', 'type', 'mro', 'value', 'attrs', ...}."""
+        reply = self._request("describe", f"looking up {target}", target=target)
+        return reply if isinstance(reply, dict) else {"exists": False}
+
+    def require(self, target: str) -> dict[str, Any]:
+        """describe(), failing when the name does not exist."""
+        found = self.describe(target)
+        if not found.get("exists"):
+            pytest.fail(f"{found.get('message', f'expected {target}, found nothing')}. {NAME_HINT}",
+                        pytrace=False)  # fmt: skip
+        return found
+
+    def app_item(self, app: ServedApp, key: str) -> dict[str, Any]:
+        """describe() of app[key] in a running app, key given as 'db:DB_KEY'; {'exists': False} if absent."""
+        try:
+            reply = self._request("app_item", f"reading app[{key}]", app=app.id, key=key)
+        except LearnerRaised as exc:
+            pytest.fail(f"reading app[{key}] raised {raised_text(exc.error)}", pytrace=False)
+        return reply if isinstance(reply, dict) else {"exists": False}
+
+    def patch(self, target: str, value: Any, *, kind: str | None = None) -> None:
+        """Set a module attribute of the learner's package for this test only (kind: 'path' or 'paths')."""
+        try:
+            extra = {"as": kind} if kind else {}
+            self._request("patch", f"setting {target}", target=target, value=value, **extra)
+        except LearnerRaised as exc:
+            pytest.fail(f"setting {target} raised {raised_text(exc.error)}", pytrace=False)
+
+    def log_size(self) -> int:
+        return self.harness.log_size()
+
+    def log_text(self, start: int = 0) -> str:
+        return self.harness.log_text(start)
+
+    def cleanup(self) -> None:
+        for app in list(self.served):
+            with contextlib.suppress(LearnerGone, LearnerRaised, pytest.fail.Exception):
+                self.stop(app)
+        with contextlib.suppress(LearnerGone, LearnerRaised):
+            self.harness.request("unpatch")
+
+
+def step_run(config: pytest.Config) -> Any:
+    """The plugin's StepRun: the tree under test and its harness."""
+    recorder = config.pluginmanager.get_plugin("workbook-recorder")
+    run = recorder.run if recorder is not None else None
+    if run is None or run.harness is None:
+        pytest.fail("these tests belong to a step: run them as `nox -s stepN` or `pytest tests/stepN`")
+    return run
 
 
 @pytest.fixture
-def polls(request: pytest.FixtureRequest) -> Polls:
-    """The package under test: polls.module("views"), polls.attribute("main", "init_app")."""
-    recorder = request.config.pluginmanager.get_plugin("workbook-recorder")
-    if recorder is None:
-        pytest.fail("these tests belong to a step: run them as `nox -s stepN` or `pytest tests/stepN`")
-    return Polls(recorder.run)
+def learner(request: pytest.FixtureRequest) -> Iterator[Learner]:
+    """The learner's package, in its own process; apps served and patches made here end with the test."""
+    run = step_run(request.config)
+    assert run.harness is not None
+    helper = Learner(run.harness, run.tree)
+    yield helper
+    helper.cleanup()
+
+
+@pytest.fixture
+def tree(request: pytest.FixtureRequest) -> Path:
+    """The step folder under test (steps/stepN, solutions/stepN, or a submission's)."""
+    return step_run(request.config).tree
 
 
 # --- the database ----------------------------------------------------------------------------------------
@@ -158,7 +272,12 @@ def make_config() -> Any:
     return valid_config
 
 
-# --- the app as a real process ---------------------------------------------------------------------------
+# --- the learner's commands -----------------------------------------------------------------------------
+
+
+def why_it_ended(output: str) -> str:
+    """The failing line and error of a learner process's traceback, else the last lines it printed."""
+    return last_exception(output) or "\n".join(output.strip().splitlines()[-6:]) or "(it printed nothing)"
 
 
 class PollsProcess:
@@ -166,53 +285,50 @@ class PollsProcess:
 
     def __init__(self, tree: Path) -> None:
         self.tree = tree
-        self.processes: list[subprocess.Popen[str]] = []
+        self.commands: list[Command] = []
 
-    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """Run to completion (for commands that should exit, such as a bad config)."""
-        return subprocess.run(
-            [sys.executable, "-m", *args], cwd=self.tree, env=self._env(), capture_output=True, text=True,
-            timeout=timeout, check=False,
-        )  # fmt: skip
+    def run(self, *args: str, timeout: float = 30) -> Finished:
+        """`python -m ARGS` to completion (a bad config, init_db): its status and output."""
+        command = Command(self.tree, "-m", *args)
+        self.commands.append(command)
+        return command.wait(timeout)
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        """Start a server in the background; it is stopped when the test ends."""
-        process = subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=self.tree, env=self._env(), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        self.processes.append(process)
-        return process
+    def start(self, *args: str) -> Command:
+        """`python -m ARGS` in the background (a server); stopped when the test ends."""
+        command = Command(self.tree, "-m", *args)
+        self.commands.append(command)
+        return command
 
-    def wait_for_port(self, process: subprocess.Popen[str], port: int, timeout: float = 20) -> None:
+    def start_python(self, code: str) -> Command:
+        """`python -c CODE`: a call into the learner's package that must run as a process of its own."""
+        command = Command(self.tree, "-c", code)
+        self.commands.append(command)
+        return command
+
+    def wait_for_port(self, command: Command, port: int, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                output = process.stdout.read() if process.stdout else ""
-                last_lines = "\n".join(output.strip().splitlines()[-3:])
+            if command.returncode is not None:
                 pytest.fail(
-                    f"expected the server to keep running, it exited ({process.returncode}):\n{last_lines}",
+                    f"expected the server to keep running, it exited ({command.returncode}): "
+                    f"{why_it_ended(command.output())}",
                     pytrace=False,
                 )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
         pytest.fail(f"expected the server to listen on port {port} within {timeout:.0f}s, it did not",
                     pytrace=False)  # fmt: skip
 
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.tree), "PYTHONUNBUFFERED": "1"}
-
     def stop_all(self) -> None:
-        for process in self.processes:
-            stop_process(process, grace=10)
-            if process.stdout:
-                process.stdout.close()
+        for command in self.commands:
+            command.stop(grace=5)
+            command.close()
 
 
 @pytest.fixture
-def polls_process(polls: Polls) -> Iterator[PollsProcess]:
-    runner = PollsProcess(polls.tree)
+def polls_process(tree: Path) -> Iterator[PollsProcess]:
+    runner = PollsProcess(tree)
     yield runner
     runner.stop_all()
 
@@ -221,12 +337,14 @@ def polls_process(polls: Polls) -> Iterator[PollsProcess]:
 
 
 @pytest.fixture
-def polls_app(polls: Polls, polls_db: Database) -> Any:
-    """A new app from the tree's init_app(config), its config pointing at the freshly seeded database."""
-    return polls.attribute("main", "init_app")(valid_config(polls_db))
+def polls_app(learner: Learner, polls_db: Database) -> ServedApp:
+    """A new app from the learner's init_app(config), serving the freshly seeded database."""
+    return learner.serve(valid_config(polls_db))
 
 
 @pytest.fixture
-async def polls_client(polls_app: Any, aiohttp_client: Any) -> Any:
-    """A pytest-aiohttp client for polls_app: the app has started (engine open) when the test gets it."""
-    return await aiohttp_client(polls_app)
+async def polls_client(polls_app: ServedApp) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for polls_app: `await polls_client.get("/poll/1")`."""
+    async with aiohttp.ClientSession(base_url=polls_app.url) as session:
+        yield session
+

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
 from . import catalogue, grade, gradescope, integrity, learner, starter
-from .runner import pytest_command, run_many
+from .runner import JUDGE_ENV, pytest_command, run_many
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -17,7 +18,8 @@ def _check(args: argparse.Namespace) -> int:
     passed_on = [arg for arg in args.pytest_args if arg not in ("-v", "--verbose")]
     extra = ["-v", "--tb=short"] if verbose else ["-q", "--tb=no", "--no-header", "-rN"]
     command = pytest_command(step, args.target, None, extra + passed_on)
-    return subprocess.run(command, cwd=catalogue.ROOT, check=False).returncode
+    env = {**os.environ, **JUDGE_ENV}
+    return subprocess.run(command, cwd=catalogue.ROOT, env=env, check=False).returncode
 
 
 def _solutions(args: argparse.Namespace) -> int:

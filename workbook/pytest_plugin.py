@@ -1,7 +1,10 @@
 """The workbook's pytest plugin: chooses the step tree under test and reports results per task.
 
-One pytest process tests one step tree, because every tree has its own `aiohttpdemo_polls` package. The
-step comes from the test path (tests/step3/...), the tree from ``--target``:
+This process is the judge. It never imports the tree under test: it starts the learner-side harness
+(workbook/judge/learner_process.py) as soon as it knows the tree, so the learner's imports overlap with
+collection, and installs an audit hook (workbook/judge/guard.py) that fails the run if anything here
+loads the learner's code. One pytest process tests one step tree. The step comes from the test path
+(tests/step3/...), the tree from ``--target``:
 
     steps       the learner's tree, steps/stepN (the default)
     solutions   the reference, solutions/stepN
@@ -13,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ from typing import Any
 import pytest
 
 from . import catalogue
-
-# aiopg's SQLAlchemy 1.4 must warn about everything that changes in 2.0; set before anything imports it.
-os.environ.setdefault("SQLALCHEMY_WARN_20", "1")
+from .judge import guard
+from .judge.learner_process import Harness, LearnerGone
+from .judge.logs import last_exception
 
 _STEP_IN_PATH = re.compile(r"(?:^|[\\/])tests[\\/]step(\d+)(?:[\\/]|$|::)")
 
@@ -44,6 +46,7 @@ class StepRun:
     target: str
     tree: Path
     broken: str = ""
+    harness: Harness | None = None
     outcomes: dict[str, TestOutcome] = field(default_factory=dict)
 
     def by_task(self) -> dict[int, list[TestOutcome]]:
@@ -62,12 +65,14 @@ class StepRun:
             "target": self.target,
             "tree": str(self.tree),
             "broken": self.broken,
+            "guard": guard.installed(),
             "tasks": tasks,
             "tests": [vars(o) for o in self.outcomes.values()],
         }
 
 
 RUN_KEY = pytest.StashKey[StepRun]()
+LOG_START = pytest.StashKey[int]()
 BROKEN_EXIT_STATUS = 3
 
 
@@ -79,6 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="which tree to test: 'steps' (yours, default), 'solutions', or a path to a workbook copy",
     )
     group.addoption("--workbook-report", default=None, help="write per-task results as JSON to this file")
+    group.addoption("--task", type=int, default=None, help="run only the checks of this task")
 
 
 def resolve_tree(target: str, step: catalogue.Step) -> Path:
@@ -98,15 +104,12 @@ def step_of_args(args: list[str]) -> catalogue.Step | None:
     return catalogue.step(numbers.pop()) if numbers else None
 
 
-def syntax_problems(tree: Path) -> str:
-    """Compile every Python file of the tree, so a typo is reported once, with file and line."""
+def import_problems(hello: dict[str, Any]) -> str:
+    """One paragraph per module the learner's process could not import: file, line and error."""
     problems = []
-    for path in sorted(tree.rglob("*.py")):
-        try:
-            compile(path.read_bytes(), str(path), "exec")
-        except SyntaxError as exc:
-            where = path.relative_to(tree.parent.parent) if len(tree.parts) > 2 else path
-            problems.append(f"{where}, line {exc.lineno}: {exc.msg}\n    {(exc.text or '').strip()}")
+    for module, error in sorted(hello.get("failed", {}).items()):
+        where = error.get("where") or f"{catalogue.PACKAGE}/{module}"
+        problems.append(f"{where}\n    {error.get('name')}: {error.get('message')}")
     return "\n".join(problems)
 
 
@@ -118,15 +121,27 @@ def pytest_configure(config: pytest.Config) -> None:
     tree = resolve_tree(target, step)
     if not (tree / catalogue.PACKAGE).is_dir():
         raise pytest.UsageError(f"There is no {catalogue.PACKAGE} package in {tree} (--target {target}).")
-    sys.path.insert(0, str(tree))
-    run = StepRun(step=step, target=target, tree=tree, broken=syntax_problems(tree))
+    guard.install(tree, catalogue.PACKAGE)
+    harness = Harness(tree)
+    harness.start()  # imports the learner's package while pytest collects
+    run = StepRun(step=step, target=target, tree=tree, harness=harness)
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None and run.harness is not None:
+        run.harness.close()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(RUN_KEY, None)
-    if run is not None and run.broken:
+    if guard.violations:
+        if run is not None:
+            run.broken = "\n".join(dict.fromkeys(guard.violations))
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+    elif run is not None and run.broken:
         session.exitstatus = BROKEN_EXIT_STATUS
 
 
@@ -134,11 +149,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         return
+    try:
+        assert run.harness is not None
+        run.broken = import_problems(run.harness.wait_ready())
+    except LearnerGone as exc:
+        run.broken = f"the learner's process could not start: {exc}"
     if run.broken:  # nothing can import the package: one clear message beats a wall of identical failures
         config.hook.pytest_deselected(items=list(items))
         items[:] = []
         return
     known = {task.number for task in run.step.tasks}
+    only = config.getoption("--task")
+    left_out = [item for item in items if only is not None and _task_of(item) != only]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item not in left_out]
     for item in items:
         markers = list(item.iter_markers("task"))
         if len(markers) != 1 or not markers[0].args or markers[0].args[0] not in known:
@@ -149,17 +174,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         run.outcomes[item.nodeid] = TestOutcome(item.nodeid, markers[0].args[0], outcome="not run")
 
 
+def _task_of(item: pytest.Item) -> int | None:
+    marker = item.get_closest_marker("task")
+    return marker.args[0] if marker and marker.args else None
+
+
 MAX_LINES = 8
 SHOWN_PER_TASK = 3
-
-
-def _last_logged_exception(log: str) -> str:
-    """The final line of the last traceback in a test's captured log: why the app answered 500."""
-    if "Traceback (most recent call last)" not in log:
-        return ""
-    tail = log.rsplit("Traceback (most recent call last)", 1)[1].splitlines()
-    lines = [line for line in tail if line.strip() and not line.startswith((" ", "\t"))]
-    return lines[-1].strip() if lines else ""
 
 
 def _short_message(report: pytest.TestReport) -> str:
@@ -170,7 +191,7 @@ def _short_message(report: pytest.TestReport) -> str:
     else:
         message = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
     message = message.split("\nassert ")[0]
-    server_error = _last_logged_exception(getattr(report, "caplog", ""))
+    server_error = last_exception(getattr(report, "learner_log", ""), catalogue.PACKAGE)
     if server_error and server_error not in message:
         message += f"\n(the app logged: {server_error})"
     lines = message.splitlines()
@@ -199,6 +220,21 @@ class _Recorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record(self.run, report)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        item.stash[LOG_START] = self.run.harness.log_size() if self.run.harness else 0
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        """A failing check carries what the learner's process logged meanwhile (a 500's traceback)."""
+        report = yield
+        if report.failed and self.run.harness is not None:
+            log = self.run.harness.log_text(item.stash.get(LOG_START, 0)).strip()
+            if log:
+                report.learner_log = log
+                report.sections.append(("what the learner's process logged", log[-6000:]))
+        return report
+
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         """Tests left out with -k or -m are not failures: drop them from the per-task report."""
         for item in items:
@@ -217,9 +253,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     _write_report(config, run)
     write = terminalreporter.write_line
+    if guard.violations:
+        write("")
+        write(
+            "JUDGE GUARD: this run loaded the learner's code into the judge, so it gives no verdict:",
+            red=True,
+        )
+        for line in dict.fromkeys(guard.violations):
+            write(f"  {line}", red=True)
+        return
     if run.broken:
         write("")
-        write(f"Python cannot read your code for step {run.step.number}, so no test could run:", red=True)
+        write(f"Your code for step {run.step.number} cannot be imported, so no check could run:", red=True)
         for line in run.broken.splitlines():
             write(f"  {line}")
         write("  Fix that line, save, and run the check again.", yellow=True)
@@ -256,4 +301,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         # Nothing ran (a test module failed to load, or -k matched nothing): that is no success.
         write(f"  No verdict for step {run.step.number}: pytest ended with status {exitstatus}.", red=True)
     else:
-        write(f"  Step {run.step.number} is done. On to the next one!", green=True)
+        last = run.step.number == max(step.number for step in catalogue.steps())
+        follow = "That was the last step: the polls app is finished." if last else "On to the next one!"
+        write(f"  Step {run.step.number} is done. {follow}", green=True)

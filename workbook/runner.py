@@ -22,6 +22,9 @@ from typing import Any
 from . import catalogue
 from .pg import ENV_DSN, throwaway_postgres
 
+JUDGE_PLUGINS = ("-p", "pytest_asyncio.plugin", "-p", "workbook.pytest_plugin")
+JUDGE_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
 # A step's suite takes seconds; only a learner's endless loop or a hung server gets near this.
 STEP_TIMEOUT = 300.0
 
@@ -55,7 +58,9 @@ class StepResult:
 def pytest_command(
     step: catalogue.Step, target: str, report: Path | None, extra: Sequence[str] = ()
 ) -> list[str]:
-    command = [sys.executable, "-m", "pytest", f"tests/{step.name}", "--target", target]
+    # The judge names its plugins: with autoloading off, nothing installed into the environment (by a
+    # learner's process, say) is loaded into the process that decides the verdict.
+    command = [sys.executable, "-m", "pytest", f"tests/{step.name}", "--target", target, *JUDGE_PLUGINS]
     if report is not None:
         command += ["--workbook-report", str(report)]
     return command + list(extra)
@@ -81,7 +86,7 @@ def run_step(
         process = subprocess.Popen(
             pytest_command(step, target, report_path, extra),
             cwd=root,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **JUDGE_ENV, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -1,66 +1,110 @@
-"""Step 1: a first application answering GET / with "Hello Aiohttp!"."""
+"""Step 1: a first application answering GET / with "Hello Aiohttp!".
 
+The learner's code runs in its own process: the view and the module's `app` are served there and reached
+over HTTP, and `main()` is started as a process of its own on a port the judge picks.
+"""
+
+import contextlib
+import json
+
+import aiohttp
 import pytest
-from aiohttp import web
+
+from tests.conftest import why_it_ended
+from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
 
 
+async def get(url: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, response.content_type, await response.text()
+
+
 @pytest.mark.task(1)
-async def test_index_view_says_hello(polls):
-    index = polls.attribute("main", "index")
-    response = await index(None)
-    assert isinstance(response, web.Response), (
-        f"expected index() to return a web.Response, got {type(response).__name__}. "
-        "Hint: return web.Response(text=...)."
+async def test_index_view_says_hello(learner):
+    app = learner.serve(views={"/": "main:index"})
+    status, content_type, body = await get(app.url + "/")
+    assert status == 200, (
+        f"GET / on an app whose only route is your `index` view: expected 200, got {status}. "
+        "Hint: a view is `async def index(request)` and returns web.Response(text=...)."
     )
-    assert response.text == HELLO, f"expected the body {HELLO!r}, got {response.text!r}"
-    assert response.content_type == "text/plain", (
-        f"expected a text/plain response, got {response.content_type!r}. Hint: pass text=, not body=."
+    assert body == HELLO, f"expected index() to answer the body {HELLO!r}, got {body!r}"
+    assert content_type == "text/plain", (
+        f"expected a text/plain response, got {content_type!r}. Hint: pass text=, not body=."
     )
 
 
 @pytest.mark.task(2)
-async def test_get_root_over_http(polls, aiohttp_client):
-    main = polls.module("main", fresh=True)  # a new module-level app for every test
-    assert isinstance(getattr(main, "app", None), web.Application), (
-        "expected main.app to be a web.Application, got "
-        f"{type(getattr(main, 'app', None)).__name__}. Hint: app = web.Application()"
-    )
-    client = await aiohttp_client(main.app)
-    response = await client.get("/")
-    body = await response.text()
+async def test_get_root_over_http(learner):
+    app = learner.serve(attribute="main:app", reload=("main",))  # a new module-level app for every test
+    status, _, body = await get(app.url + "/")
     hint = (
         "the route exists but the view raised: finish task 1 first"
-        if response.status == 500
-        else "add the route web.get('/', index)"
+        if status == 500
+        else "add the route web.get('/', index) to app"
     )
-    assert response.status == 200, f"expected GET / to answer 200, got {response.status}. Hint: {hint}."
+    assert status == 200, f"expected GET / to answer 200, got {status}. Hint: {hint}."
     assert body == HELLO, f"expected GET / to answer {HELLO!r}, got {body!r}"
 
 
 @pytest.mark.task(2)
-async def test_other_paths_are_not_found(polls, aiohttp_client):
-    main = polls.module("main", fresh=True)
-    client = await aiohttp_client(main.app)
-    response = await client.get("/nothing-here")
-    assert response.status == 404, (
-        f"expected 404 for a path with no route, got {response.status}. "
-        "Hint: route only '/', not a catch-all."
+async def test_other_paths_are_not_found(learner):
+    app = learner.serve(attribute="main:app", reload=("main",))
+    status, _, _ = await get(app.url + "/nothing-here")
+    assert status == 404, (
+        f"expected 404 for a path with no route, got {status}. Hint: route only '/', not a catch-all."
+    )
+
+
+# Runs in the learner's process: web.run_app is replaced by a recorder before main.py is imported (so
+# `from aiohttp.web import run_app` gets it too), then main() is called with the judge's host and port.
+RECORD_RUN_APP = """
+import json, sys
+from aiohttp import web
+calls = []
+web.run_app = lambda app, **kwargs: calls.append((app, kwargs))
+from aiohttpdemo_polls import main as module
+module.main(host="127.0.0.1", port={port})
+print("RUN_APP " + json.dumps({{"calls": len(calls), "same_app": bool(calls) and calls[0][0] is module.app,
+      "host": calls[0][1].get("host") if calls else None,
+      "port": calls[0][1].get("port") if calls else None}}))
+"""
+
+
+@pytest.mark.task(3)
+def test_main_passes_its_host_and_port_to_run_app(polls_process):
+    port = free_port()  # a different port every run: main() must pass on what it receives
+    command = polls_process.start_python(RECORD_RUN_APP.format(port=port))
+    finished = command.wait(30)
+    lines = [line for line in finished.output.splitlines() if line.startswith("RUN_APP ")]
+    if finished.status != 0 or not lines:
+        pytest.fail(f"calling main(host='127.0.0.1', port={port}) failed (exit {finished.status}): "
+                    f"{why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
+    seen = {}
+    with contextlib.suppress(ValueError):
+        seen = json.loads(lines[-1][len("RUN_APP "):][:10000])
+    assert isinstance(seen, dict) and seen.get("calls") == 1, (
+        f"expected main() to call web.run_app once, it was called {seen.get('calls')} times"
+    )
+    assert seen.get("same_app") is True, (
+        "expected main() to serve the module's own `app`, it passed another object to web.run_app"
+    )
+    assert (seen.get("host"), seen.get("port")) == ("127.0.0.1", port), (
+        f"main(host='127.0.0.1', port={port}) should pass both on: web.run_app(app, host=host, port=port); "
+        f"it passed host={seen.get('host')!r}, port={seen.get('port')!r}"
     )
 
 
 @pytest.mark.task(3)
-def test_main_runs_the_app(polls, monkeypatch):
-    calls = []
-    # Patched before the import, so `from aiohttp.web import run_app` in main.py gets the recorder too.
-    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: calls.append((app, kwargs)))
-    main = polls.module("main", fresh=True)
-    main.main(host="127.0.0.1", port=8099)
-    assert len(calls) == 1, f"expected main() to call web.run_app once, it was called {len(calls)} times"
-    app, kwargs = calls[0]
-    assert app is main.app, "expected main() to serve the module's own `app`, got another object"
-    assert (kwargs.get("host"), kwargs.get("port")) == ("127.0.0.1", 8099), (
-        f"main(host='127.0.0.1', port=8099) should call web.run_app(app, host=host, port=port), it passed "
-        f"the keyword arguments {kwargs}. Hint: pass main's own host and port through."
+async def test_main_serves_on_the_port_it_is_given(polls_process):
+    port = free_port()
+    command = polls_process.start_python(
+        f"from aiohttpdemo_polls.main import main; main(host='127.0.0.1', port={port})"
+    )
+    polls_process.wait_for_port(command, port)
+    status, _, body = await get(f"http://127.0.0.1:{port}/")
+    assert (status, body) == (200, HELLO), (
+        f"expected the server main() started on port {port} to answer GET / with {HELLO!r}, "
+        f"got {status} {body!r}"
     )

@@ -1,0 +1,407 @@
+"""The learner-side harness: serves the learner's apps and makes the calls the judge asks for.
+
+It runs in a process of its own (`python -I -B -u -W error harness.py --tree TREE`), started by the
+judge (workbook/judge/learner_process.py). It knows no expected value: it imports the learner's package,
+builds apps with the learner's factory, serves them on loopback, calls the learner's functions and reports
+plain results (JSON values, or an exception's type and message). The judge decides what they mean.
+
+Protocol: one JSON request per line on stdin, one JSON reply per line on the file descriptor that was
+stdout when the process started. Everything the learner's code prints (stdout and stderr) and every log
+record goes to stderr, which the judge keeps as "what the learner's process logged".
+
+Anything the learner's code can do, it can also do to this harness; its replies are therefore believed
+only as "what the learner's code said", never as a verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import decimal
+import gc
+import importlib
+import inspect
+import json
+import logging
+import os
+import pkgutil
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "aiohttpdemo_polls"
+MAX_REPLY = 1 << 20  # a reply larger than this is refused here, and again by the judge
+MAX_TEXT = 4000
+
+
+class HarnessError(Exception):
+    """A request the harness itself cannot carry out (an unknown app id, a name that is missing, ...)."""
+
+    kind = "HarnessError"
+
+
+class MissingName(HarnessError):
+    """The learner's package lacks a module or name the judge asked for."""
+
+    kind = "MissingName"
+
+
+# --- replies ---------------------------------------------------------------------------------------------
+
+
+def to_json(value: Any, depth: int = 0) -> Any:
+    """A JSON-able copy of what the learner's code returned: rows become dicts, dates ISO strings."""
+    if depth > 20:
+        return {"__repr__": "...", "__type__": type(value).__name__}
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.datetime, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    mapping = getattr(value, "_mapping", None)  # SQLAlchemy 1.4/2 Row
+    if isinstance(mapping, Mapping):
+        value = mapping
+    if isinstance(value, Mapping) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
+        with contextlib.suppress(Exception):
+            return {str(key): to_json(value[key], depth + 1) for key in list(value.keys())}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json(item, depth + 1) for item in value]
+    return {"__repr__": repr(value)[:MAX_TEXT], "__type__": qualified_type(value)}
+
+
+def qualified_type(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def tree_frame(tb: Any, tree: Path) -> str:
+    """'aiohttpdemo_polls/views.py, line 12: <code>' for the deepest frame inside the learner's tree."""
+    found = ""
+    for frame in traceback.extract_tb(tb):
+        with contextlib.suppress(ValueError):
+            relative = Path(frame.filename).resolve().relative_to(tree)
+            found = f"{relative}, line {frame.lineno}: {(frame.line or '').strip()}"
+    return found
+
+
+def describe_exception(exc: BaseException, tree: Path) -> dict[str, Any]:
+    message = str(exc)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        with contextlib.suppress(ValueError):
+            where = f"{Path(exc.filename).resolve().relative_to(tree)}, line {exc.lineno}"
+            return {"type": qualified_type(exc), "name": type(exc).__name__, "message": str(exc.msg),
+                    "where": f"{where}: {(exc.text or '').strip()}",
+                    "traceback": ""}  # fmt: skip
+    subs = getattr(exc, "exceptions", None)
+    if isinstance(subs, (list, tuple)):  # an ExceptionGroup: the causes matter more than the wrapper
+        message += "".join(f"\n  {type(sub).__name__}: {sub}" for sub in subs[:5])
+    return {
+        "type": qualified_type(exc),
+        "name": type(exc).__name__,
+        "message": message[:MAX_TEXT],
+        "where": tree_frame(exc.__traceback__, tree),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-MAX_TEXT:],
+    }
+
+
+def harness_error(exc: HarnessError) -> dict[str, str]:
+    return {"type": exc.kind, "name": exc.kind, "message": str(exc), "where": "", "traceback": ""}
+
+
+# --- the harness ------------------------------------------------------------------------------------------
+
+
+class Harness:
+    def __init__(self, tree: Path, reply_fd: int) -> None:
+        self.tree = tree
+        self.reply_fd = reply_fd
+        self.runners: dict[int, Any] = {}
+        self.apps: dict[int, Any] = {}
+        self.patches: list[tuple[Any, str, Any]] = []
+        self.unraisable: list[str] = []
+        self.next_app = 1
+
+    # -- plumbing --
+
+    def reply(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        if len(data) > MAX_REPLY:
+            too_big = HarnessError(f"the result was {len(data)} bytes, more than the {MAX_REPLY} allowed")
+            data = json.dumps({"id": message.get("id"), "error": harness_error(too_big)}).encode() + b"\n"
+        view = memoryview(data)
+        while view:
+            written = os.write(self.reply_fd, view)
+            view = view[written:]
+
+    def on_unraisable(self, info: Any) -> None:
+        """Warnings raised in __del__ (an unclosed connection, say) cannot propagate: keep them to report."""
+        text = f"{type(info.exc_value).__name__}: {info.exc_value}"
+        self.unraisable.append(text[:MAX_TEXT])
+        print(f"Exception ignored in {info.object!r}: {text}", file=sys.stderr)
+
+    def resolve(self, target: str) -> Any:
+        """'main:init_app' -> aiohttpdemo_polls.main.init_app; 'db:meta.tables' follows attributes."""
+        module_name, _, attribute = target.partition(":")
+        full = f"{PACKAGE}.{module_name}" if module_name else PACKAGE
+        try:
+            value: Any = importlib.import_module(full)
+        except ModuleNotFoundError as exc:
+            if exc.name in (full, PACKAGE):
+                raise MissingName(
+                    f"expected a module {full} ({PACKAGE}/{module_name}.py), found none"
+                ) from None
+            raise
+        for part in filter(None, attribute.split(".")):
+            if not hasattr(value, part):
+                raise MissingName(f"expected `{part}` in {PACKAGE}/{module_name}.py, found no such name")
+            value = getattr(value, part)
+        return value
+
+    def app(self, app_id: Any) -> Any:
+        if app_id not in self.apps:
+            raise HarnessError(f"no running app {app_id}")
+        return self.apps[app_id]
+
+    # -- operations --
+
+    def op_hello(self) -> dict[str, Any]:
+        """Import the package and every module in it, so an error at import is reported once."""
+        failed: dict[str, Any] = {}
+        imported = []
+        for path in sorted((self.tree / PACKAGE).rglob("*.py")):  # __main__.py too, which nothing imports
+            try:
+                compile(path.read_bytes(), str(path), "exec")
+            except SyntaxError as exc:
+                failed[str(path.relative_to(self.tree))] = describe_exception(exc, self.tree)
+        if failed:
+            return {"imported": [], "failed": failed}
+        try:
+            package = importlib.import_module(PACKAGE)
+        except Exception as exc:
+            return {"imported": [], "failed": {PACKAGE: describe_exception(exc, self.tree)}}
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name == "__main__":
+                continue
+            try:
+                importlib.import_module(f"{PACKAGE}.{info.name}")
+                imported.append(info.name)
+            except Exception as exc:
+                failed[info.name] = describe_exception(exc, self.tree)
+        return {"imported": imported, "failed": failed, "python": sys.version.split()[0]}
+
+    async def op_serve(self, request: dict[str, Any]) -> dict[str, Any]:
+        from aiohttp import web
+
+        for name in request.get("reload", []):
+            importlib.reload(self.resolve(name))
+        if "views" in request:  # a bare app around the learner's views, for a task about one view
+            app = web.Application()
+            for path, target in request["views"].items():
+                app.router.add_get(path, self.resolve(target))
+        elif "factory" in request:
+            app = self.resolve(request["factory"])(*request.get("args", []), **request.get("kwargs", {}))
+            if inspect.isawaitable(app):
+                app = await app
+        else:
+            app = self.resolve(request["attribute"])
+        if not isinstance(app, web.Application):
+            raise HarnessError(f"expected a web.Application, got {qualified_type(app)}")
+        for route in request.get("raising_routes", []):
+            app.router.add_get(route["path"], raising_view(route["exception"], route.get("message", "")))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        app_id = self.next_app
+        self.next_app += 1
+        self.apps[app_id] = app
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+        except BaseException:
+            self.apps.pop(app_id)
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+            raise
+        self.runners[app_id] = runner
+        return {"app": app_id, "port": runner.addresses[0][1]}
+
+    async def op_stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        app_id = request["app"]
+        runner = self.runners.pop(app_id, None)
+        self.apps.pop(app_id, None)
+        before = len(self.unraisable)
+        if runner is not None:
+            await runner.cleanup()
+        await asyncio.sleep(0)
+        gc.collect()
+        return {"unraisable": self.unraisable[before:]}
+
+    async def op_call(self, request: dict[str, Any]) -> Any:
+        function = self.resolve(request["target"])
+        args, kwargs = request.get("args", []), request.get("kwargs", {})
+        times = int(request.get("times", 1))
+
+        async def once() -> Any:
+            if "connection" not in request:
+                result = function(*args, **kwargs)
+                return await result if inspect.isawaitable(result) else result
+            engine = self.app(request["connection"]["app"])[self.resolve(request["connection"]["key"])]
+            if hasattr(engine, "acquire"):  # aiopg.sa
+                async with engine.acquire() as conn:
+                    result = function(conn, *args, **kwargs)
+                    return await result if inspect.isawaitable(result) else result
+            async with engine.begin() as conn:  # SQLAlchemy's asyncio engine: commit on success
+                result = function(conn, *args, **kwargs)
+                return await result if inspect.isawaitable(result) else result
+
+        if "times" not in request:
+            return to_json(await once())
+        results = await asyncio.gather(*(once() for _ in range(times)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return to_json(results)
+
+    def op_describe(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            value = self.resolve(request["target"])
+        except MissingName as exc:
+            return {"exists": False, "message": str(exc)}
+        return self.describe(value)
+
+    def describe(self, value: Any) -> dict[str, Any]:
+        kinds = [f"{k.__module__}.{k.__qualname__}" for k in type(value).__mro__]
+        attrs = {}
+        for name in ("minsize", "maxsize", "closed", "size", "freesize"):
+            with contextlib.suppress(Exception):
+                attr = getattr(value, name)
+                if isinstance(attr, (bool, int)):
+                    attrs[name] = attr
+        return {
+            "exists": True,
+            "type": qualified_type(value),
+            "mro": kinds,
+            "id": id(value),
+            "coroutine_function": inspect.iscoroutinefunction(value),
+            "value": to_json(value),
+            "attrs": attrs,
+        }
+
+    def op_app_item(self, request: dict[str, Any]) -> dict[str, Any]:
+        app = self.app(request["app"])
+        key = self.resolve(request["key"])
+        if key not in app:
+            return {"exists": False}
+        return self.describe(app[key])
+
+    def op_patch(self, request: dict[str, Any]) -> None:
+        """Set a module attribute (a config location, a timeout) until the judge asks for `unpatch`."""
+        module_name, _, path = request["target"].partition(":")
+        owner_path, _, attribute = path.rpartition(".")
+        owner = self.resolve(f"{module_name}:{owner_path}")
+        value = request.get("value")
+        if request.get("as") == "paths":
+            value = [Path(item) for item in value]
+        elif request.get("as") == "path":
+            value = Path(value)
+        self.patches.append((owner, attribute, getattr(owner, attribute, _MISSING)))
+        setattr(owner, attribute, value)
+
+    def op_unpatch(self) -> None:
+        while self.patches:
+            owner, attribute, old = self.patches.pop()
+            if old is _MISSING:
+                with contextlib.suppress(AttributeError):
+                    delattr(owner, attribute)
+            else:
+                setattr(owner, attribute, old)
+
+    async def handle(self, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        if op == "hello":
+            return self.op_hello()
+        if op == "serve":
+            return await self.op_serve(request)
+        if op == "stop":
+            return await self.op_stop(request)
+        if op == "call":
+            return await self.op_call(request)
+        if op == "describe":
+            return self.op_describe(request)
+        if op == "app_item":
+            return self.op_app_item(request)
+        if op == "patch":
+            return self.op_patch(request)
+        if op == "unpatch":
+            return self.op_unpatch()
+        raise HarnessError(f"unknown operation {op!r}")
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.buffer.readline)
+            if not line:
+                break
+            request: dict[str, Any] = {}
+            try:
+                request = json.loads(line)
+                self.reply({"id": request.get("id"), "ok": await self.handle(request)})
+            except HarnessError as exc:
+                self.reply({"id": request.get("id"), "error": harness_error(exc)})
+            except Exception as exc:
+                logging.getLogger("harness").debug("request failed", exc_info=True)
+                self.reply({"id": request.get("id"), "error": describe_exception(exc, self.tree)})
+        for app_id in list(self.runners):
+            with contextlib.suppress(Exception):
+                await self.op_stop({"app": app_id})
+
+
+_MISSING = object()
+
+
+def raising_view(exception: str, message: str) -> Any:
+    """A view that raises the named built-in exception: how the judge sees the app's error handling."""
+    import builtins
+
+    kind = getattr(builtins, exception, RuntimeError)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+        kind = RuntimeError
+
+    async def view(request: Any) -> Any:
+        raise kind(message)
+
+    return view
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", required=True, type=Path)
+    args = parser.parse_args()
+    tree = args.tree.resolve()
+    # Replies keep the original stdout; the learner's prints join the log on stderr.
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)
+    os.set_inheritable(reply_fd, False)
+    sys.path.insert(0, str(tree))
+    os.chdir(tree)
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    harness = Harness(tree, reply_fd)
+    sys.unraisablehook = harness.on_unraisable
+    harness.reply({"id": 0, "ok": harness.op_hello()})
+    asyncio.run(harness.serve_forever())
+
+
+if __name__ == "__main__":
+    main()
