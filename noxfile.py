@@ -180,10 +180,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def benchmark(session: nox.Session) -> None:
-    """Print the provider's start-to-ready time and the warm wall time of `nox -s step3`."""
+    """Print the provider's start-to-ready time and the warm wall time of `nox -s stepN` for every step."""
     install(session, "test")
     session.install("nox==2026.10.20", "uv==0.13.9")
     session.run("python", "bench/startup.py")
+    session.run("python", "bench/steps.py")
 
 
 @nox.session(default=False)

@@ -1,0 +1,171 @@
+"""The trust boundary: the judge never loads the learner's code, and code in the learner's package that
+attacks pytest cannot change a verdict (issue: suites that judge from outside)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.workbook.conftest import workbook_copy  # noqa: F401 - a fixture used below
+from workbook import catalogue
+from workbook.runner import run_step
+
+GUARD_SCRIPT = """
+import sys
+from pathlib import Path
+from workbook.judge import guard
+tree = Path(sys.argv[1])
+guard.install(tree, "aiohttpdemo_polls")
+sys.path.insert(0, str(tree))
+try:
+    {attempt}
+except guard.JudgeGuardError as exc:
+    print("FIRED", exc)
+    sys.exit(0)
+print("NOT FIRED")
+sys.exit(1)
+"""
+
+ATTEMPTS = {
+    "import": "import aiohttpdemo_polls.main",
+    "import-by-path": "import importlib.util as u; s = u.spec_from_file_location('x', tree / "
+    "'aiohttpdemo_polls' / 'main.py'); u.module_from_spec(s); s.loader.exec_module(u.module_from_spec(s))",
+    "template-render": "import jinja2; env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(tree / "
+    "'aiohttpdemo_polls' / 'templates'))); env.get_template('index.html').render()",
+    "exec-source": "exec(compile((tree / 'aiohttpdemo_polls' / 'db.py').read_text(), "
+    "str(tree / 'aiohttpdemo_polls' / 'db.py'), 'exec'))",
+    "unpickle": "import pickle; pickle.loads(b'\\x80\\x04\\x95\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00"
+    "\\x8c\\x11aiohttpdemo_polls\\x94\\x8c\\x03app\\x94\\x93\\x94.')",
+}
+
+
+@pytest.mark.parametrize("attempt", sorted(ATTEMPTS))
+def test_guard_fires(attempt):
+    """Each way of loading the learner's code into the judge is stopped by the audit hook."""
+    tree = catalogue.ROOT / "solutions" / "step9"
+    script = GUARD_SCRIPT.format(attempt=ATTEMPTS[attempt])
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tree)], capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(catalogue.ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0 and "FIRED judge guard" in result.stdout, result.stdout + result.stderr
+
+
+def test_guard_leaves_stylesheets_and_the_judge_alone(tmp_path):
+    """Reading a static file of the tree (not code, not a template) is allowed; the judge still works."""
+    tree = catalogue.ROOT / "solutions" / "step9"
+    script = GUARD_SCRIPT.format(
+        attempt="(tree / 'aiohttpdemo_polls' / 'static' / 'style.css').read_bytes(); import json, aiohttp"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tree)], capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(catalogue.ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 1 and "NOT FIRED" in result.stdout, result.stdout + result.stderr
+
+
+SNEAKY_TEST = '''
+import sys
+import pytest
+
+@pytest.mark.task(1)
+def test_sneaks_the_learner_code_in(tree):
+    sys.path.insert(0, str(tree))
+    import aiohttpdemo_polls.main  # noqa: F401
+'''
+
+
+def test_a_suite_that_imports_the_tree_gives_no_verdict(tmp_path):
+    """The guard is on in real suite runs: a test that imports the tree makes the run fail loudly."""
+    root = tmp_path / "root"
+    (root / "tests" / "step1").mkdir(parents=True)
+    shutil.copy(catalogue.ROOT / "tests" / "conftest.py", root / "tests" / "conftest.py")
+    shutil.copy(catalogue.ROOT / "pyproject.toml", root / "pyproject.toml")
+    (root / "tests" / "__init__.py").write_text("")
+    (root / "tests" / "step1" / "test_sneaky.py").write_text(SNEAKY_TEST)
+    result = run_step(catalogue.step(1), "solutions", root=root, env={"PYTHONPATH": f"{catalogue.ROOT}"})
+    assert "JUDGE GUARD" in result.output, result.output
+    assert result.returncode != 0 and result.points == 0, result.output
+    assert "judge guard" in result.broken
+
+
+def test_every_suite_runs_with_the_guard_on():
+    result = run_step(catalogue.step(1), "solutions")
+    assert result.report.get("guard") is True, result.report
+
+
+# --- forging a verdict from inside the learner's package ----------------------------------------------------
+
+# Appended to a starter's aiohttpdemo_polls/__init__.py: three ways learner code used to forge a verdict
+# when the suites imported it into the judge. In its own process, they can only fool that process.
+FORGERY = textwrap.dedent('''
+
+    # --- forgery attempts (the workbook's boundary test) ---
+    import os as _os
+    import sys as _sys
+    try:  # 1. make every pytest report say "passed"
+        import _pytest.reports as _reports
+        _original = _reports.TestReport.__init__
+        def _always_passed(self, *args, **kwargs):
+            _original(self, *args, **kwargs)
+            self.outcome = "passed"
+            self.longrepr = None
+        _reports.TestReport.__init__ = _always_passed
+    except Exception:
+        pass
+    try:  # 2. register a plugin on every pytest config in this process, rewriting outcomes
+        import gc as _gc
+        import pytest as _pytest
+        class _Forger:
+            @_pytest.hookimpl(wrapper=True)
+            def pytest_runtest_makereport(self, item, call):
+                report = yield
+                report.outcome = "passed"
+                return report
+        for _object in _gc.get_objects():
+            if type(_object).__name__ == "Config" and hasattr(_object, "pluginmanager"):
+                _object.pluginmanager.register(_Forger(), "forger")
+    except Exception:
+        pass
+    # 3. write files beside the package that pytest or Python might load in the judge
+    _here = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    for _name, _text in {
+        "conftest.py": "import _pytest.reports as r\\nr.TestReport.outcome = 'passed'\\n",
+        "sitecustomize.py": "import _pytest.reports as r\\nr.TestReport.outcome = 'passed'\\n",
+        "pytest_forger.py": "def pytest_runtest_logreport(report):\\n    report.outcome = 'passed'\\n",
+        "forger.pth": "import sys; sys.stderr.write('pth loaded')\\n",
+    }.items():
+        try:
+            with open(_os.path.join(_here, _name), "w") as _file:
+                _file.write(_text)
+        except OSError:
+            pass
+''')
+
+
+def task_counts(result) -> dict[str, tuple[int, int]]:
+    return {str(t.number): result.task_counts(t.number) for t in result.step.tasks}
+
+
+@pytest.mark.parametrize("number", [s.number for s in catalogue.steps()])
+def test_forging_from_the_package_changes_nothing(number, tmp_path):
+    """A starter that attacks pytest from its __init__.py fails exactly as the untouched starter does."""
+    step = catalogue.step(number)
+    honest, forger = tmp_path / "honest", tmp_path / "forger"
+    for copy in (honest, forger):
+        shutil.copytree(step.tree(catalogue.ROOT, "steps"), step.tree(copy, "steps"))
+    init = step.tree(forger, "steps") / catalogue.PACKAGE / "__init__.py"
+    init.write_text(init.read_text() + FORGERY)
+    expected, got = run_step(step, str(honest)), run_step(step, str(forger))
+    assert got.points == expected.points == 0, got.output
+    assert task_counts(got) == task_counts(expected), (task_counts(expected), task_counts(got), got.output)
+    written = step.tree(forger, "steps") / "conftest.py"
+    assert written.exists(), "the forgery did run in the learner's process (it wrote its files)"
+    assert json.dumps(got.report.get("tests"))  # a report came from the judge
