@@ -27,6 +27,7 @@ from workbook.pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 pytest_plugins = ["workbook.pytest_plugin"]
 
 SQL_DIR = Path(__file__).with_name("sql")
+HTTP_TIMEOUT = 20
 NAME_HINT = "Hint: check the spelling; the tests use the tutorial's names."
 
 
@@ -345,6 +346,11 @@ def polls_app(learner: Learner, polls_db: Database) -> ServedApp:
 @pytest.fixture
 async def polls_client(polls_app: ServedApp) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for polls_app: `await polls_client.get("/poll/1")`."""
-    async with aiohttp.ClientSession(base_url=polls_app.url) as session:
+    async with http_session(polls_app.url) as session:
         yield session
+
+
+def http_session(base_url: str | None = None) -> aiohttp.ClientSession:
+    """The judge's HTTP client: a learner's app that hangs fails the check after HTTP_TIMEOUT seconds."""
+    return aiohttp.ClientSession(base_url=base_url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
 

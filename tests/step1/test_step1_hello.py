@@ -7,17 +7,16 @@ over HTTP, and `main()` is started as a process of its own on a port the judge p
 import contextlib
 import json
 
-import aiohttp
 import pytest
 
-from tests.conftest import why_it_ended
+from tests.conftest import http_session, why_it_ended
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
 
 
 async def get(url: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    async with http_session() as session, session.get(url) as response:
         return response.status, response.content_type, await response.text()
 
 
