@@ -1,10 +1,10 @@
 """The workbook's pytest plugin: chooses the step tree under test and reports results per task.
 
-This process is the judge. It never imports the tree under test: it starts the learner-side harness
-(workbook/judge/learner_process.py) as soon as it knows the tree, so the learner's imports overlap with
-collection, and installs an audit hook (workbook/judge/guard.py) that fails the run if anything here
-loads the learner's code. One pytest process tests one step tree. The step comes from the test path
-(tests/step3/...), the tree from ``--target``:
+This process is the judge. It never imports the tree under test: once the suite is collected it starts
+the learner-side harness (workbook/judge/learner_process.py), which imports the learner's package in a
+process of its own, and it installs an audit hook (workbook/judge/guard.py) that fails the run if
+anything here loads the learner's code. One pytest process tests one step tree. The step comes from
+the test path (tests/step3/...), the tree from ``--target``:
 
     steps       the learner's tree, steps/stepN (the default)
     solutions   the reference, solutions/stepN
@@ -122,9 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not (tree / catalogue.PACKAGE).is_dir():
         raise pytest.UsageError(f"There is no {catalogue.PACKAGE} package in {tree} (--target {target}).")
     guard.install(tree, catalogue.PACKAGE)
-    harness = Harness(tree)
-    harness.start()  # imports the learner's package while pytest collects
-    run = StepRun(step=step, target=target, tree=tree, harness=harness)
+    run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree))
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")
 
@@ -150,6 +148,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if run is None:
         return
     try:
+        # Started only now that the suite's modules are loaded: the learner's code runs from here on.
         assert run.harness is not None
         run.broken = import_problems(run.harness.wait_ready())
     except LearnerGone as exc:

@@ -8,12 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-from tests.workbook.conftest import workbook_copy  # noqa: F401 - a fixture used below
+from tests.workbook.conftest import FORGERY
 from workbook import catalogue
 from workbook.runner import run_step
 
@@ -71,7 +69,7 @@ def test_guard_leaves_stylesheets_and_the_judge_alone(tmp_path):
     assert result.returncode == 1 and "NOT FIRED" in result.stdout, result.stdout + result.stderr
 
 
-SNEAKY_TEST = '''
+SNEAKY_TEST = """
 import sys
 import pytest
 
@@ -79,7 +77,7 @@ import pytest
 def test_sneaks_the_learner_code_in(tree):
     sys.path.insert(0, str(tree))
     import aiohttpdemo_polls.main  # noqa: F401
-'''
+"""
 
 
 def test_a_suite_that_imports_the_tree_gives_no_verdict(tmp_path):
@@ -102,52 +100,6 @@ def test_every_suite_runs_with_the_guard_on():
 
 
 # --- forging a verdict from inside the learner's package ----------------------------------------------------
-
-# Appended to a starter's aiohttpdemo_polls/__init__.py: three ways learner code used to forge a verdict
-# when the suites imported it into the judge. In its own process, they can only fool that process.
-FORGERY = textwrap.dedent('''
-
-    # --- forgery attempts (the workbook's boundary test) ---
-    import os as _os
-    import sys as _sys
-    try:  # 1. make every pytest report say "passed"
-        import _pytest.reports as _reports
-        _original = _reports.TestReport.__init__
-        def _always_passed(self, *args, **kwargs):
-            _original(self, *args, **kwargs)
-            self.outcome = "passed"
-            self.longrepr = None
-        _reports.TestReport.__init__ = _always_passed
-    except Exception:
-        pass
-    try:  # 2. register a plugin on every pytest config in this process, rewriting outcomes
-        import gc as _gc
-        import pytest as _pytest
-        class _Forger:
-            @_pytest.hookimpl(wrapper=True)
-            def pytest_runtest_makereport(self, item, call):
-                report = yield
-                report.outcome = "passed"
-                return report
-        for _object in _gc.get_objects():
-            if type(_object).__name__ == "Config" and hasattr(_object, "pluginmanager"):
-                _object.pluginmanager.register(_Forger(), "forger")
-    except Exception:
-        pass
-    # 3. write files beside the package that pytest or Python might load in the judge
-    _here = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-    for _name, _text in {
-        "conftest.py": "import _pytest.reports as r\\nr.TestReport.outcome = 'passed'\\n",
-        "sitecustomize.py": "import _pytest.reports as r\\nr.TestReport.outcome = 'passed'\\n",
-        "pytest_forger.py": "def pytest_runtest_logreport(report):\\n    report.outcome = 'passed'\\n",
-        "forger.pth": "import sys; sys.stderr.write('pth loaded')\\n",
-    }.items():
-        try:
-            with open(_os.path.join(_here, _name), "w") as _file:
-                _file.write(_text)
-        except OSError:
-            pass
-''')
 
 
 def task_counts(result) -> dict[str, tuple[int, int]]:

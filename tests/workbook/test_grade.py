@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from tests.workbook.conftest import FORGERY
 from workbook import catalogue, grade
 from workbook.pg import ENV_DSN, PostgresServer, throwaway_postgres
 from workbook.runner import run_step
@@ -154,6 +155,13 @@ def build_class(submissions: Path, scratch: Path) -> dict[str, list[Fraction]]:
         "the step 1 solution changed shape: update this test"
     )
     expected[NASTY] = [full[0] - points(1, 3), full[1], full[2]]
+
+    copy_of_the_workbook(submissions / "sam")  # hands in the starters untouched
+    mallory = copy_of_the_workbook(submissions / "mallory")  # the starters, plus forgery from the package
+    for step in STEPS:
+        init = package(mallory, step.number) / "__init__.py"
+        init.write_text(init.read_text() + FORGERY)
+    expected["sam"] = expected["mallory"] = [starter_points(step) for step in STEPS]
 
     (submissions / "notes.txt").write_text("not a submission")
     (submissions / ".DS_Store").write_text("")
