@@ -197,8 +197,18 @@ def tree(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL server for the whole run (see workbook/pg.py for where it comes from)."""
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run (see workbook/pg.py for where it comes from).
+
+    In a step's suite the plugin has already started it, while the learner's process was importing.
+    """
+    recorder = request.config.pluginmanager.get_plugin("workbook-recorder")
+    run = recorder.run if recorder is not None else None
+    if run is not None and run.postgres_problem:
+        pytest.fail(run.postgres_problem, pytrace=False)
+    if run is not None and run.postgres is not None:
+        yield run.postgres
+        return
     try:
         with throwaway_postgres() as server:
             yield server

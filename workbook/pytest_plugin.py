@@ -13,6 +13,7 @@ the test path (tests/step3/...), the tree from ``--target``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from . import catalogue
 from .judge import guard
 from .judge.learner_process import Harness, LearnerGone
 from .judge.logs import last_exception
+from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
 _STEP_IN_PATH = re.compile(r"(?:^|[\\/])tests[\\/]step(\d+)(?:[\\/]|$|::)")
 
@@ -47,6 +49,8 @@ class StepRun:
     tree: Path
     broken: str = ""
     harness: Harness | None = None
+    postgres: PostgresServer | None = None
+    postgres_problem: str = ""
     outcomes: dict[str, TestOutcome] = field(default_factory=dict)
 
     def by_task(self) -> dict[int, list[TestOutcome]]:
@@ -127,6 +131,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")
 
 
+def start_postgres(config: pytest.Config, run: StepRun) -> None:
+    """Start the suite's throwaway PostgreSQL now (the `pg_server` fixture hands it out), stopped at exit."""
+    stack = contextlib.ExitStack()
+    config.add_cleanup(stack.close)
+    try:
+        run.postgres = stack.enter_context(throwaway_postgres())
+    except NoPostgresAvailable as exc:
+        run.postgres_problem = str(exc)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is not None and run.harness is not None:
@@ -149,7 +163,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     try:
         # Started only now that the suite's modules are loaded: the learner's code runs from here on.
+        # While it imports the learner's package, this process starts PostgreSQL if the suite needs it.
         assert run.harness is not None
+        run.harness.start()
+        if any("pg_server" in getattr(item, "fixturenames", ()) for item in items):
+            start_postgres(config, run)
         run.broken = import_problems(run.harness.wait_ready())
     except LearnerGone as exc:
         run.broken = f"the learner's process could not start: {exc}"
