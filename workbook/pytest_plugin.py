@@ -208,6 +208,9 @@ def _short_message(report: pytest.TestReport) -> str:
     else:
         message = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
     message = message.split("\nassert ")[0]
+    exit_status = getattr(report, "learner_exit", None)
+    if exit_status is not None and "exited" not in message:
+        message += f"\n(the learner's process exited with status {exit_status} during this check)"
     server_error = last_exception(getattr(report, "learner_log", ""), catalogue.PACKAGE)
     if server_error and server_error not in message:
         message += f"\n(the app logged: {server_error})"
@@ -245,11 +248,15 @@ class _Recorder:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         """A failing check carries what the learner's process logged meanwhile (a 500's traceback)."""
         report = yield
-        if report.failed and self.run.harness is not None:
-            log = self.run.harness.log_text(item.stash.get(LOG_START, 0)).strip()
+        harness = self.run.harness
+        if report.failed and harness is not None:
+            log = harness.log_text(item.stash.get(LOG_START, 0)).strip()
             if log:
                 report.learner_log = log
                 report.sections.append(("what the learner's process logged", log[-6000:]))
+            status = harness.exit_status()
+            if status is not None:  # it died during this check: the next one gets a fresh process
+                report.learner_exit = status
         return report
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:

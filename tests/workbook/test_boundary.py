@@ -8,12 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.workbook.conftest import FORGERY
 from workbook import catalogue
 from workbook.runner import run_step
+from workbook.starter import strip_markers_into
 
 GUARD_SCRIPT = """
 import sys
@@ -121,3 +123,38 @@ def test_forging_from_the_package_changes_nothing(number, tmp_path):
     written = step.tree(forger, "steps") / "conftest.py"
     assert written.exists(), "the forgery did run in the learner's process (it wrote its files)"
     assert json.dumps(got.report.get("tests"))  # a report came from the judge
+
+
+# --- failures that keep teaching --------------------------------------------------------------------------
+
+
+def finished_step(into: Path, number: int) -> Path:
+    """A workbook copy holding step N's reference solution (markers removed) as the learner's tree."""
+    tree = catalogue.step(number).tree(into, "steps")
+    strip_markers_into(catalogue.ROOT / "solutions" / f"step{number}", tree, number)
+    return tree / catalogue.PACKAGE
+
+
+def test_an_import_error_is_reported_once_with_file_and_line(tmp_path):
+    main = finished_step(tmp_path, 1) / "main.py"
+    main.write_text(main.read_text() + "\nroutes = undefined_routes\n")
+    line = main.read_text().splitlines().index("routes = undefined_routes") + 1
+    result = run_step(catalogue.step(1), str(tmp_path))
+    assert f"aiohttpdemo_polls/main.py, line {line}" in result.broken, result.output
+    assert "NameError" in result.broken and result.points == 0
+    assert result.output.count("main.py, line") == 1, result.output
+
+
+def test_a_learner_process_that_dies_costs_only_its_check(tmp_path):
+    """A view that ends its process fails that check with a clear reason; the next check gets a new one."""
+    main = finished_step(tmp_path, 1) / "main.py"
+    source = main.read_text()
+    main.write_text(source.replace('    return web.Response(text="Hello Aiohttp!")',
+                                   '    import os\n    os._exit(7)'))  # fmt: skip
+    result = run_step(catalogue.step(1), str(tmp_path))
+    messages = {t["nodeid"].split("::")[-1]: t for t in result.report["tests"]}
+    died = messages["test_index_view_says_hello"]
+    assert died["outcome"] == "failed" and "exited with status 7" in died["message"], died
+    # Checks that do not reach the view still pass, each with a fresh learner process.
+    assert messages["test_other_paths_are_not_found"]["outcome"] == "passed", result.output
+    assert messages["test_main_passes_its_host_and_port_to_run_app"]["outcome"] == "passed", result.output

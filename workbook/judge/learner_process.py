@@ -168,6 +168,10 @@ class Harness:
             self.hello = value
         return self.hello
 
+    def exit_status(self) -> int | None:
+        """The harness's exit status if it has died (killed by the learner's code, say), else None."""
+        return self.process.popen.poll() if self.process else None
+
     @property
     def pid(self) -> int | None:
         return self.process.popen.pid if self.process else None
