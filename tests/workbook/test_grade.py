@@ -72,17 +72,20 @@ from pathlib import Path as _Path
 
 import psycopg2 as _pg
 
-_conn = _pg.connect(_os.environ["WORKBOOK_PG_DSN"])
-_conn.autocommit = True
-with _conn.cursor() as _cur:
-    _cur.execute("CREATE DATABASE eve_scratch")
-    _cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")
-    for (_name,) in _cur.fetchall():  # the current one, its own, and everybody else's
-        try:
-            _cur.execute(f'DROP DATABASE "{_name}" WITH (FORCE)')
-        except _pg.Error:
-            pass
-_conn.close()
+# The learner's process gets a scrubbed environment: the grader's DSN is not in it any more.
+_dsn = _os.environ.get("WORKBOOK_PG_DSN")
+if _dsn:
+    _conn = _pg.connect(_dsn)
+    _conn.autocommit = True
+    with _conn.cursor() as _cur:
+        _cur.execute("CREATE DATABASE eve_scratch")
+        _cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")
+        for (_name,) in _cur.fetchall():  # the current one, its own, and everybody else's
+            try:
+                _cur.execute(f'DROP DATABASE "{_name}" WITH (FORCE)')
+            except _pg.Error:
+                pass
+    _conn.close()
 _shutil.rmtree(_Path(__file__).resolve().parents[3] / "tests", ignore_errors=True)
 """
 
