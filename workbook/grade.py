@@ -61,7 +61,7 @@ from typing import Any, TextIO
 import psycopg2
 from psycopg2 import sql
 
-from . import catalogue
+from . import catalogue, scoring
 from .pg import ENV_DSN, NoPostgresAvailable, PostgresServer, throwaway_postgres
 from .runner import kill_group
 
@@ -228,8 +228,8 @@ class TaskScore:
 
     @property
     def earned(self) -> Fraction:
-        """Partial credit: the task's points times the share of its checks that pass."""
-        return Fraction(self.task.points * self.passed, self.total) if self.total else Fraction(0)
+        """Partial credit for the checks the learner's work made pass (workbook/scoring.py)."""
+        return scoring.task_points(self.task, [(c.name, c.outcome == "passed") for c in self.checks])
 
     @property
     def done(self) -> bool:
@@ -275,9 +275,7 @@ class LearnerGrade:
         return found
 
 
-def format_points(value: Fraction | float) -> str:
-    """8, 2.5, 2.67: at most two decimals, no trailing zeros, the same text for the same score."""
-    return f"{float(value):.2f}".rstrip("0").rstrip(".")
+format_points = scoring.format_points
 
 
 # --- the learner's database role -------------------------------------------------------------------------

@@ -13,10 +13,12 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from . import catalogue, starter
 from .runner import StepResult, run_many, run_step
+from .scoring import format_points
 
 STATE_DIR = ".workbook"
 HINTS_FILE = "hints.json"
@@ -80,7 +82,9 @@ def summary_lines(result: StepResult) -> list[str]:
         task, message = failure
         lines.append(f"  First failure, task {task.number}: {message}")
     else:
-        lines.append(f"  Step {result.step.number} passes: {result.points}/{result.step.points} points.")
+        lines.append(
+            f"  Step {result.step.number} passes: {format_points(result.points)}/{result.step.points} points."
+        )
     return lines
 
 
@@ -97,8 +101,9 @@ def status(root: Path = catalogue.ROOT) -> str:
     steps = catalogue.steps()
     to_run = [step for step in steps if not untouched(step, root)]
     results = {r.step.number: r for r in run_many([(step, "steps") for step in to_run])} if to_run else {}
-    lines = [f"{'step':<5}{'title':<24}tasks"]
+    lines = [f"{'step':<5}{'title':<24}{'points':<9}tasks"]
     done = total = 0
+    earned = Fraction(0)
     next_up: TaskState | None = None
     for step in steps:
         states = task_states(step, results.get(step.number))
@@ -106,12 +111,17 @@ def status(root: Path = catalogue.ROOT) -> str:
         result = results.get(step.number)
         if result and result.broken:
             marks = f"cannot check it: {result.broken.splitlines()[0]} (`nox -s {step.name}` says more)"
-        lines.append(f"{step.number:<5}{step.title[:23]:<24}{marks}")
+        # The grader's own scoring: an untouched starter scores 0 by construction, so it need not run.
+        points = result.points if result else Fraction(0)
+        earned += points
+        shown = f"{format_points(points)}/{step.points}"
+        lines.append(f"{step.number:<5}{step.title[:23]:<24}{shown:<9}{marks}")
         done += sum(s.state == "done" for s in states)
         total += len(states)
         if next_up is None:
             next_up = next((s for s in states if s.state != "done"), None)
-    lines += ["", progress_bar(done, total)]
+    max_points = sum(step.points for step in steps)
+    lines += ["", f"{progress_bar(done, total)}, {format_points(earned)}/{max_points} points"]
     if next_up is None:
         lines.append("Every task of every step passes. Well done!")
     else:

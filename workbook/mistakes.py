@@ -73,7 +73,7 @@ def load(steps: Sequence[catalogue.Step] | None = None) -> list[Mistake]:
     for step in steps or catalogue.steps():
         folder = MISTAKES_DIR / step.name
         found += [parse(path, step) for path in sorted(folder.glob("*.patch"))] if folder.is_dir() else []
-    return found
+    return sorted(found, key=lambda m: (m.step.number, m.task, m.name))
 
 
 def apply(mistake: Mistake, workbook_copy: Path) -> Path:

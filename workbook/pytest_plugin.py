@@ -18,12 +18,13 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import catalogue
+from . import catalogue, scoring
 from .judge import guard
 from .judge.learner_process import Harness, LearnerGone
 from .judge.logs import last_exception
@@ -296,7 +297,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     write("")
     write(f"Step {run.step.number}: {run.step.title}  (testing {run.tree})", bold=True)
     first_failing = None
-    earned = 0
+    earned = Fraction(0)
     for task in run.step.tasks:
         outcomes = run.by_task()[task.number]
         if not outcomes:  # every check of this task was left out with -k or -m
@@ -304,7 +305,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             continue
         passed = sum(o.outcome == "passed" for o in outcomes)
         done = bool(outcomes) and passed == len(outcomes)
-        earned += task.points if done else 0
+        earned += scoring.task_points(
+            task, [(scoring.check_name(o.nodeid), o.outcome == "passed") for o in outcomes]
+        )
         mark = "PASS" if done else "FAIL"
         write(f"  {mark}  task {task.number}: {task.title}  ({passed}/{len(outcomes)} checks)",
               green=done, red=not done)  # fmt: skip
@@ -317,7 +320,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             write(f"        ... and {len(failing) - SHOWN_PER_TASK} more failing (`-- -v` lists them)")
         if not done and first_failing is None:
             first_failing = task
-    write(f"  {earned}/{run.step.points} points")
+    write(f"  {scoring.format_points(earned)}/{run.step.points} points")
     if first_failing is not None:
         write(f"  Hint for task {first_failing.number}: {first_failing.hints[0]}", yellow=True)
         write(f"  The lesson: {run.tree / 'README.md'}")

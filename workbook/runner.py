@@ -16,10 +16,11 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from . import catalogue
+from . import catalogue, scoring
 from .pg import ENV_DSN, throwaway_postgres
 
 JUDGE_PLUGINS = ("-p", "pytest_asyncio.plugin", "-p", "workbook.pytest_plugin")
@@ -51,8 +52,11 @@ class StepResult:
         return total > 0 and passed == total
 
     @property
-    def points(self) -> int:
-        return sum(task.points for task in self.step.tasks if self.task_done(task.number))
+    def points(self) -> Fraction:
+        """Partial credit, exactly as the grader gives it (workbook/scoring.py)."""
+        if self.broken:
+            return Fraction(0)
+        return scoring.step_points(self.step, self.report.get("tests", []))
 
 
 def pytest_command(

@@ -172,13 +172,16 @@ def build_class(submissions: Path, scratch: Path) -> dict[str, list[Fraction]]:
 
 
 def starter_points(step: catalogue.Step) -> Fraction:
-    """What the untouched starter earns with partial credit, from a plain run of the suite."""
-    result = run_step(step, "steps")
-    earned = Fraction(0)
-    for task in step.tasks:
-        passed, total = result.task_counts(task.number)
-        earned += Fraction(task.points * passed, total) if total else 0
+    """What the untouched starter earns, from a plain run of the suite: nothing (workbook/scoring.py)."""
+    earned = run_step(step, "steps").points
+    assert earned == 0, f"the untouched starter of step {step.number} earns {earned} points"
     return earned
+
+
+def full_marks(task: catalogue.Task) -> grade.TaskScore:
+    """A task whose every check passed (one earning check is enough for full marks)."""
+    earning = [grade.Check(f"check{n}", task.number, "passed") for n in range(3)]
+    return grade.TaskScore(task, 3, 3, earning)
 
 
 def tree_digest(path: Path) -> str:
@@ -388,8 +391,9 @@ def test_unpack_explains_what_it_cannot_grade(tmp_path, monkeypatch):
 
 
 def test_partial_credit_and_its_format():
-    task = catalogue.step(3).task(1)
-    assert grade.TaskScore(task, passed=5, total=8).earned == Fraction(task.points * 5, 8)
+    task = catalogue.step(1).task(1)  # one check, which fails on the starter
+    passing = [grade.Check("test_index_view_says_hello", 1, "passed")]
+    assert grade.TaskScore(task, passed=1, total=1, checks=passing).earned == task.points
     assert grade.TaskScore(task, passed=0, total=0).earned == 0
     assert grade.TaskScore(task, passed=3, total=3).done
     assert [grade.format_points(x) for x in (Fraction(8), Fraction(5, 2), Fraction(8, 3), Fraction(0))] == [
@@ -469,7 +473,7 @@ def test_outputs_are_the_same_for_the_same_grades(tmp_path):
     step = catalogue.step(1)
     grades = [
         grade.LearnerGrade("=cmd", [grade.StepGrade.zero(step, "no steps/step1 folder in the submission")]),
-        grade.LearnerGrade("zed", [grade.StepGrade(step, [grade.TaskScore(t, 1, 1) for t in step.tasks])]),
+        grade.LearnerGrade("zed", [grade.StepGrade(step, [full_marks(t) for t in step.tasks])]),
     ]
     grade.write_outputs(tmp_path / "a", grades, [step])
     grade.write_outputs(tmp_path / "b", grades, [step])
