@@ -62,6 +62,7 @@ import psycopg2
 from psycopg2 import sql
 
 from . import catalogue, scoring
+from .judge.untrusted import load_json, read_capped, read_json_object
 from .pg import ENV_DSN, NoPostgresAvailable, PostgresServer, throwaway_postgres
 from .runner import kill_group
 
@@ -604,25 +605,19 @@ class Launcher:
 
 
 def read_report(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return report if isinstance(report, dict) else {}
+    """The judge's per-task report, read as untrusted: capped, non-blocking, an object or nothing."""
+    return read_json_object(path)
 
 
 def read_stream(path: Path) -> tuple[list[Check], str]:
     """The checks a run collected and how far each got, from the progress stream; and the running test."""
     checks: dict[str, Check] = {}
     running = ""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return [], ""
+    data = read_capped(path)
+    lines = data.decode("utf-8", "replace").splitlines() if data is not None else []
     for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
+        entry = load_json(line)
+        if not isinstance(entry, dict):
             continue  # the last line may be cut short by the kill
         if "collected" in entry and isinstance(entry.get("task"), int):
             checks[entry["collected"]] = Check(entry["collected"], entry["task"], "not run")
@@ -758,7 +753,10 @@ def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, ds
         ],
     }  # fmt: skip
     completed = run.launcher.run(request, run.timeout, run.max_output)
-    graded = score_step(step, completed, read_report(report_path), read_stream(stream_path))
+    try:
+        graded = score_step(step, completed, read_report(report_path), read_stream(stream_path))
+    except Exception as exc:  # a report of an unexpected shape costs this step, never the run
+        return StepGrade.zero(step, f"grader error: {type(exc).__name__}: {exc}"[:300])
     graded.problems += sandbox_damage(sandbox, step)
     return graded
 

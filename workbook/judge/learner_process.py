@@ -14,6 +14,7 @@ schema-checked, and a process that dies or stalls is reported, never waited on f
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -32,8 +33,19 @@ MAX_LOG = 1 << 20
 REQUEST_TIMEOUT = 30.0
 START_TIMEOUT = 30.0
 # What a learner process inherits from the judge's environment; everything else (a DSN with the
-# superuser's password, CI tokens, the report path) stays out.
-KEPT_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
+# superuser's password, CI tokens, the report path) stays out. WORKBOOK_GRADE_RUN is the grader's marker,
+# by which it finds and kills whatever a step's processes left running.
+KEPT_VARIABLES = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "SYSTEMROOT",
+    "WORKBOOK_GRADE_RUN",
+)
 ERROR_FIELDS = ("type", "name", "message", "where", "traceback")
 
 
@@ -100,14 +112,26 @@ def parse_reply(line: bytes, expected_id: int) -> tuple[bool, Any]:
     return False, _check_error(message["error"])
 
 
+def _die_with_judge() -> None:
+    """In the child before exec: SIGKILL it when the judge dies (Linux), so no learner process outlives a
+    judge that was killed. Its own process group is killed by the judge on a normal end."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class _Process:
     """A learner process in its own process group, its output kept in a temp file the judge reads."""
 
     def __init__(self, command: list[str], cwd: Path, env: dict[str, str], stdin: Any = subprocess.DEVNULL):
         self.log = tempfile.TemporaryFile(prefix="workbook-learner-log-")
+        stdout = subprocess.PIPE if stdin == subprocess.PIPE else self.log
         self.popen = subprocess.Popen(
-            command, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE if stdin == subprocess.PIPE
-            else self.log, stderr=self.log, start_new_session=True, close_fds=True,
+            command, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=self.log, start_new_session=True,
+            close_fds=True, preexec_fn=_die_with_judge,
         )  # fmt: skip
 
     def log_size(self) -> int:
