@@ -54,8 +54,13 @@ def postgres_processes(under: Path) -> list[int]:
     return found
 
 
+def clusters(root: Path) -> list[Path]:
+    """The cluster folders in the private folder below `root`."""
+    return sorted((root / f"{pg.TMP_PREFIX}{os.geteuid()}").glob(f"{pg.CLUSTER_PREFIX}*"))
+
+
 def assert_nothing_left(root: Path) -> None:
-    leftovers = list(root.glob(f"{pg.TMP_PREFIX}*"))
+    leftovers = clusters(root) + sorted(root.glob(f"*/{pg.BUILD_PREFIX}*"))
     assert leftovers == [], f"expected no cluster directory left in {root}, found {leftovers}"
     assert postgres_processes(root) == [], (
         f"expected no postgres process left, found {postgres_processes(root)}"
@@ -74,7 +79,7 @@ def test_local_binaries_as_root_drop_privileges(tmp_root, no_docker):
         )
         assert settings == {"fsync": "off", "port": str(server.port)}
         assert server.host == "127.0.0.1"
-        assert len(list(tmp_root.glob(f"{pg.TMP_PREFIX}*"))) == 1
+        assert len(clusters(tmp_root)) == 1
     assert_nothing_left(tmp_root)
 
 
@@ -255,10 +260,10 @@ def test_cluster_of_a_killed_run_is_reaped_by_the_next_start(tmp_root, no_docker
     process.kill()  # SIGKILL: no finally block runs, the cluster stays behind
     process.communicate(timeout=30)
     time.sleep(0.2)
-    assert len(list(tmp_root.glob(f"{pg.TMP_PREFIX}*"))) == 1
+    assert len(clusters(tmp_root)) == 1
     assert postgres_processes(tmp_root), "expected the abandoned postmaster to still run before reaping"
     with pg.throwaway_postgres():
-        leftovers = list(tmp_root.glob(f"{pg.TMP_PREFIX}*"))
+        leftovers = clusters(tmp_root)
         assert len(leftovers) == 1, f"expected only the new cluster, found {leftovers}"
     assert_nothing_left(tmp_root)
 
