@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -288,3 +290,179 @@ def test_server_dsn_connects(tmp_root, no_docker):
                 assert cur.fetchone() == (name,)
         finally:
             conn.close()
+
+
+# --- the reaper under attack: it must signal nothing but a verified postmaster of its own cluster ---------
+
+
+@pytest.fixture
+def signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every (pid, signal) the code under test sends; those that could hurt this machine are not delivered."""
+    sent: list[tuple[int, int]] = []
+    real_kill, real_pidfd_send = os.kill, signal.pidfd_send_signal
+
+    def harmless(pid: int, signum: int) -> bool:
+        return signum == 0 or (pid > 1 and pid != os.getpid())
+
+    def kill(pid: int, signum: int) -> None:
+        sent.append((pid, signum))
+        if harmless(pid, signum):
+            real_kill(pid, signum)
+
+    def killpg(pgid: int, signum: int) -> None:
+        sent.append((-pgid, signum))
+
+    def pidfd_send_signal(fd: int, signum: int, *args: object) -> None:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        pid = int(info.split("Pid:")[1].split()[0])
+        sent.append((pid, signum))
+        if harmless(pid, signum):
+            real_pidfd_send(fd, signum, *args)
+
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(os, "killpg", killpg)
+    monkeypatch.setattr(signal, "pidfd_send_signal", pidfd_send_signal)
+    return sent
+
+
+@pytest.fixture
+def bystander():
+    """An unrelated live process (a `sleep`) that the reaper must leave alone."""
+    process = subprocess.Popen(["sleep", "300"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def dead_pid() -> int:
+    done = subprocess.run(["true"], check=True)
+    assert done.returncode == 0
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    return finished.pid
+
+
+def private(root: Path) -> Path:
+    parent = pg.private_root(root, pg._RunAs.for_this_process())
+    assert parent is not None
+    return parent
+
+
+def plant(folder: Path, pid_line: str | None, owner_pid: int | None = None) -> Path:
+    """A cluster folder whose owner is dead and whose postmaster.pid names `pid_line` for its own data."""
+    data = folder / "data"
+    data.mkdir(parents=True)
+    (folder / pg.OWNER_FILE).write_text(json.dumps({"pid": owner_pid or dead_pid()}))
+    if pid_line is not None:
+        (data / "postmaster.pid").write_text(f"{pid_line}\n{data}\n1700000000\n5432\n/tmp\n*\n0\nready\n")
+    return folder
+
+
+def reap_quickly(root: Path) -> list[Path]:
+    """Reap in a thread: a reaper that blocks (on a FIFO, say) fails here instead of hanging the run."""
+    result: list[list[Path]] = []
+    worker = threading.Thread(target=lambda: result.append(pg.reap_abandoned_clusters(root)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "the reaper blocked"
+    return result[0]
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+@pytest.mark.parametrize(
+    "target", ["0", "-1", "1", "own pid", "own group", "bystander", "huge", "not a number", "empty"]
+)
+def test_the_reaper_kills_no_pid_it_is_handed(tmp_root, signals, bystander, target):
+    pid_line = {
+        "own pid": str(os.getpid()),
+        "own group": str(-os.getpgrp()),
+        "bystander": str(bystander.pid),
+        "huge": "9" * 30,
+        "not a number": "12ab",
+        "empty": "",
+    }.get(target, target)
+    folder = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}planted", pid_line)
+    assert reap_quickly(tmp_root) == [folder], "an abandoned folder in our private folder is removed"
+    assert not folder.exists()
+    assert [s for s in signals if s[1] != 0] == [], f"expected no signal at all, sent {signals}"
+    assert bystander.poll() is None and alive(bystander.pid), "the unrelated process was killed"
+
+
+def test_a_fifo_or_a_symlink_for_a_file_does_not_block_or_fool_the_reaper(tmp_root, signals, bystander):
+    fifo = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}fifo", None)
+    os.mkfifo(fifo / "data" / "postmaster.pid")
+    os.mkfifo(fifo / "owner-fifo")
+    linked = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}linked", None)
+    real = tmp_root / "elsewhere.pid"
+    real.write_text(f"{bystander.pid}\n{linked / 'data'}\n")
+    (linked / "data" / "postmaster.pid").symlink_to(real)
+    owner_fifo = private(tmp_root) / f"{pg.CLUSTER_PREFIX}owner-fifo"
+    owner_fifo.mkdir()
+    os.mkfifo(owner_fifo / pg.OWNER_FILE)
+    os.utime(owner_fifo, (time.time() - 3600, time.time() - 3600))
+    assert sorted(reap_quickly(tmp_root)) == sorted([fifo, linked, owner_fifo])
+    assert [s for s in signals if s[1] != 0] == []
+    assert bystander.poll() is None
+    assert real.exists(), "a symlink's target outside the folder is not deleted"
+
+
+def test_symlinked_and_foreign_folders_are_skipped(tmp_root, signals, bystander):
+    outside = plant(tmp_root / "outside", str(bystander.pid))
+    (private(tmp_root) / f"{pg.CLUSTER_PREFIX}link").symlink_to(outside)
+    old_style = plant(tmp_root / f"{pg.TMP_PREFIX}planted", str(bystander.pid))  # the old layout: ignored
+    assert reap_quickly(tmp_root) == []
+    assert [s for s in signals if s[1] != 0] == []
+    assert bystander.poll() is None
+    assert (outside / "data" / "postmaster.pid").exists() and old_style.exists(), "nothing outside is deleted"
+
+
+def test_a_live_owners_folder_is_left_alone(tmp_root, signals, bystander):
+    folder = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}live", str(bystander.pid), owner_pid=os.getpid())
+    (folder / pg.OWNER_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "start_ticks": pg._process_start_ticks(os.getpid())})
+    )
+    assert reap_quickly(tmp_root) == []
+    assert folder.exists() and [s for s in signals if s[1] != 0] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as root beside the server user")
+def test_an_impostor_postmaster_running_as_another_user_survives(tmp_root, signals):
+    """A process whose command line is exactly `postgres -D <data>` but whose uid is not the server's."""
+    folder = private(tmp_root) / f"{pg.CLUSTER_PREFIX}impostor"
+    data = folder / "data"
+    argv = ["/usr/lib/postgresql/bin/postgres", "-c", "import time; time.sleep(300)", "-D", str(data)]
+    impostor = subprocess.Popen(argv, executable=sys.executable)  # runs as root, looks like postgres
+    try:
+        plant(folder, str(impostor.pid))
+        time.sleep(0.2)  # let the interpreter start, so its command line is the one above
+        assert pg.is_postmaster_of(impostor.pid, data, 0), "only its uid tells it from a real postmaster"
+        (folder / pg.OWNER_FILE).write_text(json.dumps({"pid": dead_pid(), "run_uid": 0}))
+        assert reap_quickly(tmp_root) == [folder]
+        assert [s for s in signals if s[1] != 0] == []
+        assert impostor.poll() is None
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+@pytest.mark.parametrize("problem", ["symlink", "loose mode", "foreign owner"])
+def test_a_private_folder_that_is_not_private_is_refused(tmp_root, no_docker, problem):
+    parent = tmp_root / f"{pg.TMP_PREFIX}{os.geteuid()}"
+    if problem == "symlink":
+        (tmp_root / "target").mkdir(mode=0o700)
+        parent.symlink_to(tmp_root / "target")
+    else:
+        parent.mkdir(mode=0o700)
+        if problem == "loose mode":
+            parent.chmod(0o777)
+        elif os.geteuid() == 0:
+            os.chown(parent, 65534, 65534)
+        else:
+            pytest.skip("only root can give a folder to another user")
+    with pytest.raises(pg.UnsafeDirectory, match=str(parent)), pg.throwaway_postgres():
+        pass
+    assert pg.abandoned_clusters(tmp_root) == []
