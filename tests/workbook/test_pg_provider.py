@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -466,3 +467,86 @@ def test_a_private_folder_that_is_not_private_is_refused(tmp_root, no_docker, pr
     with pytest.raises(pg.UnsafeDirectory, match=str(parent)), pg.throwaway_postgres():
         pass
     assert pg.abandoned_clusters(tmp_root) == []
+
+
+# --- the template every cluster copies ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty template cache of the test's own (the real one is shared by every run of the machine)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_root / "cache"))
+    return tmp_root / "cache" / "workbook"
+
+
+def templates(cache: Path) -> list[Path]:
+    return sorted(cache.glob(f"{pg.TEMPLATE_PREFIX}*"))
+
+
+def test_the_template_is_built_once_and_each_run_gets_a_clean_copy(tmp_root, no_docker, cache):
+    with pg.throwaway_postgres() as server:
+        server.execute("CREATE TABLE scribble (x int)")
+    (template,) = templates(cache)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(template.stat().st_mode) == 0o700
+    built = (template / "data" / "PG_VERSION").stat().st_ino
+    with pg.throwaway_postgres() as server:
+        assert server.execute("SELECT to_regclass('scribble')::text") == [(None,)], "a fresh copy each run"
+    assert templates(cache) == [template], "the template is reused"
+    assert (template / "data" / "PG_VERSION").stat().st_ino == built
+    assert list(cache.glob(".*")) == [] and list(private(tmp_root).glob(f"{pg.BUILD_PREFIX}*")) == []
+    assert_nothing_left(tmp_root)
+
+
+def test_the_template_key_follows_the_binaries(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in ("initdb", "postgres"):
+        (bindir / name).write_text("version 1")
+    run_as = pg._RunAs.for_this_process()
+    first = pg._template_key(bindir, run_as)
+    assert pg._template_key(bindir, run_as) == first
+    (bindir / "postgres").write_text("version 2, a new build")
+    assert pg._template_key(bindir, run_as) != first
+
+
+def test_changed_binaries_replace_the_template_and_a_broken_one_is_rebuilt(tmp_root, cache, monkeypatch):
+    bindir, run_as = pg.find_bindir(), pg._RunAs.for_this_process()
+    assert bindir is not None
+    monkeypatch.setattr(pg, "_template_key", lambda bindir, run_as: "old")
+    pg.cluster_template(bindir, run_as, private(tmp_root))
+    monkeypatch.setattr(pg, "_template_key", lambda bindir, run_as: "new")
+    data = pg.cluster_template(bindir, run_as, private(tmp_root))
+    assert [t.name for t in templates(cache)] == [f"{pg.TEMPLATE_PREFIX}new"], "the stale one is removed"
+    (data / "PG_VERSION").unlink()
+    assert pg.cluster_template(bindir, run_as, private(tmp_root)) == data
+    assert (data / "PG_VERSION").exists()
+
+
+def test_parallel_runs_build_one_template(tmp_root, cache):
+    bindir, run_as, parent = pg.find_bindir(), pg._RunAs.for_this_process(), private(tmp_root)
+    assert bindir is not None
+    results: list[Path] = []
+    builders = [
+        threading.Thread(target=lambda: results.append(pg.cluster_template(bindir, run_as, parent)))
+        for _ in range(3)
+    ]
+    for builder in builders:
+        builder.start()
+    for builder in builders:
+        builder.join(timeout=120)
+    assert len(results) == 3 and len(set(results)) == 1
+    assert len(templates(cache)) == 1
+    assert list(cache.glob(".*")) == [], "the losers' copies are thrown away"
+    assert list(parent.glob(f"{pg.BUILD_PREFIX}*")) == []
+
+
+def test_clusters_go_to_ram_unless_a_temp_folder_is_named(monkeypatch, tmp_path):
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pg, "_is_roomy_tmpfs", lambda path: True)
+    assert pg.cluster_base() == Path(os.path.realpath(pg.RAM_TEMP))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert pg.cluster_base() == tmp_path.resolve()
+    assert pg.cluster_base(tmp_path / "x") == (tmp_path / "x").resolve()
