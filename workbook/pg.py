@@ -237,26 +237,29 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", path)) or (0,)
 
 
-def candidate_bindirs() -> list[tuple[str, Path]]:
-    """Every place server binaries may live, in the order the design gives."""
-    found: list[tuple[str, Path]] = []
+def _candidates() -> Iterator[tuple[str, Path]]:
+    """The places server binaries may live, in the design's order, each looked up only when asked for."""
     if os.environ.get(ENV_BINDIR):
-        found.append((ENV_BINDIR, Path(os.environ[ENV_BINDIR])))
+        yield ENV_BINDIR, Path(os.environ[ENV_BINDIR])
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
             if out.returncode == 0 and out.stdout.strip():
-                found.append(("pg_config --bindir", Path(out.stdout.strip())))
+                yield "pg_config --bindir", Path(out.stdout.strip())
     initdb = shutil.which("initdb")
     if initdb:  # a PATH entry is often a symlink farm: pg_ctl and postgres sit beside the real file
-        found.append(("PATH", Path(initdb).resolve().parent))
+        yield "PATH", Path(initdb).resolve().parent
     for bindir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True):
-        found.append(("/usr/lib/postgresql", Path(bindir)))
+        yield "/usr/lib/postgresql", Path(bindir)
     wheel_bindir = _pgserver_bindir()
     if wheel_bindir:
-        found.append(("the pgserver wheel", wheel_bindir))
-    return found
+        yield "the pgserver wheel", wheel_bindir
+
+
+def candidate_bindirs() -> list[tuple[str, Path]]:
+    """Every place server binaries may live, in the order the design gives."""
+    return list(_candidates())
 
 
 def _pgserver_bindir() -> Path | None:
@@ -269,8 +272,8 @@ def _pgserver_bindir() -> Path | None:
 
 
 def find_bindir() -> Path | None:
-    """The first candidate that really holds initdb, pg_ctl and postgres."""
-    for _source, path in candidate_bindirs():
+    """The first candidate that really holds initdb, pg_ctl and postgres; later ones are not looked up."""
+    for _source, path in _candidates():
         if _is_bindir(path):
             return path
     return None
