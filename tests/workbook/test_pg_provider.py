@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -54,8 +57,13 @@ def postgres_processes(under: Path) -> list[int]:
     return found
 
 
+def clusters(root: Path) -> list[Path]:
+    """The cluster folders in the private folder below `root`."""
+    return sorted((root / f"{pg.TMP_PREFIX}{os.geteuid()}").glob(f"{pg.CLUSTER_PREFIX}*"))
+
+
 def assert_nothing_left(root: Path) -> None:
-    leftovers = list(root.glob(f"{pg.TMP_PREFIX}*"))
+    leftovers = clusters(root) + sorted(root.glob(f"*/{pg.BUILD_PREFIX}*"))
     assert leftovers == [], f"expected no cluster directory left in {root}, found {leftovers}"
     assert postgres_processes(root) == [], (
         f"expected no postgres process left, found {postgres_processes(root)}"
@@ -74,7 +82,7 @@ def test_local_binaries_as_root_drop_privileges(tmp_root, no_docker):
         )
         assert settings == {"fsync": "off", "port": str(server.port)}
         assert server.host == "127.0.0.1"
-        assert len(list(tmp_root.glob(f"{pg.TMP_PREFIX}*"))) == 1
+        assert len(clusters(tmp_root)) == 1
     assert_nothing_left(tmp_root)
 
 
@@ -255,10 +263,10 @@ def test_cluster_of_a_killed_run_is_reaped_by_the_next_start(tmp_root, no_docker
     process.kill()  # SIGKILL: no finally block runs, the cluster stays behind
     process.communicate(timeout=30)
     time.sleep(0.2)
-    assert len(list(tmp_root.glob(f"{pg.TMP_PREFIX}*"))) == 1
+    assert len(clusters(tmp_root)) == 1
     assert postgres_processes(tmp_root), "expected the abandoned postmaster to still run before reaping"
     with pg.throwaway_postgres():
-        leftovers = list(tmp_root.glob(f"{pg.TMP_PREFIX}*"))
+        leftovers = clusters(tmp_root)
         assert len(leftovers) == 1, f"expected only the new cluster, found {leftovers}"
     assert_nothing_left(tmp_root)
 
@@ -283,3 +291,262 @@ def test_server_dsn_connects(tmp_root, no_docker):
                 assert cur.fetchone() == (name,)
         finally:
             conn.close()
+
+
+# --- the reaper under attack: it must signal nothing but a verified postmaster of its own cluster ---------
+
+
+@pytest.fixture
+def signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every (pid, signal) the code under test sends; those that could hurt this machine are not delivered."""
+    sent: list[tuple[int, int]] = []
+    real_kill, real_pidfd_send = os.kill, signal.pidfd_send_signal
+
+    def harmless(pid: int, signum: int) -> bool:
+        return signum == 0 or (pid > 1 and pid != os.getpid())
+
+    def kill(pid: int, signum: int) -> None:
+        sent.append((pid, signum))
+        if harmless(pid, signum):
+            real_kill(pid, signum)
+
+    def killpg(pgid: int, signum: int) -> None:
+        sent.append((-pgid, signum))
+
+    def pidfd_send_signal(fd: int, signum: int, *args: object) -> None:
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        pid = int(info.split("Pid:")[1].split()[0])
+        sent.append((pid, signum))
+        if harmless(pid, signum):
+            real_pidfd_send(fd, signum, *args)
+
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(os, "killpg", killpg)
+    monkeypatch.setattr(signal, "pidfd_send_signal", pidfd_send_signal)
+    return sent
+
+
+@pytest.fixture
+def bystander():
+    """An unrelated live process (a `sleep`) that the reaper must leave alone."""
+    process = subprocess.Popen(["sleep", "300"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def dead_pid() -> int:
+    done = subprocess.run(["true"], check=True)
+    assert done.returncode == 0
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    return finished.pid
+
+
+def private(root: Path) -> Path:
+    parent = pg.private_root(root, pg._RunAs.for_this_process())
+    assert parent is not None
+    return parent
+
+
+def plant(folder: Path, pid_line: str | None, owner_pid: int | None = None) -> Path:
+    """A cluster folder whose owner is dead and whose postmaster.pid names `pid_line` for its own data."""
+    data = folder / "data"
+    data.mkdir(parents=True)
+    (folder / pg.OWNER_FILE).write_text(json.dumps({"pid": owner_pid or dead_pid()}))
+    if pid_line is not None:
+        (data / "postmaster.pid").write_text(f"{pid_line}\n{data}\n1700000000\n5432\n/tmp\n*\n0\nready\n")
+    return folder
+
+
+def reap_quickly(root: Path) -> list[Path]:
+    """Reap in a thread: a reaper that blocks (on a FIFO, say) fails here instead of hanging the run."""
+    result: list[list[Path]] = []
+    worker = threading.Thread(target=lambda: result.append(pg.reap_abandoned_clusters(root)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "the reaper blocked"
+    return result[0]
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+@pytest.mark.parametrize(
+    "target", ["0", "-1", "1", "own pid", "own group", "bystander", "huge", "not a number", "empty"]
+)
+def test_the_reaper_kills_no_pid_it_is_handed(tmp_root, signals, bystander, target):
+    pid_line = {
+        "own pid": str(os.getpid()),
+        "own group": str(-os.getpgrp()),
+        "bystander": str(bystander.pid),
+        "huge": "9" * 30,
+        "not a number": "12ab",
+        "empty": "",
+    }.get(target, target)
+    folder = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}planted", pid_line)
+    assert reap_quickly(tmp_root) == [folder], "an abandoned folder in our private folder is removed"
+    assert not folder.exists()
+    assert [s for s in signals if s[1] != 0] == [], f"expected no signal at all, sent {signals}"
+    assert bystander.poll() is None and alive(bystander.pid), "the unrelated process was killed"
+
+
+def test_a_fifo_or_a_symlink_for_a_file_does_not_block_or_fool_the_reaper(tmp_root, signals, bystander):
+    fifo = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}fifo", None)
+    os.mkfifo(fifo / "data" / "postmaster.pid")
+    os.mkfifo(fifo / "owner-fifo")
+    linked = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}linked", None)
+    real = tmp_root / "elsewhere.pid"
+    real.write_text(f"{bystander.pid}\n{linked / 'data'}\n")
+    (linked / "data" / "postmaster.pid").symlink_to(real)
+    owner_fifo = private(tmp_root) / f"{pg.CLUSTER_PREFIX}owner-fifo"
+    owner_fifo.mkdir()
+    os.mkfifo(owner_fifo / pg.OWNER_FILE)
+    os.utime(owner_fifo, (time.time() - 3600, time.time() - 3600))
+    assert sorted(reap_quickly(tmp_root)) == sorted([fifo, linked, owner_fifo])
+    assert [s for s in signals if s[1] != 0] == []
+    assert bystander.poll() is None
+    assert real.exists(), "a symlink's target outside the folder is not deleted"
+
+
+def test_symlinked_and_foreign_folders_are_skipped(tmp_root, signals, bystander):
+    outside = plant(tmp_root / "outside", str(bystander.pid))
+    (private(tmp_root) / f"{pg.CLUSTER_PREFIX}link").symlink_to(outside)
+    old_style = plant(tmp_root / f"{pg.TMP_PREFIX}planted", str(bystander.pid))  # the old layout: ignored
+    assert reap_quickly(tmp_root) == []
+    assert [s for s in signals if s[1] != 0] == []
+    assert bystander.poll() is None
+    assert (outside / "data" / "postmaster.pid").exists() and old_style.exists(), "nothing outside is deleted"
+
+
+def test_a_live_owners_folder_is_left_alone(tmp_root, signals, bystander):
+    folder = plant(private(tmp_root) / f"{pg.CLUSTER_PREFIX}live", str(bystander.pid), owner_pid=os.getpid())
+    (folder / pg.OWNER_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "start_ticks": pg._process_start_ticks(os.getpid())})
+    )
+    assert reap_quickly(tmp_root) == []
+    assert folder.exists() and [s for s in signals if s[1] != 0] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as root beside the server user")
+def test_an_impostor_postmaster_running_as_another_user_survives(tmp_root, signals):
+    """A process whose command line is exactly `postgres -D <data>` but whose uid is not the server's."""
+    folder = private(tmp_root) / f"{pg.CLUSTER_PREFIX}impostor"
+    data = folder / "data"
+    argv = ["/usr/lib/postgresql/bin/postgres", "-c", "import time; time.sleep(300)", "-D", str(data)]
+    impostor = subprocess.Popen(argv, executable=sys.executable)  # runs as root, looks like postgres
+    try:
+        plant(folder, str(impostor.pid))
+        time.sleep(0.2)  # let the interpreter start, so its command line is the one above
+        assert pg.is_postmaster_of(impostor.pid, data, 0), "only its uid tells it from a real postmaster"
+        (folder / pg.OWNER_FILE).write_text(json.dumps({"pid": dead_pid(), "run_uid": 0}))
+        assert reap_quickly(tmp_root) == [folder]
+        assert [s for s in signals if s[1] != 0] == []
+        assert impostor.poll() is None
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+@pytest.mark.parametrize("problem", ["symlink", "loose mode", "foreign owner"])
+def test_a_private_folder_that_is_not_private_is_refused(tmp_root, no_docker, problem):
+    parent = tmp_root / f"{pg.TMP_PREFIX}{os.geteuid()}"
+    if problem == "symlink":
+        (tmp_root / "target").mkdir(mode=0o700)
+        parent.symlink_to(tmp_root / "target")
+    else:
+        parent.mkdir(mode=0o700)
+        if problem == "loose mode":
+            parent.chmod(0o777)
+        elif os.geteuid() == 0:
+            os.chown(parent, 65534, 65534)
+        else:
+            pytest.skip("only root can give a folder to another user")
+    with pytest.raises(pg.UnsafeDirectory, match=str(parent)), pg.throwaway_postgres():
+        pass
+    assert pg.abandoned_clusters(tmp_root) == []
+
+
+# --- the template every cluster copies ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty template cache of the test's own (the real one is shared by every run of the machine)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_root / "cache"))
+    return tmp_root / "cache" / "workbook"
+
+
+def templates(cache: Path) -> list[Path]:
+    return sorted(cache.glob(f"{pg.TEMPLATE_PREFIX}*"))
+
+
+def test_the_template_is_built_once_and_each_run_gets_a_clean_copy(tmp_root, no_docker, cache):
+    with pg.throwaway_postgres() as server:
+        server.execute("CREATE TABLE scribble (x int)")
+    (template,) = templates(cache)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(template.stat().st_mode) == 0o700
+    built = (template / "data" / "PG_VERSION").stat().st_ino
+    with pg.throwaway_postgres() as server:
+        assert server.execute("SELECT to_regclass('scribble')::text") == [(None,)], "a fresh copy each run"
+    assert templates(cache) == [template], "the template is reused"
+    assert (template / "data" / "PG_VERSION").stat().st_ino == built
+    assert list(cache.glob(".*")) == [] and list(private(tmp_root).glob(f"{pg.BUILD_PREFIX}*")) == []
+    assert_nothing_left(tmp_root)
+
+
+def test_the_template_key_follows_the_binaries(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in ("initdb", "postgres"):
+        (bindir / name).write_text("version 1")
+    run_as = pg._RunAs.for_this_process()
+    first = pg._template_key(bindir, run_as)
+    assert pg._template_key(bindir, run_as) == first
+    (bindir / "postgres").write_text("version 2, a new build")
+    assert pg._template_key(bindir, run_as) != first
+
+
+def test_changed_binaries_replace_the_template_and_a_broken_one_is_rebuilt(tmp_root, cache, monkeypatch):
+    bindir, run_as = pg.find_bindir(), pg._RunAs.for_this_process()
+    assert bindir is not None
+    monkeypatch.setattr(pg, "_template_key", lambda bindir, run_as: "old")
+    pg.cluster_template(bindir, run_as, private(tmp_root))
+    monkeypatch.setattr(pg, "_template_key", lambda bindir, run_as: "new")
+    data = pg.cluster_template(bindir, run_as, private(tmp_root))
+    assert [t.name for t in templates(cache)] == [f"{pg.TEMPLATE_PREFIX}new"], "the stale one is removed"
+    (data / "PG_VERSION").unlink()
+    assert pg.cluster_template(bindir, run_as, private(tmp_root)) == data
+    assert (data / "PG_VERSION").exists()
+
+
+def test_parallel_runs_build_one_template(tmp_root, cache):
+    bindir, run_as, parent = pg.find_bindir(), pg._RunAs.for_this_process(), private(tmp_root)
+    assert bindir is not None
+    results: list[Path] = []
+    builders = [
+        threading.Thread(target=lambda: results.append(pg.cluster_template(bindir, run_as, parent)))
+        for _ in range(3)
+    ]
+    for builder in builders:
+        builder.start()
+    for builder in builders:
+        builder.join(timeout=120)
+    assert len(results) == 3 and len(set(results)) == 1
+    assert len(templates(cache)) == 1
+    assert list(cache.glob(".*")) == [], "the losers' copies are thrown away"
+    assert list(parent.glob(f"{pg.BUILD_PREFIX}*")) == []
+
+
+def test_clusters_go_to_ram_unless_a_temp_folder_is_named(monkeypatch, tmp_path):
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pg, "_is_roomy_tmpfs", lambda path: True)
+    assert pg.cluster_base() == Path(os.path.realpath(pg.RAM_TEMP))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert pg.cluster_base() == tmp_path.resolve()
+    assert pg.cluster_base(tmp_path / "x") == (tmp_path / "x").resolve()
