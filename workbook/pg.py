@@ -50,7 +50,8 @@ ENV_DSN = "WORKBOOK_PG_DSN"
 ENV_BINDIR = "PG_BINDIR"
 DOCKER_IMAGE = "postgres:15-alpine"
 DOCKER_PING_SECONDS = 2.0
-TMP_PREFIX = "workbook-pg-"
+# Not "workbook-pg-": older versions of the provider reaped every such folder in the temp directory.
+TMP_PREFIX = "workbook-clusters-"
 OWNER_FILE = "owner.json"
 SUPERUSER = "postgres"
 
@@ -286,7 +287,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# Where clusters live. Everything sits in one private folder per user, $TMPDIR/workbook-pg-<uid>/, which
+# Where clusters live. Everything sits in one private folder per user, $TMPDIR/workbook-clusters-<uid>/, which
 # nobody else can write to: a folder planted elsewhere in the temp directory is never looked at. In it:
 #   cluster-XXXX/  one running cluster: owner.json (ours), data/ and run/ (the PostgreSQL user's), server.log
 #   build-XXXX/    a template being built by initdb
@@ -489,7 +490,7 @@ def cluster_base(tmp_root: Path | None = None) -> Path:
 def private_root(
     tmp_root: Path | None = None, run_as: _RunAs | None = None, create: bool = True
 ) -> Path | None:
-    """The per-user folder that holds every cluster: <temp>/workbook-pg-<uid>/, mode 0700 (0710 as root)."""
+    """The per-user folder of every cluster: <temp>/workbook-clusters-<uid>/, mode 0700 (0710 as root)."""
     group = (run_as or _RunAs()).group
     return private_dir(cluster_base(tmp_root) / f"{TMP_PREFIX}{os.geteuid()}", group, create)
 

@@ -414,7 +414,7 @@ def test_a_fifo_or_a_symlink_for_a_file_does_not_block_or_fool_the_reaper(tmp_ro
 def test_symlinked_and_foreign_folders_are_skipped(tmp_root, signals, bystander):
     outside = plant(tmp_root / "outside", str(bystander.pid))
     (private(tmp_root) / f"{pg.CLUSTER_PREFIX}link").symlink_to(outside)
-    old_style = plant(tmp_root / f"{pg.TMP_PREFIX}planted", str(bystander.pid))  # the old layout: ignored
+    old_style = plant(tmp_root / "workbook-pg-planted", str(bystander.pid))  # the old layout: ignored
     assert reap_quickly(tmp_root) == []
     assert [s for s in signals if s[1] != 0] == []
     assert bystander.poll() is None
