@@ -69,9 +69,16 @@ class Learner:
 
     def serve(self, config: dict[str, Any] | None = None, *, factory: str = "main:init_app",
               attribute: str | None = None, views: dict[str, str] | None = None, reload: tuple[str, ...] = (),
-              raising_routes: list[dict[str, str]] | None = None) -> ServedApp:  # fmt: skip
-        """Build an app (factory(config), a module's `app`, or bare views) and serve it on a free port."""
+              raising_routes: list[dict[str, str]] | None = None,
+              mount: str | None = None) -> ServedApp:  # fmt: skip
+        """Build an app (factory(config), a module's `app`, or bare views) and serve it on a free port.
+
+        With `mount` ('/x1'), the app is served as a sub-application under that prefix (its routes and the
+        addresses the router builds move there, hard-coded ones do not).
+        """
         fields: dict[str, Any] = {"reload": list(reload), "raising_routes": raising_routes or []}
+        if mount:
+            fields["mount"] = mount
         if views is not None:
             fields["views"], what = views, "serving the views " + ", ".join(views.values())
         elif attribute is not None:
@@ -145,6 +152,18 @@ class Learner:
         except LearnerRaised as exc:
             pytest.fail(f"reading app[{key}] raised {raised_text(exc.error)}", pytrace=False)
         return reply if isinstance(reply, dict) else {"exists": False}
+
+    def app_info(self, app: ServedApp) -> dict[str, Any]:
+        """A running app's resources ({'name', 'kind', 'canonical', 'info'}) and middlewares (names)."""
+        try:
+            reply = self._request("app_info", "reading the app's routes", app=app.id)
+        except LearnerRaised as exc:
+            pytest.fail(f"reading the app's routes raised {raised_text(exc.error)}", pytrace=False)
+        if not isinstance(reply, dict) or not isinstance(reply.get("resources"), list) \
+                or not isinstance(reply.get("middlewares"), list):  # fmt: skip
+            pytest.fail("reading the app's routes: the learner's process sent an unreadable answer",
+                        pytrace=False)  # fmt: skip
+        return reply
 
     def patch(self, target: str, value: Any, *, kind: str | None = None) -> None:
         """Set a module attribute of the learner's package for this test only (kind: 'path' or 'paths')."""

@@ -146,7 +146,9 @@ def hint(step: catalogue.Step, show_all: bool = False, root: Path = catalogue.RO
     result = None if untouched(step, root) else run_step(step, "steps", root=root)
     failure = (step.tasks[0], "") if result is None else first_failure(result)
     if failure is None:
-        return f"Step {step.number} passes already: no hint needed. On to the next step!"
+        last = step.number == max(other.number for other in catalogue.steps())
+        follow = "That was the last step: the polls app is finished." if last else "On to the next step!"
+        return f"Step {step.number} passes already: no hint needed. {follow}"
     task, message = failure
     header = f"Step {step.number}, task {task.number}: {task.title}"
     if message:

@@ -1,12 +1,23 @@
-"""Step 8: the static folder served under /static/ (and nothing outside it); pages link the stylesheet."""
+"""Step 8: the static folder served under /static/ (and nothing outside it); pages link the stylesheet.
+
+The learner's app runs in its own process and is reached over HTTP; requests that try to leave static/ are
+sent byte for byte over a raw socket. Files the judge needs (a stylesheet with random content, a secret
+outside static/, symlinks pointing at it) are written into the learner's folder for one check and removed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
-import jinja2
+import aiohttp
 import pytest
+
+from tests.conftest import Learner, ServedApp, step_run, valid_config
 
 # Requests that try to climb out of static/, sent byte for byte (an HTTP client would tidy them up first).
 ESCAPES = [
@@ -29,11 +40,35 @@ ESCAPES = [
 
 # What the protected files contain: none of it may come back.
 SECRETS = [b"def setup_routes", b'"""The polls app', b"aiohttpdemo_pass", b"root:x:0:0"]
+REFUSED = (400, 403, 404)
+NO_ESCAPE_HINT = (
+    "Hint: serve the folder with add_static and keep follow_symlinks off; never join request paths to a "
+    "folder yourself."
+)
 
 
-async def raw_get(client, target: str) -> tuple[int, bytes]:
+@pytest.fixture(scope="module")
+def site(request: pytest.FixtureRequest, pg_database) -> Iterator[ServedApp]:
+    """One app from the learner's init_app(config) for the module's checks: they only read."""
+    pg_database.run_sql_file("schema.sql")
+    pg_database.run_sql_file("seed.sql")
+    run = step_run(request.config)
+    learner = Learner(run.harness, run.tree)
+    try:
+        yield learner.serve(valid_config(pg_database))
+    finally:
+        learner.cleanup()
+
+
+@pytest.fixture
+async def client(site: ServedApp) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=site.url) as session:
+        yield session
+
+
+async def raw_get(port: int, target: str) -> tuple[int, bytes]:
     """Send `GET target` exactly as written and return (status, whole response)."""
-    reader, writer = await asyncio.open_connection(client.host, client.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         request = f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         writer.write(request.encode("ascii"))
@@ -41,103 +76,216 @@ async def raw_get(client, target: str) -> tuple[int, bytes]:
         data = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
         writer.close()
-        await writer.wait_closed()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
     return int(data.split(b" ", 2)[1]), data
 
 
-def stylesheet(polls) -> bytes:
-    return (polls.tree / "aiohttpdemo_polls" / "static" / "style.css").read_bytes()
+def static_dir(tree: Path) -> Path:
+    return tree / "aiohttpdemo_polls" / "static"
+
+
+@contextlib.contextmanager
+def judge_files(tree: Path) -> Iterator[dict[str, object]]:
+    """A random stylesheet inside static/, a secret outside it, and symlinks from static/ to the secret.
+
+    Everything is removed afterwards, whatever happens. Names and contents change every run, so an app
+    cannot know them in advance.
+    """
+    token = secrets.token_hex(6)
+    folder = static_dir(tree)
+    made: list[Path] = []
+    try:
+        sheet = folder / f"judge-{token}.css"
+        sheet_body = f"/* {token} */ body {{ color: #{token[:6]}; }}\n".encode()
+        secret = tree / f"judge-secret-{token}.txt"  # beside the package: readable by the learner's process
+        secret_body = f"judge secret {secrets.token_hex(16)}".encode()
+        link = folder / f"judge-link-{token}.txt"
+        link_dir = folder / f"judge-dir-{token}"
+        for path, content in ((sheet, sheet_body), (secret, secret_body)):
+            made.append(path)
+            path.write_bytes(content)
+        made.append(link)
+        link.symlink_to(secret)
+        made.append(link_dir)
+        link_dir.symlink_to(tree, target_is_directory=True)
+    except OSError as exc:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        pytest.fail(f"the judge could not write its test files into {folder}: {exc}", pytrace=False)
+    try:
+        yield {
+            "sheet": f"/static/{sheet.name}", "sheet_body": sheet_body, "secret_body": secret_body,
+            "links": [f"/static/{link.name}", f"/static/{link_dir.name}/{secret.name}"],
+        }  # fmt: skip
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+async def fetch(client: aiohttp.ClientSession, path: str) -> tuple[int, str, bytes]:
+    """GET path: (status, content type, body), the connection released."""
+    async with client.get(path) as response:
+        return response.status, response.content_type, await response.read()
+
+
+async def expect_stylesheet(client) -> None:
+    status, _, _ = await fetch(client, "/static/style.css")
+    assert status == 200, (
+        f"expected /static/style.css to be served (see the first check of this task), got {status}"
+    )
 
 
 # --- task 1: the static route ----------------------------------------------------------------------------
 
 
 @pytest.mark.task(1)
-async def test_stylesheet_is_served_as_css(polls, polls_client):
-    response = await polls_client.get("/static/style.css")
-    assert response.status == 200, (
-        f"expected GET /static/style.css to answer 200, got {response.status}. "
+async def test_stylesheet_is_served_as_css(tree, client):
+    status, content_type, body = await fetch(client, "/static/style.css")
+    assert status == 200, (
+        f"expected GET /static/style.css to answer 200, got {status}. "
         "Hint: app.router.add_static('/static/', path=PROJECT_ROOT / 'static', name='static')."
     )
-    assert response.content_type == "text/css", (
-        f"expected the content type text/css, got {response.content_type}: browsers ignore a stylesheet "
+    assert content_type == "text/css", (
+        f"expected the content type text/css, got {content_type}: browsers ignore a stylesheet "
         "served as anything else"
     )
-    assert await response.read() == stylesheet(polls), "expected the body to be static/style.css, unchanged"
+    assert body == (static_dir(tree) / "style.css").read_bytes(), (
+        f"expected the body to be static/style.css, unchanged; got {body[:120]!r}"
+    )
 
 
 @pytest.mark.task(1)
-def test_static_route_is_named_static(polls_app):
-    resource = polls_app.router.named_resources().get("static")
+async def test_every_file_of_the_static_folder_is_served(tree, client):
+    with judge_files(tree) as files:
+        status, content_type, body = await fetch(client, files["sheet"])
+    assert status == 200 and body == files["sheet_body"], (
+        f"the judge put a new file into static/; expected GET {files['sheet']} to answer 200 with its "
+        f"content, got {status} {body[:120]!r}. Hint: serve the whole folder with add_static, "
+        "not only style.css."
+    )
+    assert content_type == "text/css", f"expected text/css, got {content_type}"
+
+
+@pytest.mark.task(1)
+def test_static_route_is_named_static(tree, learner, site):
+    resources = learner.app_info(site)["resources"]
+    named = {r.get("name"): r for r in resources if isinstance(r, dict) and r.get("name")}
+    resource = named.get("static")
     assert resource is not None, (
-        f"expected a route named 'static', found the names {sorted(polls_app.router.named_resources())}. "
+        f"expected a route named 'static', found the names {sorted(map(str, named))}. "
         "Hint: add_static(..., name='static') lets templates ask the router for file addresses."
     )
-    url = str(resource.url_for(filename="style.css"))
-    assert url == "/static/style.css", (
-        f"expected url_for(filename='style.css') to give /static/style.css, got {url}"
+    info = resource.get("info") if isinstance(resource.get("info"), dict) else {}
+    assert resource.get("kind") == "StaticResource" and info.get("prefix") == "/static", (
+        f"expected the route named 'static' to be a static route at /static/, got a {resource.get('kind')} "
+        f"at {resource.get('canonical')!r}. Hint: app.router.add_static('/static/', ..., name='static')."
+    )
+    directory = info.get("directory", "")
+    assert directory and Path(directory).resolve() == static_dir(tree).resolve(), (
+        f"expected the static route to serve {static_dir(tree)}, it serves {directory!r}. "
+        "Hint: path=PROJECT_ROOT / 'static', found from the code, not from the current directory."
     )
 
 
 @pytest.mark.task(1)
-async def test_missing_static_file_is_404(polls_client):
-    status, _ = await raw_get(polls_client, "/static/no-such-file.css")
+async def test_missing_static_file_is_404(site, client):
+    status, _ = await raw_get(site.port, f"/static/no-such-file-{secrets.token_hex(4)}.css")
     assert status == 404, f"expected 404 for a file that static/ does not have, got {status}"
-    response = await polls_client.get("/static/style.css")
-    assert response.status == 200, (
-        "expected /static/style.css to be served (see the first check of this task)"
+    await expect_stylesheet(client)
+
+
+@pytest.mark.task(1)
+async def test_the_folder_is_not_listed(site, client):
+    await expect_stylesheet(client)
+    status, data = await raw_get(site.port, "/static/")
+    assert status in REFUSED and b"style.css" not in data, (
+        f"expected GET /static/ to be refused (403 or 404), got {status}"
+        + (" with a listing of the folder" if b"style.css" in data else "")
+        + ". Hint: leave show_index off: a listing tells strangers every file you keep there."
     )
 
 
 @pytest.mark.task(1)
 @pytest.mark.parametrize("target", ESCAPES)
-async def test_nothing_outside_static_is_served(polls_client, target):
-    response = await polls_client.get("/static/style.css")
-    assert response.status == 200, (
-        "expected /static/style.css to be served (see the first check of this task)"
-    )
-    status, data = await raw_get(polls_client, target)
+async def test_nothing_outside_static_is_served(site, client, target):
+    await expect_stylesheet(client)
+    status, data = await raw_get(site.port, target)
     leaked = [secret.decode() for secret in SECRETS if secret in data]
-    assert status in (400, 403, 404) and not leaked, (
+    assert status in REFUSED and not leaked, (
         f"expected GET {target} to be refused (400, 403 or 404), got {status}"
         + (f" with the content of a file outside static/ ({leaked[0]!r} ...)" if leaked else "")
-        + ". Hint: serve the folder with add_static and keep follow_symlinks off; never join request paths "
-        "to a folder yourself."
+        + f". {NO_ESCAPE_HINT}"
+    )
+
+
+@pytest.mark.task(1)
+@pytest.mark.parametrize("kind", [0, 1], ids=["symlink-to-file", "symlink-to-folder"])
+async def test_symlinks_do_not_lead_outside_static(tree, site, client, kind):
+    with judge_files(tree) as files:
+        control, _, _ = await fetch(client, files["sheet"])
+        target = files["links"][kind]
+        status, data = await raw_get(site.port, target)
+    assert control == 200, (
+        f"expected a file the judge put into static/ to be served, got {control} "
+        "(see the second check of this task)"
+    )
+    leaked = files["secret_body"] in data
+    assert status in REFUSED and not leaked, (
+        f"the judge put a symlink into static/ that points {'at a file' if kind == 0 else 'at a folder'} "
+        f"outside it; expected GET {target} to be refused (403 or 404), got {status}"
+        + (" with the secret file's content" if leaked else "")
+        + ". Hint: leave follow_symlinks off (the default), so that a symlink in static/ cannot make the "
+        "route serve a file from elsewhere (with one, /etc/passwd is a link away)."
     )
 
 
 # --- task 2: the stylesheet link -------------------------------------------------------------------------
 
 
-@pytest.mark.task(2)
-@pytest.mark.parametrize("path", ["/", "/poll/1", "/poll/3/results"])
-async def test_every_page_links_the_stylesheet(polls_client, path):
-    body = await (await polls_client.get(path)).text()
+def stylesheet_hrefs(body: str) -> list[str]:
     links = re.findall(r"<link\b[^>]*>", body)
     sheets = [link for link in links if re.search(r"rel=[\"']?stylesheet", link)]
-    hrefs = [m.group(1) for link in sheets for m in [re.search(r"href=[\"']([^\"']+)", link)] if m]
-    assert "/static/style.css" in hrefs, (
+    return [m.group(1) for link in sheets for m in [re.search(r"href=[\"']([^\"']+)", link)] if m]
+
+
+@pytest.mark.task(2)
+@pytest.mark.parametrize("path", ["/", "/poll/1", "/poll/3/results"])
+async def test_every_page_links_the_stylesheet(client, path):
+    status, _, raw = await fetch(client, path)
+    body = raw.decode("utf-8", "replace")
+    assert status == 200, f"expected {path} to answer 200, got {status}: {body[:300]}"
+    links = re.findall(r"<link\b[^>]*>", body)
+    assert "/static/style.css" in stylesheet_hrefs(body), (
         f'expected {path} to link the stylesheet (<link rel="stylesheet" href="/static/style.css">), found '
         f"{links or 'no <link> at all'}. Hint: put the link in the <head> of base.html."
     )
-    response = await polls_client.get("/static/style.css")
-    assert response.status == 200, f"expected the linked stylesheet to be served, got {response.status}"
+    head = re.search(r"<head\b.*?</head>", body, re.S | re.I)
+    assert head and "/static/style.css" in stylesheet_hrefs(head.group(0)), (
+        f"expected the stylesheet's <link> of {path} inside <head>...</head>, it is elsewhere. "
+        "Hint: put the link in the <head> of base.html."
+    )
+    status, _, _ = await fetch(client, "/static/style.css")
+    assert status == 200, f"expected the linked stylesheet to be served, got {status}"
 
 
 @pytest.mark.task(2)
-def test_stylesheet_address_comes_from_the_router(polls):
-    """Render base.html with a `url` that records its calls: a hard-coded address never calls it."""
-    calls = []
-
-    def url(name, **parts):
-        calls.append((name, parts))
-        return f"/via-router/{name}/{parts.get('filename', '')}"
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(polls.tree / "aiohttpdemo_polls" / "templates"),
-                             autoescape=True)  # fmt: skip
-    env.globals["url"] = url
-    page = env.get_template("base.html").render()
-    assert ("static", {"filename": "style.css"}) in calls and "/via-router/static/style.css" in page, (
-        "expected base.html to ask the router for the address, {{ url('static', filename='style.css') }}; "
-        f"it called url() with {calls or 'nothing'}"
-    )
+async def test_stylesheet_address_comes_from_the_router(learner, site, pg_database):
+    """The app served under a random prefix: an address from the router moves with it, a written one not."""
+    prefix = f"/moved-{secrets.token_hex(3)}"
+    app = learner.serve(valid_config(pg_database), mount=prefix)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{app.url}{prefix}/") as response:
+            status, body = response.status, await response.text()
+        expected = f"{prefix}/static/style.css"
+        assert status == 200, f"expected {prefix}/ to answer 200, got {status}: {body[:300]}"
+        hrefs = stylesheet_hrefs(body)
+        assert expected in hrefs, (
+            f"the judge served your app under {prefix}/ (as a sub-application); expected the page to link "
+            f"the stylesheet at {expected}, it links {hrefs or 'no stylesheet'}. Hint: ask the router for "
+            "the address in base.html, {{ url('static', filename='style.css') }}, rather than writing it."
+        )
+        async with session.get(f"{app.url}{expected}") as response:
+            assert response.status == 200, f"expected {expected} to be served, got {response.status}"

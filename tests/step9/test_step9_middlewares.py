@@ -1,57 +1,100 @@
-"""Step 9: an error middleware renders the site's 404 and 500 pages; other HTTP answers pass untouched."""
+"""Step 9: an error middleware renders the site's 404 and 500 pages; other HTTP answers pass untouched.
+
+The learner's app runs in its own process, with routes added by the judge whose views raise an exception
+carrying a random secret; the judge reads the pages over HTTP and what the learner's process logged.
+"""
 
 from __future__ import annotations
 
-import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
-import aiohttp_jinja2
+import aiohttp
 import pytest
-from aiohttp import web
 
-SECRET = "password=hunter2 in the failing query"
+from tests.conftest import Learner, ServedApp, step_run, valid_config
+
+# What identifies the site's error pages (templates/404.html and 500.html, both given, extend base.html).
+PAGES = {404: ("404.html", "Page not found"), 500: ("500.html", "Something went wrong")}
+RAISING = ["RuntimeError", "KeyError"]
 
 
-class Boom(RuntimeError):
-    """What the test view raises: a bug, as far as the visitor is concerned."""
+@dataclass
+class Site:
+    app: ServedApp
+    learner: Learner
+    booms: dict[str, tuple[str, str]]  # exception name -> (path, secret message)
 
 
-async def boom(request: web.Request) -> web.Response:
-    raise Boom(SECRET)
+@pytest.fixture(scope="module")
+def site(request: pytest.FixtureRequest, pg_database) -> Iterator[Site]:
+    """One app from the learner's init_app(config) for the module, with routes whose views raise."""
+    pg_database.run_sql_file("schema.sql")
+    pg_database.run_sql_file("seed.sql")
+    run = step_run(request.config)
+    learner = Learner(run.harness, run.tree)
+    booms = {
+        name: (f"/boom-{secrets.token_hex(4)}", f"password=hunter{secrets.token_hex(6)} in the failing query")
+        for name in RAISING
+    }  # fmt: skip
+    routes = [{"path": path, "exception": name, "message": secret} for name, (path, secret) in booms.items()]
+    try:
+        yield Site(learner.serve(valid_config(pg_database), raising_routes=routes), learner, booms)
+    finally:
+        learner.cleanup()
 
 
 @pytest.fixture
-async def boom_client(polls_app, aiohttp_client):
-    """The app with one extra route, /boom, whose view raises an unexpected exception."""
-    polls_app.router.add_get("/boom", boom)
-    return await aiohttp_client(polls_app)
+async def client(site: Site) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=site.app.url) as session:
+        yield session
 
 
-def rendered(app: web.Application, name: str) -> str:
-    """The template as the app's own Jinja environment renders it, for comparison."""
-    return aiohttp_jinja2.get_env(app).get_template(name).render()
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    body: str
+    location: str | None
 
 
-async def expect_page(response, status: int, app: web.Application, template: str, what: str) -> str:
-    body = await response.text()
-    assert response.status == status, f"expected {what} to answer {status}, got {response.status}"
-    assert response.content_type == "text/html", (
-        f"expected {what} to be an HTML page ({template}), got {response.content_type}: {body[:200]!r}. "
-        f"Hint: the middleware must answer with aiohttp_jinja2.render_template('{template}', request, {{}}, "
-        f"status={status})."
+async def fetch(client: aiohttp.ClientSession, method: str, path: str, **kwargs) -> Answer:
+    async with client.request(method, path, allow_redirects=False, **kwargs) as response:
+        body = (await response.read()).decode("utf-8", "replace")
+        return Answer(response.status, response.content_type, body, response.headers.get("Location"))
+
+
+def is_page(answer: Answer, status: int) -> bool:
+    heading = PAGES[status][1]
+    return (
+        answer.content_type == "text/html"
+        and re.search(rf"<title>\s*{heading}\s*</title>", answer.body) is not None
+        and re.search(rf"<h1>\s*{heading}\s*</h1>", answer.body) is not None
     )
-    assert body == rendered(app, template), (
-        f"expected {what} to show templates/{template}, got another page:\n{body[:400]}"
+
+
+def expect_page(answer: Answer, status: int, what: str, hint: str = "") -> None:
+    template, _ = PAGES[status]
+    hint = hint or f"return error_page(request, {status}), which renders templates/{template}."
+    assert answer.status == status, (
+        f"expected {what} to answer {status}, got {answer.status}: {answer.body[:200]!r}. Hint: {hint}"
     )
-    return body
+    assert is_page(answer, status), (
+        f"expected {what} to show templates/{template} (an HTML page titled {PAGES[status][1]!r}), got "
+        f"{answer.content_type}: {answer.body[:300]!r}. Hint: {hint}"
+    )
 
 
 # --- task 1: the 404 page, and everything else untouched -------------------------------------------------
 
 
 @pytest.mark.task(1)
-def test_setup_middlewares_installs_a_middleware(polls, polls_app):
-    polls.attribute("middlewares", "setup_middlewares")
-    assert len(polls_app.middlewares) >= 1, (
+def test_setup_middlewares_installs_a_middleware(site):
+    site.learner.require("middlewares:setup_middlewares")
+    middlewares = site.learner.app_info(site.app)["middlewares"]
+    assert len(middlewares) >= 1, (
         "expected init_app(config) to install the error middleware, app.middlewares is empty. "
         "Hint: setup_middlewares(app) appends it: app.middlewares.append(error_middleware)."
     )
@@ -64,58 +107,74 @@ def test_setup_middlewares_installs_a_middleware(polls, polls_app):
      ("/poll/99/results", "the results of a missing poll"), ("/poll/abc", "a poll id that is not a number")],
     ids=["unknown-path", "missing-poll", "missing-results", "not-a-number"],
 )  # fmt: skip
-async def test_not_found_shows_the_404_page(polls_client, path, what):
-    response = await polls_client.get(path)
-    await expect_page(response, 404, polls_client.app, "404.html", what)
+async def test_not_found_shows_the_404_page(client, path, what):
+    answer = await fetch(client, "GET", path)
+    hint = ""
+    if answer.status == 500:
+        hint = ("the 404 became a 500: check that the `web.HTTPException` clause comes before "
+                "`except Exception`, and that error_page(request, 404) works.")  # fmt: skip
+    elif answer.status == 404 and answer.content_type != "text/html":
+        hint = "in the `web.HTTPException` clause, return error_page(request, 404) when exc.status == 404."
+    expect_page(answer, 404, f"GET {path} ({what})", hint)
 
 
 @pytest.mark.task(1)
-async def test_missing_static_file_shows_the_404_page(polls_client):
-    response = await polls_client.get("/static/no-such-file.css")
-    await expect_page(response, 404, polls_client.app, "404.html", "a missing static file")
+async def test_missing_static_file_shows_the_404_page(client):
+    path = f"/static/no-such-file-{secrets.token_hex(4)}.css"
+    answer = await fetch(client, "GET", path)
+    expect_page(answer, 404, f"GET {path} (a missing static file)", (
+        "a missing static file raises no exception: the static route returns a file response that fails "
+        "only later, while it is sent. After `response = await handler(request)`, return "
+        "error_page(request, 404) when `missing_static_file(request, response)` is true."
+    ))  # fmt: skip
 
 
 @pytest.mark.task(1)
-async def test_existing_static_file_is_untouched(polls_client):
-    response = await polls_client.get("/static/style.css")
-    assert (response.status, response.content_type) == (200, "text/css"), (
-        f"expected the stylesheet as before (200 text/css), got {response.status} {response.content_type}. "
+async def test_existing_static_file_is_untouched(client):
+    answer = await fetch(client, "GET", "/static/style.css")
+    assert (answer.status, answer.content_type) == (200, "text/css"), (
+        f"expected the stylesheet as before (200 text/css), got {answer.status} {answer.content_type}. "
         "Hint: only a FileResponse whose file is missing becomes the 404 page."
     )
 
 
 @pytest.mark.task(1)
-async def test_bad_request_passes_through(polls_client):
-    response = await polls_client.post("/poll/1/vote", data={"choice": "abc"}, allow_redirects=False)
-    body = await response.text()
-    assert response.status == 400, f"expected the vote view's 400 to come through, got {response.status}"
-    assert response.content_type == "text/plain" and "<html" not in body.lower(), (
-        f"expected the 400 to keep the view's own message, the middleware replaced it with {body[:200]!r}. "
+async def test_bad_request_passes_through(client):
+    answer = await fetch(client, "POST", "/poll/1/vote", data={"choice": "abc"})
+    assert answer.status == 400, (
+        f"expected the vote view's 400 (choice=abc) to come through, got {answer.status}. "
+        "Hint: re-raise every HTTP exception that is not a 404."
+    )
+    assert answer.content_type == "text/plain" and "<html" not in answer.body.lower(), (
+        f"expected the 400 to keep the view's own message, the middleware replaced it with "
+        f"{answer.body[:200]!r}. Hint: re-raise every HTTP exception that is not a 404."
+    )
+
+
+@pytest.mark.task(1)
+async def test_redirect_passes_through(client):
+    answer = await fetch(client, "POST", "/poll/1/vote", data={"choice": "1"})
+    assert (answer.status, answer.location) == (302, "/poll/1/results"), (
+        f"expected the vote's 302 to /poll/1/results to come through, got {answer.status} "
+        f"{answer.location}. Hint: HTTPFound is an HTTP exception too: re-raise it."
+    )
+
+
+@pytest.mark.task(1)
+async def test_method_not_allowed_passes_through(client):
+    answer = await fetch(client, "GET", "/poll/1/vote")
+    assert answer.status == 405, (
+        f"expected GET on the vote route to stay a 405, got {answer.status}. "
         "Hint: re-raise every HTTP exception that is not a 404."
     )
 
 
 @pytest.mark.task(1)
-async def test_redirect_passes_through(polls_client):
-    response = await polls_client.post("/poll/1/vote", data={"choice": "1"}, allow_redirects=False)
-    assert (response.status, response.headers.get("Location")) == (302, "/poll/1/results"), (
-        f"expected the vote's 302 to /poll/1/results to come through, got {response.status} "
-        f"{response.headers.get('Location')}. Hint: HTTPFound is an HTTP exception too: re-raise it."
-    )
-
-
-@pytest.mark.task(1)
-async def test_method_not_allowed_passes_through(polls_client):
-    response = await polls_client.get("/poll/1/vote")
-    assert response.status == 405, f"expected GET on the vote route to stay a 405, got {response.status}"
-
-
-@pytest.mark.task(1)
-async def test_pages_still_work(polls_client):
+async def test_pages_still_work(client):
     for path in ("/", "/poll/2", "/poll/3/results", "/static/style.css"):
-        response = await polls_client.get(path)
-        assert response.status == 200, (
-            f"expected {path} to answer 200 through the middleware, got {response.status}. "
+        answer = await fetch(client, "GET", path)
+        assert answer.status == 200, (
+            f"expected {path} to answer 200 through the middleware, got {answer.status}. "
             "Hint: return await handler(request) for every request."
         )
 
@@ -124,40 +183,56 @@ async def test_pages_still_work(polls_client):
 
 
 @pytest.mark.task(2)
-async def test_unexpected_error_shows_the_500_page(boom_client):
-    response = await boom_client.get("/boom")
-    body = await expect_page(response, 500, boom_client.app, "500.html", "a view that raises")
-    for leak in (SECRET, "Traceback", "Boom", "hunter2"):
-        assert leak not in body, (
-            f"expected no detail of the error on the page, found {leak!r}: tracebacks and exception texts "
-            "tell an attacker about your code and data"
+@pytest.mark.parametrize("exception", RAISING)
+async def test_unexpected_error_shows_the_500_page(site, client, exception):
+    path, secret = site.booms[exception]
+    answer = await fetch(client, "GET", path)
+    what = f"a view that raises {exception}({secret!r}) (the judge's route {path})"
+    hint = ""
+    if answer.status == 500 and answer.content_type != "text/html":
+        hint = "that is aiohttp's own 500: catch `Exception` in the middleware, return error_page(..., 500)."
+    expect_page(answer, 500, what, hint)
+    for leak in (secret, "hunter", "Traceback", exception, "aiohttpdemo_polls"):
+        assert leak not in answer.body, (
+            f"expected no detail of the error on the 500 page, found {leak!r}: the exception text and the "
+            "traceback tell an attacker about your code and data. Hint: log them with log.exception(...) "
+            "and show only error_page(request, 500)."
         )
 
 
 @pytest.mark.task(2)
-async def test_unexpected_error_is_logged_with_its_traceback(boom_client, caplog):
-    with caplog.at_level(logging.ERROR):
-        response = await boom_client.get("/boom")
-    assert response.status == 500, f"expected 500 for a view that raises, got {response.status}"
-    logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], Boom)]
-    assert logged, (
-        "expected the error to be logged with its traceback (a record at ERROR with exc_info), found "
-        f"{[r.getMessage() for r in caplog.records] or 'no log records'}. "
-        "Hint: log.exception(...) inside the except block."
+async def test_unexpected_error_is_logged_with_its_traceback(site, client):
+    path, secret = site.booms["RuntimeError"]
+    start = site.learner.log_size()
+    answer = await fetch(client, "GET", path)
+    logged = site.learner.log_text(start)
+    assert answer.status == 500, f"expected 500 for a view that raises, got {answer.status}"
+    ours = [m for m in re.finditer(r"^(ERROR|CRITICAL) (\S+): ", logged, re.M)
+            if m.group(2).split(".")[0] != "aiohttp"]  # aiohttp's own "Error handling request"  # fmt: skip
+    shown = "\n".join(logged.strip().splitlines()[:6]) or "nothing"
+    assert ours, (
+        "expected your middleware to log the error at level ERROR with its traceback; the app's log "
+        f"showed {shown!r}. Hint: log.exception(...) inside the `except Exception` clause."
     )
-    assert logged[0].levelno >= logging.ERROR, f"expected level ERROR or above, got {logged[0].levelname}"
-    assert response.content_type == "text/html", (
-        f"expected the 500.html page, got {response.content_type}: aiohttp's own error answer. "
-        "Hint: catch Exception in the middleware and render 500.html."
+    after = logged[ours[0].start():]
+    assert "Traceback (most recent call last)" in after and secret in after, (
+        f"expected the log line {after.splitlines()[0]!r} to carry the traceback and the exception's "
+        "message, found no traceback. Hint: log.exception(...) (or exc_info=True) records both; "
+        "log.error(str(exc)) does not."
+    )
+    assert is_page(answer, 500), (
+        f"expected the 500.html page, got {answer.content_type}: {answer.body[:200]!r}. "
+        "Hint: catch Exception in the middleware and return error_page(request, 500)."
     )
 
 
 @pytest.mark.task(2)
-async def test_the_app_keeps_serving_after_an_error(boom_client):
-    await boom_client.get("/boom")
-    response = await boom_client.get("/poll/1")
-    assert response.status == 200, f"expected the app to keep serving after an error, got {response.status}"
-    response = await boom_client.get("/boom")
-    assert (response.status, response.content_type) == (500, "text/html"), (
-        f"expected the 500 page again on a second error, got {response.status} {response.content_type}"
+async def test_the_app_keeps_serving_after_an_error(site, client):
+    path, _ = site.booms["RuntimeError"]
+    await fetch(client, "GET", path)
+    answer = await fetch(client, "GET", "/poll/1")
+    assert answer.status == 200, f"expected the app to keep serving after an error, got {answer.status}"
+    answer = await fetch(client, "GET", path)
+    assert answer.status == 500 and is_page(answer, 500), (
+        f"expected the 500 page again on a second error, got {answer.status} {answer.content_type}"
     )

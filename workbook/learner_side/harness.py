@@ -219,7 +219,11 @@ class Harness:
             raise HarnessError(f"expected a web.Application, got {qualified_type(app)}")
         for route in request.get("raising_routes", []):
             app.router.add_get(route["path"], raising_view(route["exception"], route.get("message", "")))
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        served = app
+        if request.get("mount"):  # the app under a prefix, as a sub-application: its URLs must follow
+            served = web.Application()
+            served.add_subapp(str(request["mount"]), app)
+        runner = web.AppRunner(served, handle_signals=False, access_log=None)
         app_id = self.next_app
         self.next_app += 1
         self.apps[app_id] = app
@@ -297,6 +301,18 @@ class Harness:
             "attrs": attrs,
         }
 
+    def op_app_info(self, request: dict[str, Any]) -> dict[str, Any]:
+        """What a running app is made of: its resources (name, kind, canonical path, info) and middlewares."""
+        app = self.app(request["app"])
+        resources = []
+        for resource in app.router.resources():
+            info = {key: str(value) for key, value in resource.get_info().items() if key != "routes"}
+            resources.append({"name": resource.name, "kind": type(resource).__name__,
+                              "canonical": resource.canonical, "info": info})  # fmt: skip
+        middlewares = [f"{getattr(m, '__module__', '?')}.{getattr(m, '__qualname__', repr(m))}"
+                       for m in app.middlewares]  # fmt: skip
+        return {"resources": resources, "middlewares": middlewares}
+
     def op_app_item(self, request: dict[str, Any]) -> dict[str, Any]:
         app = self.app(request["app"])
         key = self.resolve(request["key"])
@@ -340,6 +356,8 @@ class Harness:
             return self.op_describe(request)
         if op == "app_item":
             return self.op_app_item(request)
+        if op == "app_info":
+            return self.op_app_info(request)
         if op == "patch":
             return self.op_patch(request)
         if op == "unpatch":
