@@ -1,0 +1,151 @@
+"""The learner-side harness and the judge's client: what crosses the boundary, and what is refused."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from workbook.judge.learner_process import Harness, LearnerGone, LearnerRaised, parse_reply
+
+PACKAGE_CODE = """
+import asyncio, datetime, os, time
+from aiohttp import web
+
+LOCATIONS = ["a"]
+
+def add(a, b):
+    return a + b
+
+async def later(value):
+    await asyncio.sleep(0)
+    return {"value": value, "when": datetime.date(2024, 2, 29)}
+
+def fails():
+    raise ValueError("no such thing")
+
+def huge():
+    return "x" * (2 << 20)
+
+def sleeps():
+    time.sleep(60)
+
+def dies():
+    os._exit(9)
+
+def forges():
+    # learner code writing a reply of its own on the reply channel (fd 3 here): read with suspicion
+    for fd in range(3, 10):
+        try:
+            os.write(fd, b'{"id": 999, "ok": "forged"}\\n')
+        except OSError:
+            pass
+    return "real"
+
+def locations():
+    return [str(p) for p in LOCATIONS]
+
+async def hello(request):
+    print("a print from the view")
+    return web.Response(text="hi")
+"""
+
+
+@pytest.fixture
+def harness(tmp_path: Path):
+    package = tmp_path / "aiohttpdemo_polls"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "things.py").write_text(textwrap.dedent(PACKAGE_CODE))
+    started = Harness(tmp_path)
+    started.start()
+    yield started
+    started.close()
+
+
+def test_imports_are_reported(harness):
+    hello = harness.wait_ready()
+    assert hello["failed"] == {} and "things" in hello["imported"]
+
+
+def test_calls_return_plain_json(harness):
+    assert harness.request("call", target="things:add", args=[2, 3]) == 5
+    assert harness.request("call", target="things:later", args=["v"]) == {"value": "v", "when": "2024-02-29"}
+    assert harness.request("call", target="things:add", args=[1, 1], times=3) == [2, 2, 2]
+
+
+def test_a_raise_comes_back_as_type_message_and_place(harness):
+    with pytest.raises(LearnerRaised) as caught:
+        harness.request("call", target="things:fails")
+    assert caught.value.name == "ValueError" and caught.value.message == "no such thing"
+    assert caught.value.where.startswith("aiohttpdemo_polls/things.py, line")
+
+
+def test_a_missing_name_says_which_and_where(harness):
+    with pytest.raises(LearnerRaised) as caught:
+        harness.request("call", target="things:nothing")
+    assert caught.value.name == "MissingName" and "aiohttpdemo_polls/things.py" in caught.value.message
+
+
+def test_a_reply_over_the_cap_is_refused(harness):
+    with pytest.raises(LearnerRaised, match="more than"):
+        harness.request("call", target="things:huge")
+
+
+def test_patches_last_until_unpatch(harness):
+    harness.request("patch", target="things:LOCATIONS", value=["/x/y.yaml"], **{"as": "paths"})
+    assert harness.request("call", target="things:locations") == ["/x/y.yaml"]
+    harness.request("unpatch")
+    assert harness.request("call", target="things:locations") == ["a"]
+
+
+def test_a_stall_is_cut_off_and_a_fresh_process_follows(harness):
+    started = time.monotonic()
+    with pytest.raises(LearnerGone, match="no answer within 1s"):
+        harness.request("call", target="things:sleeps", timeout=1)
+    assert time.monotonic() - started < 5
+    assert harness.request("call", target="things:add", args=[1, 2]) == 3
+
+
+def test_a_death_is_reported_with_its_status(harness):
+    with pytest.raises(LearnerGone, match="exit status 9"):
+        harness.request("call", target="things:dies")
+    assert harness.request("call", target="things:add", args=[1, 2]) == 3
+
+
+def test_a_forged_reply_is_not_believed(harness):
+    """Whatever the learner writes on the reply channel, a reply to another request is refused."""
+    try:
+        result = harness.request("call", target="things:forges")
+    except LearnerGone as exc:
+        assert "did not make" in str(exc)
+    else:
+        assert result == "real"
+
+
+def test_views_are_served_and_prints_go_to_the_log(harness):
+    start = harness.log_size()
+    served = harness.request("serve", views={"/": "things:hello"})
+    with urllib.request.urlopen(f"http://127.0.0.1:{served['port']}/", timeout=10) as response:
+        assert response.read() == b"hi"
+    assert harness.request("stop", app=served["app"]) == {"unraisable": []}
+    assert "a print from the view" in harness.log_text(start)
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b"not json", "not JSON"),
+        (b"[" * 50_000 + b"]" * 50_000, "not JSON"),
+        (b'{"id": 2, "ok": 1}', "did not make"),
+        (b'{"id": 1}', "neither"),
+        (b'{"id": 1, "error": {"name": 5}}', "not text"),
+        (b'{"id": 1, "error": "boom"}', "not an object"),
+    ],
+)
+def test_malformed_replies_are_refused(line, why):
+    with pytest.raises(LearnerGone, match=why):
+        parse_reply(line, 1)
