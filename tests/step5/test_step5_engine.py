@@ -63,6 +63,11 @@ def wait_for_connections(database: Database, wanted: int, seconds: float = 3.0) 
     return count
 
 
+def settled(database: Database) -> int:
+    """Connections left by earlier checks (none, unless an engine leaked): later counts are on top of it."""
+    return wait_for_connections(database, 0, seconds=0.5)
+
+
 def engine_of(learner, app) -> dict:
     """describe() of app[db.DB_KEY], failing in plain words when it is missing or not an aiopg engine."""
     engine = learner.app_item(app, "db:DB_KEY")
@@ -117,9 +122,10 @@ def test_engine_is_open_while_the_app_runs(learner, polls_db, make_config):
         f"expected db.DB_KEY to be a web.AppKey, got {db_key['type']}. Hint: keep "
         "DB_KEY = web.AppKey('db', aiopg.sa.Engine) and store the engine with app[DB_KEY] = engine."
     )
+    base = settled(polls_db)
     app = learner.serve(make_config(polls_db))  # minsize 1
     engine_of(learner, app)
-    count = wait_for_connections(polls_db, 1)
+    count = wait_for_connections(polls_db, base + 1) - base
     assert count == 1, (
         f"expected the running app (minsize 1) to hold one connection to the configured database "
         f"{polls_db.name!r}, PostgreSQL shows {count}. "
@@ -131,6 +137,7 @@ def test_engine_is_open_while_the_app_runs(learner, polls_db, make_config):
 def test_engine_uses_the_configured_pool_size(learner, polls_db):
     minsize = random.randint(2, 3)
     maxsize = minsize + random.randint(1, 3)  # different every run: the config's numbers must reach the pool
+    base = settled(polls_db)
     app = learner.serve(pool_config(polls_db, minsize, maxsize))
     attrs = engine_of(learner, app).get("attrs", {})
     assert (attrs.get("minsize"), attrs.get("maxsize")) == (minsize, maxsize), (
@@ -138,7 +145,7 @@ def test_engine_uses_the_configured_pool_size(learner, polls_db):
         f"({attrs.get('minsize')}, {attrs.get('maxsize')}). "
         "Hint: pass minsize= and maxsize= to create_engine."
     )
-    count = wait_for_connections(polls_db, minsize)
+    count = wait_for_connections(polls_db, base + minsize) - base
     assert count == minsize, (
         f"expected the app to open minsize={minsize} connections at startup, PostgreSQL shows {count}"
     )
@@ -166,17 +173,18 @@ def test_engine_is_closed_when_the_app_stops(learner, polls_db, make_config):
 
 @pytest.mark.task(1)
 def test_each_app_has_its_own_engine(learner, polls_db, make_config):
+    base = settled(polls_db)
     first, second = learner.serve(make_config(polls_db)), learner.serve(make_config(polls_db))
     first_engine, second_engine = engine_of(learner, first), engine_of(learner, second)
     assert first_engine["id"] != second_engine["id"], (
         "expected every app to open its own engine, two apps shared one. "
         "Hint: create it inside pg_context, not at module level."
     )
-    count = wait_for_connections(polls_db, 2)
+    count = wait_for_connections(polls_db, base + 2) - base
     assert count == 2, f"expected two apps (minsize 1 each) to hold 2 connections, PostgreSQL shows {count}"
     learner.stop(first)
     still = engine_of(learner, second).get("attrs", {})
-    assert still.get("closed") is False and wait_for_connections(polls_db, 1) == 1, (
+    assert still.get("closed") is False and wait_for_connections(polls_db, base + 1) - base == 1, (
         "expected the second app's engine to stay open when the first app stopped"
     )
 
