@@ -1,53 +1,164 @@
 """Step 4: the question and choice tables in SQLAlchemy Core, and the init_db script.
 
-The tables are checked where it matters: in PostgreSQL itself, by reading information_schema and
-pg_catalog after the learner's `meta.create_all()` has run.
+The judge reads PostgreSQL itself (information_schema, pg_catalog) after the learner's code built the
+tables in a process of its own: the learner's `init_db` builds them, with the question and choice ids
+moved to random starting points and a row slipped in beside every sample question (as another session
+inserting at the same moment would), so that only ids taken from RETURNING tie the choices right. If
+init_db cannot build the tables yet (task 3 not done), tasks 1 and 2 are judged on the learner's
+`meta.create_all()` instead. Checks that write to the tables run in a transaction that is rolled back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
 import pytest
-import sqlalchemy
 import yaml
 
+from tests.conftest import Database, step_run, valid_config, why_it_ended
+from workbook.judge.learner_process import Command, Finished
 from workbook.pg import free_port
 
+INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
+INTERLOPER = "Asked by someone else at the same moment"
+TIMEOUT = 30.0
 
-@pytest.fixture
-def empty_db(pg_database):
-    """The module's database with nothing in it: every test builds the schema it inspects."""
-    pg_database.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    return pg_database
+# Runs in the learner's process: the learner's init_db.main(), with create_tables wrapped so that once the
+# learner's tables exist their ids start at random values and every insert into question is followed by
+# one more question (another session's), the way a busy database would behave.
+INIT_DB_WITH_BUSY_IDS = """
+from sqlalchemy import text
+from aiohttpdemo_polls import init_db
+learners_create_tables = init_db.create_tables
+def create_tables(engine):
+    learners_create_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(text({sql!r}))
+init_db.create_tables = create_tables
+init_db.main(["--config", {path!r}])
+"""
+BUSY_IDS_SQL = """
+SELECT setval(pg_get_serial_sequence('question', 'id'), {question_start});
+SELECT setval(pg_get_serial_sequence('choice', 'id'), {choice_start});
+CREATE OR REPLACE FUNCTION judge_interloper() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO question (question_text, pub_date) VALUES ('{interloper}', DATE '2000-01-01');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER judge_interloper AFTER INSERT ON question FOR EACH ROW WHEN (pg_trigger_depth() < 1)
+    EXECUTE FUNCTION judge_interloper();
+"""
+# Runs in the learner's process when init_db could not build the tables: the learner's meta, created.
+CREATE_ALL = """
+from sqlalchemy import create_engine
+from aiohttpdemo_polls.db import meta
+engine = create_engine("postgresql+psycopg2://", connect_args={dsn!r}, future=True)
+with engine.begin() as conn:
+    meta.create_all(conn)
+engine.dispose()
+"""
 
 
-@pytest.fixture
-def engine(empty_db):
-    """A synchronous SQLAlchemy engine on the empty database."""
-    dsn = empty_db.server.dsn(empty_db.name)
-    engine = sqlalchemy.create_engine("postgresql+psycopg2://", creator=lambda: psycopg2.connect(dsn),
-                                      future=True)  # fmt: skip
-    yield engine
-    engine.dispose()
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
-def create_schema(polls, engine) -> None:
-    """Run the learner's meta.create_all() on the empty database."""
-    meta = polls.attribute("db", "meta")
+def finish(command: Command) -> Finished:
     try:
-        with engine.begin() as conn:
-            meta.create_all(conn)
-    except sqlalchemy.exc.SQLAlchemyError as exc:
+        return command.wait(TIMEOUT)
+    finally:
+        command.close()
+
+
+@dataclass
+class Built:
+    """What the module's first init_db run left in PostgreSQL, and how the tables came to be."""
+
+    db: Database
+    config_path: Path
+    init_db: Finished
+    question_start: int
+    init_db_built_tables: bool
+    fallback: Finished | None
+    questions: list[tuple]
+    choices: list[tuple]
+    unreachable: Finished
+    unreachable_config: dict
+
+
+def tables(db: Database) -> set[str]:
+    return {name for (name,) in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def table_rows(db: Database) -> tuple[list[tuple], list[tuple]]:
+    questions = db.execute("SELECT id, question_text, pub_date FROM question ORDER BY id")
+    choices = db.execute("SELECT id, choice_text, votes, question_id FROM choice ORDER BY id")
+    return questions, choices
+
+
+@pytest.fixture(scope="module")
+def built(request: pytest.FixtureRequest, pg_database: Database,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:  # fmt: skip
+    """Run the learner's init_db (ids moved, a busy table) and, at once, init_db against a closed port."""
+    tree = step_run(request.config).tree
+    folder = tmp_path_factory.mktemp("step4")
+    path = write_config(folder / "polls.yaml", valid_config(pg_database))
+    unreachable_config = valid_config(pg_database)
+    unreachable_config["postgres"]["port"] = free_port()  # nothing listens there
+    unreachable_path = write_config(folder / "unreachable.yaml", unreachable_config)
+    question_start, choice_start = random.randint(100, 400), random.randint(600, 900)
+    sql = BUSY_IDS_SQL.format(question_start=question_start, choice_start=choice_start, interloper=INTERLOPER)
+    busy = Command(tree, "-c", INIT_DB_WITH_BUSY_IDS.format(sql=sql, path=str(path)))
+    unreachable = Command(tree, *INIT_DB, str(unreachable_path))
+    finished = finish(busy)
+    built_tables = {"question", "choice"} <= tables(pg_database)
+    questions, choices = table_rows(pg_database) if built_tables else ([], [])
+    fallback = None
+    if built_tables:  # the judge's own extras go; the learner's rows stay as init_db left them
+        pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper ON question")
+        pg_database.execute(f"DELETE FROM question WHERE question_text = '{INTERLOPER}'")
+    else:
+        pg_database.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        params = pg_database.params
+        dsn = {key: params[key] for key in ("host", "port", "user", "password") if params[key]}
+        dsn["dbname"] = params["database"]
+        fallback = finish(Command(tree, "-c", CREATE_ALL.format(dsn=dsn)))
+    yield Built(pg_database, path, finished, question_start + 1, built_tables, fallback, questions, choices,
+                finish(unreachable), unreachable_config)  # fmt: skip
+
+
+@pytest.fixture
+def schema(built: Built) -> Database:
+    """The database holding the learner's tables; fails the check if they could not be created at all."""
+    if not {"question", "choice"} <= tables(built.db):
+        why = why_it_ended(built.fallback.output) if built.fallback else "(nothing ran)"
         pytest.fail(
-            f"expected meta.create_all() to create the tables, it raised {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}. Hint: check each Column and the ForeignKey's target.",
+            f"expected db.meta to create the tables question and choice, found {sorted(tables(built.db))}; "
+            f"meta.create_all() said: {why}. Hint: check each Column and the ForeignKey's target.",
             pytrace=False,
         )
+    return built.db
 
 
-def columns(db, table: str) -> dict[str, tuple]:
+@contextlib.contextmanager
+def rolled_back(db: Database) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor in a transaction that is rolled back at the end: the tables stay as init_db left them."""
+    conn = psycopg2.connect(db.server.dsn(db.name), connect_timeout=10)
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def columns(db: Database, table: str) -> dict[str, tuple]:
     """column name -> (type, max length, nullable, default) as PostgreSQL reports them."""
     rows = db.execute(
         "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default "
@@ -65,7 +176,7 @@ def describe(column: tuple | None) -> str:
     return f"{kind}{f'({length})' if length else ''} {'NULL allowed' if nullable else 'NOT NULL'}"
 
 
-def check_columns(db, table: str, expected: dict[str, str], hint: str) -> None:
+def check_columns(db: Database, table: str, expected: dict[str, str], hint: str) -> None:
     found = columns(db, table)
     wrong = [
         f"  {name}: expected {want}, found {describe(found.get(name))}"
@@ -77,53 +188,71 @@ def check_columns(db, table: str, expected: dict[str, str], hint: str) -> None:
     )
 
 
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def table_rows(db) -> tuple[list[tuple], list[tuple]]:
-    questions = db.execute("SELECT id, question_text, pub_date FROM question ORDER BY id")
-    choices = db.execute("SELECT id, choice_text, votes, question_id FROM choice ORDER BY id")
-    return questions, choices
-
-
-def check_sample_data(db) -> None:
-    questions, choices = table_rows(db)
-    assert questions, "expected init_db to insert at least one sample question, the question table is empty"
-    question_ids = {row[0] for row in questions}
-    orphans = [row for row in choices if row[3] not in question_ids]
-    assert not orphans, f"expected every sample choice to belong to a sample question, not these: {orphans}"
-    per_question = {qid: sum(row[3] == qid for row in choices) for qid in question_ids}
-    assert max(per_question.values()) >= 2, (
-        f"expected a sample question with at least two choices to vote on, got choices per question "
-        f"{per_question}"
+def check_defaults(db: Database, table: str, allowed: dict[str, str | None]) -> None:
+    """Columns the lesson gives no default must have none: PostgreSQL should refuse a row without them."""
+    found = columns(db, table)
+    extra = [f"{name} DEFAULT {found[name][3]}" for name, want in allowed.items()
+             if name in found and found[name][3] != want]  # fmt: skip
+    assert not extra, (
+        f"expected no default in {table} for a value the row must be given, PostgreSQL has: "
+        f"{', '.join(extra)}. "
+        "Hint: a required column gets nullable=False and no server_default, so a row without it is refused."
     )
-    assert all(row[2] == 0 for row in choices), (
-        f"expected every sample choice to start with 0 votes, got {[(r[1], r[2]) for r in choices]}"
-    )
+
+
+def refuse_missing(db: Database, insert: str, what: str, hint: str) -> None:
+    with rolled_back(db) as cur:
+        try:
+            cur.execute(insert)
+        except psycopg2.errors.NotNullViolation:
+            return
+        except psycopg2.Error as exc:
+            pytest.fail(f"expected {what} to be refused as NULL, PostgreSQL said: {str(exc).strip()}",
+                        pytrace=False)  # fmt: skip
+    pytest.fail(f"expected PostgreSQL to refuse {what}, it stored one. Hint: {hint}", pytrace=False)
+
+
+def init_db_failure(finished: Finished, what: str) -> str:
+    killed = " (killed: too slow)" if finished.timed_out else ""
+    return (f"expected `python -m aiohttpdemo_polls.init_db --config FILE` to {what}; it exited "
+            f"{finished.status}{killed}: {why_it_ended(finished.output)}")  # fmt: skip
+
+
+def sample_polls(questions: list[tuple], choices: list[tuple]) -> list[tuple]:
+    """The sample data without ids: (question text, date, ((choice text, votes), ...)), sorted."""
+    polls = []
+    for qid, text, day in questions:
+        answers = sorted((c_text, votes) for _, c_text, votes, c_qid in choices if c_qid == qid)
+        polls.append((text, day.isoformat(), tuple(answers)))
+    return sorted(polls)
 
 
 # --- task 1: the question table --------------------------------------------------------------------------
 
 
 @pytest.mark.task(1)
-def test_question_is_a_table_on_meta(polls):
-    meta = polls.attribute("db", "meta")
-    question = polls.attribute("db", "question")
-    assert isinstance(meta, sqlalchemy.MetaData), (
-        f"expected db.meta to be a sqlalchemy.MetaData, got {type(meta).__name__}"
+def test_question_is_a_table_on_meta(learner):
+    meta = learner.require("db:meta")
+    assert "sqlalchemy.sql.schema.MetaData" in meta["mro"], (
+        f"expected db.meta to be a sqlalchemy.MetaData, got {meta['type']}. Hint: meta = MetaData()."
     )
-    assert isinstance(question, sqlalchemy.Table) and meta.tables.get("question") is question, (
-        "expected db.question to be Table('question', meta, ...) registered on db.meta"
+    question = learner.require("db:question")
+    assert "sqlalchemy.sql.schema.Table" in question["mro"], (
+        f"expected db.question to be a sqlalchemy Table, got {question['type']}. "
+        "Hint: question = Table('question', meta, Column(...), ...)."
+    )
+    name = learner.describe("db:question.name").get("value")
+    on_meta = learner.describe("db:question.metadata").get("id") == meta["id"]
+    assert name == "question" and on_meta, (
+        f"expected db.question to be Table('question', meta, ...) registered on db.meta, got a table named "
+        f"{name!r}{'' if on_meta else ' on another MetaData'}"
     )
 
 
 @pytest.mark.task(1)
-def test_question_columns_in_postgres(polls, engine, empty_db):
-    create_schema(polls, engine)
+def test_question_columns_in_postgres(schema):
     check_columns(
-        empty_db,
+        schema,
         "question",
         {
             "id": "integer NOT NULL",
@@ -135,15 +264,14 @@ def test_question_columns_in_postgres(polls, engine, empty_db):
 
 
 @pytest.mark.task(1)
-def test_question_id_is_a_generated_primary_key(polls, engine, empty_db):
-    create_schema(polls, engine)
-    primary = empty_db.execute(
+def test_question_id_is_a_generated_primary_key(schema):
+    primary = schema.execute(
         "SELECT a.attname FROM pg_constraint c "
         "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
         "WHERE c.conrelid = 'question'::regclass AND c.contype = 'p'"
     )
     assert primary == [("id",)], f"expected the primary key of question to be (id), got {primary}"
-    default = columns(empty_db, "question")["id"][3] or ""
+    default = columns(schema, "question")["id"][3] or ""
     assert default.startswith("nextval("), (
         f"expected PostgreSQL to number new questions itself (a SERIAL id), got the default {default!r}. "
         "Hint: Column('id', Integer, primary_key=True)."
@@ -151,34 +279,28 @@ def test_question_id_is_a_generated_primary_key(polls, engine, empty_db):
 
 
 @pytest.mark.task(1)
-def test_question_refuses_a_missing_date(polls, engine, empty_db):
-    create_schema(polls, engine)
-    try:
-        empty_db.execute("INSERT INTO question (question_text) VALUES ('When?')")
-    except psycopg2.errors.NotNullViolation:
-        return
-    except psycopg2.Error as exc:
-        pytest.fail(f"expected a question without pub_date to be refused as NULL, got: {exc}".strip(),
-                    pytrace=False)  # fmt: skip
-    pytest.fail(
-        "expected PostgreSQL to refuse a question without pub_date, it stored one. "
-        "Hint: nullable=False makes the column NOT NULL.",
-        pytrace=False,
-    )
+def test_question_refuses_a_missing_date_or_text(schema):
+    check_defaults(schema, "question", {"question_text": None, "pub_date": None})
+    refuse_missing(schema, "INSERT INTO question (question_text) VALUES ('When?')",
+                   "a question without pub_date", "nullable=False makes the column NOT NULL.")  # fmt: skip
+    refuse_missing(schema, "INSERT INTO question (pub_date) VALUES ('2020-01-01')",
+                   "a question without question_text", "nullable=False makes it NOT NULL.")  # fmt: skip
 
 
 # --- task 2: the choice table ----------------------------------------------------------------------------
 
 
 @pytest.mark.task(2)
-def test_choice_columns_in_postgres(polls, engine, empty_db):
-    choice = polls.attribute("db", "choice")
-    assert polls.attribute("db", "meta").tables.get("choice") is choice, (
-        "expected db.choice to be Table('choice', meta, ...) registered on db.meta"
+def test_choice_columns_in_postgres(learner, schema):
+    choice = learner.require("db:choice")
+    name = learner.describe("db:choice.name").get("value")
+    on_meta = learner.describe("db:choice.metadata").get("id") == learner.require("db:meta")["id"]
+    assert "sqlalchemy.sql.schema.Table" in choice["mro"] and name == "choice" and on_meta, (
+        "expected db.choice to be Table('choice', meta, ...) registered on db.meta, "
+        f"got {choice['type']} named {name!r}"
     )
-    create_schema(polls, engine)
     check_columns(
-        empty_db,
+        schema,
         "choice",
         {
             "id": "integer NOT NULL",
@@ -191,19 +313,18 @@ def test_choice_columns_in_postgres(polls, engine, empty_db):
 
 
 @pytest.mark.task(2)
-def test_votes_default_to_zero_in_the_database(polls, engine, empty_db):
-    create_schema(polls, engine)
-    default = columns(empty_db, "choice").get("votes", (None,) * 4)[3]
+def test_votes_default_to_zero_in_the_database(schema):
+    default = columns(schema, "choice").get("votes", (None,) * 4)[3]
     assert default == "0", (
         f"expected PostgreSQL to know the default of choice.votes (DEFAULT 0), got {default!r}. "
         "Hint: server_default='0' puts the default in the table; default=0 only lives in Python."
     )
+    check_defaults(schema, "choice", {"choice_text": None, "question_id": None})
 
 
 @pytest.mark.task(2)
-def test_question_id_references_question_with_cascade(polls, engine, empty_db):
-    create_schema(polls, engine)
-    keys = empty_db.execute(
+def test_question_id_references_question_with_cascade(schema):
+    keys = schema.execute(
         "SELECT a.attname, c.confrelid::regclass::text, c.confdeltype FROM pg_constraint c "
         "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
         "WHERE c.conrelid = 'choice'::regclass AND c.contype = 'f'"
@@ -219,88 +340,109 @@ def test_question_id_references_question_with_cascade(polls, engine, empty_db):
 
 
 @pytest.mark.task(2)
-def test_deleting_a_question_deletes_its_choices(polls, engine, empty_db):
-    create_schema(polls, engine)
-    empty_db.execute(
-        "WITH q AS (INSERT INTO question (question_text, pub_date) VALUES ('Tea?', '2020-01-01') "
-        "RETURNING id) "
-        "INSERT INTO choice (choice_text, question_id) SELECT answer, q.id FROM q, "
-        "(VALUES ('Yes'), ('No')) AS answers (answer)"
-    )
-    votes = empty_db.execute("SELECT votes FROM choice")
-    assert votes == [(0,), (0,)], f"expected new choices to start with 0 votes, got {votes}"
-    empty_db.execute("DELETE FROM question")
-    left = empty_db.execute("SELECT choice_text FROM choice")
+def test_deleting_a_question_deletes_its_choices(schema):
+    text = f"Tea or coffee {random.randint(1000, 9999)}?"  # the judge's own question, never the sample's
+    with rolled_back(schema) as cur:
+        try:
+            cur.execute(
+                "WITH q AS (INSERT INTO question (question_text, pub_date) VALUES (%s, '2020-01-01') "
+                "RETURNING id) INSERT INTO choice (choice_text, question_id) SELECT answer, q.id FROM q, "
+                "(VALUES ('Yes'), ('No')) AS answers (answer) RETURNING question_id",
+                (text,),
+            )
+            (question_id,) = cur.fetchone()
+            cur.execute("SELECT votes FROM choice WHERE question_id = %s", (question_id,))
+            votes = cur.fetchall()
+            assert votes == [(0,), (0,)], f"expected new choices to start with 0 votes, got {votes}"
+            cur.execute("DELETE FROM question WHERE id = %s", (question_id,))
+            cur.execute("SELECT choice_text FROM choice WHERE question_id = %s", (question_id,))
+            left = cur.fetchall()
+        except psycopg2.Error as exc:
+            pytest.fail(
+                f"expected a question with two choices to be inserted and deleted, PostgreSQL said: "
+                f"{str(exc).strip()}. Hint: ForeignKey('question.id', ondelete='CASCADE').",
+                pytrace=False,
+            )
     assert left == [], f"expected a question's choices to go with it, these stayed: {left}"
+    refuse_missing(schema, "INSERT INTO choice (choice_text) VALUES ('Nobody''s')",
+                   "a choice without question_id", "Column('question_id', ..., nullable=False).")  # fmt: skip
 
 
 # --- task 3: the init_db script --------------------------------------------------------------------------
 
 
 @pytest.mark.task(3)
-def test_init_db_script_creates_tables_and_sample_data(polls_process, empty_db, make_config, tmp_path,
-                                                       monkeypatch):  # fmt: skip
-    monkeypatch.setenv("PYTHONWARNINGS", "error")  # SQLAlchemy 1.x habits would warn (SQLALCHEMY_WARN_20)
-    path = write_config(tmp_path / "polls.yaml", make_config(empty_db))
-    result = polls_process.run("aiohttpdemo_polls.init_db", "--config", str(path))
-    assert result.returncode == 0, (
-        f"expected `python -m aiohttpdemo_polls.init_db --config ...` to succeed, it exited "
-        f"{result.returncode}:\n{result.stderr.strip()[-1500:]}"
+def test_init_db_script_creates_tables_and_sample_data(built):
+    if built.init_db.status != 0 and built.init_db_built_tables:
+        pytest.fail(init_db_failure(built.init_db, "succeed") + " (the question ids started at "
+                    f"{built.question_start}, not 1: take each id from RETURNING, never assume it)",
+                    pytrace=False)  # fmt: skip
+    assert built.init_db_built_tables, (
+        init_db_failure(built.init_db, "create the tables question and choice") + "\nHint: in create_tables, "
+        "meta.drop_all(conn) then meta.create_all(conn) inside `with engine.begin() as conn:` (it commits; "
+        "engine.connect() does not)."
     )
-    tables = {
-        name for (name,) in empty_db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    }
-    assert {"question", "choice"} <= tables, f"expected tables question and choice, found {sorted(tables)}"
-    check_sample_data(empty_db)
+    assert built.init_db.status == 0, init_db_failure(built.init_db, "succeed")
+    sample = [q for q in built.questions if q[1] != INTERLOPER]
+    assert sample, "expected init_db to insert at least one sample question, the question table is empty"
+    ids = {row[0] for row in sample}
+    strays = [row for row in built.choices if row[3] not in ids]
+    assert not strays, (
+        "expected every sample choice to belong to the sample question it was inserted for; with another "
+        f"question inserted right after each of yours, these went to a wrong one: {strays[:4]}. "
+        "Hint: take the id from insert(question)...returning(question.c.id), not max(id), a count or 1."
+    )
+    per_question = {qid: sum(row[3] == qid for row in built.choices) for qid in ids}
+    assert min(per_question.values()) >= 2, (
+        f"expected every sample question to have at least two choices to vote on, got choices per question "
+        f"{per_question}"
+    )
+    assert all(row[2] == 0 for row in built.choices), (
+        f"expected every sample choice to start with 0 votes, got {[(r[1], r[2]) for r in built.choices]}"
+    )
 
 
 @pytest.mark.task(3)
-def test_init_db_twice_gives_the_same_database(polls, empty_db, make_config, tmp_path):
-    main = polls.attribute("init_db", "main")
-    path = write_config(tmp_path / "polls.yaml", make_config(empty_db))
-    main(["--config", str(path)])
-    first = table_rows(empty_db)
-    empty_db.execute("UPDATE choice SET votes = 7")
-    empty_db.execute("INSERT INTO question (question_text, pub_date) VALUES ('Left over?', '2020-01-01')")
-    main(["--config", str(path)])
-    second = table_rows(empty_db)
+def test_sample_data_uses_the_ids_postgres_returns(built):
+    if not built.init_db_built_tables:
+        pytest.fail(init_db_failure(built.init_db, "create the tables first"), pytrace=False)
+    sample = [q for q in built.questions if q[1] != INTERLOPER]
+    assert built.init_db.status == 0 and sample, init_db_failure(built.init_db, "succeed") + (
+        f"\nWith question ids starting at {built.question_start}, not 1. Hint: "
+        "insert(question).values(...).returning(question.c.id) tells you the id; never assume 1."
+    )
+    assert sample[0][0] >= built.question_start, (
+        f"expected the first sample question to get an id from PostgreSQL's sequence (from "
+        f"{built.question_start} in this run), got {sample[0][0]}. Hint: do not insert ids yourself."
+    )
+
+
+@pytest.mark.task(3)
+def test_init_db_reports_an_unreachable_database(built):
+    result, database = built.unreachable, built.unreachable_config["postgres"]["database"]
+    assert result.status not in (0, None), (
+        f"expected init_db to fail when PostgreSQL cannot be reached (port "
+        f"{built.unreachable_config['postgres']['port']} is closed), it exited {result.status}"
+    )
+    assert database in result.output and "Traceback" not in result.output, (
+        f"expected one clear line naming the database {database!r} and no traceback, got:\n"
+        f"{why_it_ended(result.output)}\nHint: catch sqlalchemy.exc.OperationalError in main()."
+    )
+
+
+@pytest.mark.task(3)
+def test_init_db_twice_gives_the_same_database(built, tree):
+    """Last in the module: it changes the rows and runs the learner's command once more."""
+    if not built.init_db_built_tables or built.init_db.status != 0:
+        pytest.fail(init_db_failure(built.init_db, "succeed a first time"), pytrace=False)
+    first = sample_polls([q for q in built.questions if q[1] != INTERLOPER], built.choices)
+    built.db.execute("UPDATE choice SET votes = 7")
+    built.db.execute("INSERT INTO question (question_text, pub_date) VALUES ('Left over?', '2020-01-01')")
+    again = finish(Command(tree, *INIT_DB, str(built.config_path)))
+    assert again.status == 0, init_db_failure(again, "succeed a second time, on the database it built")
+    second = sample_polls(*table_rows(built.db))
     assert second == first, (
         "expected a second run of init_db to rebuild exactly the same rows (votes back to 0, no leftovers), "
         f"got before:\n  {first}\nafter:\n  {second}\n"
         "Hint: drop the tables (meta.drop_all) before creating them (meta.create_all)."
-    )
-    check_sample_data(empty_db)
-
-
-@pytest.mark.task(3)
-def test_sample_data_uses_the_ids_postgres_returns(polls, engine, empty_db):
-    create_tables = polls.attribute("init_db", "create_tables")
-    sample_data = polls.attribute("init_db", "sample_data")
-    create_tables(engine)
-    empty_db.execute("SELECT setval(pg_get_serial_sequence('question', 'id'), 41)")  # next id: 42, not 1
-    try:
-        sample_data(engine)
-    except sqlalchemy.exc.IntegrityError as exc:
-        pytest.fail(
-            f"expected sample_data to work whatever ids the questions get; with ids from 42 it failed: "
-            f"{str(exc.orig).strip().splitlines()[0]}. Hint: insert(...).returning(question.c.id) tells you "
-            "the id; never assume 1.",
-            pytrace=False,
-        )
-    check_sample_data(empty_db)
-    questions, _ = table_rows(empty_db)
-    assert questions[0][0] == 42, f"expected the first sample question to get id 42, got {questions[0][0]}"
-
-
-@pytest.mark.task(3)
-def test_init_db_reports_an_unreachable_database(polls_process, make_config, empty_db, tmp_path):
-    config = make_config(empty_db)
-    config["postgres"]["port"] = free_port()  # nothing listens there
-    path = write_config(tmp_path / "polls.yaml", config)
-    result = polls_process.run("aiohttpdemo_polls.init_db", "--config", str(path))
-    database = config["postgres"]["database"]
-    assert result.returncode != 0, "expected init_db to fail when PostgreSQL cannot be reached, it exited 0"
-    assert database in result.stderr and "Traceback" not in result.stderr, (
-        f"expected one clear line naming the database {database!r} and no traceback, got:\n"
-        f"{result.stderr.strip()[-1500:]}\nHint: catch sqlalchemy.exc.OperationalError in main()."
     )

@@ -7,7 +7,7 @@ from . import db
 
 
 async def index(request: web.Request) -> web.Response:
-    """Handle GET /: every question in the database, oldest first, as JSON."""
+    """Handle GET /: every question in the database, ordered by id, as JSON."""
     # >>> task 2: read the questions with select(db.question) on a connection from the engine
     async with request.app[db.DB_KEY].acquire() as conn:
         cursor = await conn.execute(select(db.question).order_by(db.question.c.id))
