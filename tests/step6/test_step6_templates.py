@@ -101,13 +101,12 @@ def page_text(body: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
 
 
-def around(body: str, needle: str, width: int = 250) -> str:
-    """The part of the page around `needle` (where a failure happened), not just its first lines."""
+def around(body: str, needle: str, width: int = 120) -> str:
+    """The part of the page around `needle` (where a failure happened), on one line."""
     at = body.find(needle)
-    if at < 0:
-        return body[:2 * width]
-    start, end = max(0, at - width), at + len(needle) + width
-    return ("..." if start else "") + body[start:end] + ("..." if end < len(body) else "")
+    start, end = (0, 2 * width) if at < 0 else (max(0, at - width), at + len(needle) + width)
+    excerpt = " ".join(body[start:end].split())
+    return ("..." if start else "") + excerpt + ("..." if end < len(body) else "")
 
 
 def assert_shows(body: str, text: str, where: str) -> None:
@@ -125,7 +124,7 @@ def assert_escaped(body: str, raw: str, where: str) -> None:
         pytest.fail(
             f"expected {where} to escape {raw!r}, it came out raw: a visitor's text became HTML. "
             "Hint: let Jinja's autoescape do its work and never mark user text |safe. "
-            f"The page around it:\n{around(body, raw)}",
+            f"The page around it: {around(body, raw)}",
             pytrace=False,
         )
 
@@ -164,14 +163,17 @@ async def test_templates_are_found_from_another_directory(polls_process, polls_d
     polls_process.wait_for_port(command, port)
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as response:
         status, content_type, body = response.status, response.content_type, await response.text()
-    if (status, content_type) != (200, "text/html"):
+    if status == 200 and content_type != "text/html":
+        pytest.fail(f"expected GET / to answer an HTML page, got {content_type}: {body[:200]!r}. Hint: "
+                    "render index.html with @aiohttp_jinja2.template('index.html'), returning a dict.",
+                    pytrace=False)  # fmt: skip
+    if status != 200:
         logged = why_it_ended(command.output())
         pytest.fail(
-            f"started from the folder / (not the step folder), the app answered GET / with {status} "
-            f"{content_type} instead of an HTML page: {body[:200]!r}\n(the app logged: {logged})\nHint: "
-            "load templates with jinja2.PackageLoader('aiohttpdemo_polls', 'templates'), which finds them "
-            "inside the package wherever the app is started; a FileSystemLoader with a relative path does "
-            "not.",
+            f"started from the folder / (not the step folder), the app answered GET / with {status} instead "
+            f"of an HTML page: {body[:200]!r}\n(the app logged: {logged})\nHint: load templates with "
+            "jinja2.PackageLoader('aiohttpdemo_polls', 'templates'), which finds them inside the package "
+            "wherever the app is started; a FileSystemLoader with a relative path does not.",
             pytrace=False,
         )
     assert_shows(body, judge_poll.text, "the index page")
@@ -184,7 +186,7 @@ async def test_index_page_links_every_poll(polls_client, polls_db, judge_poll):
         assert_shows(body, text, "the index page")
         assert f'href="/poll/{question_id}"' in body, (
             f"expected the index to link poll {question_id} to /poll/{question_id}, found no such link. "
-            "Hint: <a href=\"{{ url('poll', question_id=question.id) }}\">. The page around its question:\n"
+            "Hint: <a href=\"{{ url('poll', question_id=question.id) }}\">. The page around its question: "
             + around(body, str(markupsafe.escape(text)))
         )
 
@@ -215,7 +217,7 @@ async def test_index_page_without_polls_has_no_links(polls_client, polls_db):
     polls_db.execute("TRUNCATE question CASCADE")
     body = await page(polls_client, "/")
     assert "/poll/" not in body, (
-        f"expected no poll links for an empty database, got:\n{around(body, '/poll/')}"
+        f"expected no poll links for an empty database, got: {around(body, '/poll/')}"
     )
 
 

@@ -109,12 +109,12 @@ def page_text(body: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
 
 
-def around(body: str, needle: str, width: int = 250) -> str:
+def around(body: str, needle: str, width: int = 120) -> str:
+    """The part of the page around `needle` (where a failure happened), on one line."""
     at = body.find(needle)
-    if at < 0:
-        return body[:2 * width]
-    start, end = max(0, at - width), at + len(needle) + width
-    return ("..." if start else "") + body[start:end] + ("..." if end < len(body) else "")
+    start, end = (0, 2 * width) if at < 0 else (max(0, at - width), at + len(needle) + width)
+    excerpt = " ".join(body[start:end].split())
+    return ("..." if start else "") + excerpt + ("..." if end < len(body) else "")
 
 
 # --- task 1: vote() ----------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ async def test_results_escape_the_texts(polls_client, judge_poll):
     for raw in ("<b>", "<script>"):
         assert raw not in body, (
             f"expected the results page to escape question and choice texts, {raw!r} came through raw. "
-            f"Hint: never mark them |safe. The page around it:\n{around(body, raw)}"
+            f"Hint: never mark them |safe. The page around it: {around(body, raw)}"
         )
     assert judge_poll.choices[1][1].replace("&", "&amp;") in body, (
         f"expected the results page to list the choices of poll {judge_poll.id}, "
