@@ -1,13 +1,73 @@
-"""Step 6: Jinja2 templates through aiohttp-jinja2; the index and poll pages; 404 for any missing poll."""
+"""Step 6: Jinja2 templates through aiohttp-jinja2; the index and poll pages; 404 for any missing poll.
+
+The pages are rendered by the learner's app, in the learner's process, and read over HTTP. Besides the
+seeded polls, every test gets a poll the judge writes with words, ids and HTML-special characters that
+change from run to run, so a page written by hand cannot pass.
+"""
 
 from __future__ import annotations
 
 import html
+import json
+import random
+import re
+from dataclasses import dataclass
 
-import aiohttp_jinja2
-import jinja2
+import aiohttp
 import markupsafe
 import pytest
+from psycopg2 import sql
+
+from tests.conftest import why_it_ended
+from workbook.judge.learner_process import LearnerRaised
+from workbook.pg import free_port
+
+WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
+         "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
+
+# --- the judge's own poll, different on every run ----------------------------------------------------------
+
+
+@dataclass
+class Poll:
+    id: int
+    text: str
+    raw: str  # a fragment of `text` that is HTML and must never reach the page unescaped
+    choices: list[tuple[int, str]]  # (id, text) in id order
+
+
+def word(rng: random.Random) -> str:
+    return f"{rng.choice(WORDS)}{rng.randint(10, 99)}"
+
+
+def insert_poll(db, rng: random.Random | None = None) -> Poll:
+    """A question with three choices, random ids and texts; the choices are inserted in reverse id order
+    so that a SELECT without ORDER BY gives them in the wrong order."""
+    rng = rng or random.Random()
+    a, b, c = word(rng), word(rng), word(rng)
+    question_id = rng.randint(100, 99999)
+    text = f"Is <b>{a}</b> & \"{b}\" '{c}' shown as typed?"
+    ids = sorted(rng.sample(range(1000, 999999), 3))
+    texts = [f'<script>alert("{b}")</script>', f"{c} & {a}", f"<i>{a}</i> or {b}"]
+    choices = list(zip(ids, texts, strict=True))
+    db.execute(sql.SQL("INSERT INTO question (id, question_text, pub_date) VALUES ({}, {}, '2024-02-29')")
+               .format(sql.Literal(question_id), sql.Literal(text)))  # fmt: skip
+    for choice_id, choice_text in reversed(choices):
+        db.execute(sql.SQL("INSERT INTO choice (id, choice_text, question_id) VALUES ({}, {}, {})")
+                   .format(sql.Literal(choice_id), sql.Literal(choice_text), sql.Literal(question_id)))
+    return Poll(question_id, text, f"<b>{a}</b>", choices)
+
+
+@pytest.fixture
+def judge_poll(polls_db) -> Poll:
+    return insert_poll(polls_db)
+
+
+def missing_id(db) -> int:
+    """An id no question has, different on every run."""
+    taken = {row[0] for row in db.execute("SELECT id FROM question")}
+    return random.choice([n for n in random.sample(range(100, 999999), 20) if n not in taken])
+
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
@@ -25,7 +85,7 @@ async def page(client, path: str) -> str:
             hint = "check the route and the view."
         pytest.fail(
             f"expected GET {path} to answer 200 with an HTML page, got {response.status} "
-            f"{response.content_type}: {body[:200]!r}. Hint: {hint}",
+            f"{response.content_type}: {body[:300]!r}. Hint: {hint}",
             pytrace=False,
         )
     return body
@@ -36,17 +96,37 @@ def escaped_forms(text: str) -> set[str]:
     return {str(markupsafe.escape(text)), html.escape(text), html.escape(text, quote=False)}
 
 
+def page_text(body: str) -> str:
+    """What a reader sees: tags removed, entities decoded, spaces collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def around(body: str, needle: str, width: int = 120) -> str:
+    """The part of the page around `needle` (where a failure happened), on one line."""
+    at = body.find(needle)
+    start, end = (0, 2 * width) if at < 0 else (max(0, at - width), at + len(needle) + width)
+    excerpt = " ".join(body[start:end].split())
+    return ("..." if start else "") + excerpt + ("..." if end < len(body) else "")
+
+
 def assert_shows(body: str, text: str, where: str) -> None:
-    assert any(form in body for form in escaped_forms(text)), (
-        f"expected {where} to show {text!r} (HTML-escaped), it is not in the page:\n{body[:800]}"
-    )
+    if not any(form in body for form in escaped_forms(text)):
+        seen = page_text(body)
+        pytest.fail(
+            f"expected {where} to show {text!r} (HTML-escaped, as autoescaping writes it), it is not in the "
+            f"page. What the page shows: {seen[:600]!r}",
+            pytrace=False,
+        )
 
 
 def assert_escaped(body: str, raw: str, where: str) -> None:
-    assert raw not in body, (
-        f"expected {where} to escape {raw!r}, it came out raw: a visitor's text became HTML. "
-        "Hint: let Jinja's autoescape do its work and never mark user text |safe."
-    )
+    if raw in body:
+        pytest.fail(
+            f"expected {where} to escape {raw!r}, it came out raw: a visitor's text became HTML. "
+            "Hint: let Jinja's autoescape do its work and never mark user text |safe. "
+            f"The page around it: {around(body, raw)}",
+            pytrace=False,
+        )
 
 
 def questions(db) -> list[tuple[int, str]]:
@@ -54,138 +134,256 @@ def questions(db) -> list[tuple[int, str]]:
 
 
 def choices_of(db, question_id: int) -> list[str]:
-    rows = db.execute(f"SELECT choice_text FROM choice WHERE question_id = {question_id} ORDER BY id")
+    rows = db.execute(sql.SQL("SELECT choice_text FROM choice WHERE question_id = {} ORDER BY id")
+                      .format(sql.Literal(question_id)))  # fmt: skip
     return [text for (text,) in rows]
 
 
 # --- task 1: aiohttp-jinja2 and the index page -----------------------------------------------------------
 
-
-@pytest.mark.task(1)
-def test_templates_load_from_the_package(polls_app):
-    env = polls_app.get(aiohttp_jinja2.APP_KEY)
-    assert env is not None, (
-        "expected init_app to set up aiohttp-jinja2, the app has no template environment. "
-        "Hint: aiohttp_jinja2.setup(app, loader=...)."
-    )
-    assert isinstance(env.loader, jinja2.PackageLoader), (
-        f"expected a jinja2.PackageLoader, got {type(env.loader).__name__}. Hint: "
-        "jinja2.PackageLoader('aiohttpdemo_polls', 'templates') finds the templates wherever the package is."
-    )
-    assert env.autoescape, "expected autoescaping on, it is off: every question would become raw HTML"
-    env.get_template("index.html")  # raises TemplateNotFound with the name if it is missing
+# Runs in a process of its own: the app is built and served after a change of directory, as when it is
+# started from anywhere else than the step folder. A loader with a relative path finds no template then.
+FROM_ANOTHER_DIRECTORY = """
+import json, os, sys
+sys.path.insert(0, {tree!r})
+from aiohttp import web
+from aiohttpdemo_polls.main import init_app
+os.chdir("/")
+web.run_app(init_app(json.loads({config!r})), host="127.0.0.1", port={port}, print=None)
+"""
 
 
 @pytest.mark.task(1)
-async def test_index_page_links_every_poll(polls_client, polls_db):
+async def test_templates_are_found_from_another_directory(polls_process, polls_db, make_config, tree,
+                                                          judge_poll):  # fmt: skip
+    port = free_port()
+    config = json.dumps(make_config(polls_db))
+    code = FROM_ANOTHER_DIRECTORY.format(tree=str(tree), config=config, port=port)
+    command = polls_process.start_python(code)
+    polls_process.wait_for_port(command, port)
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as response:
+        status, content_type, body = response.status, response.content_type, await response.text()
+    if status == 200 and content_type != "text/html":
+        pytest.fail(f"expected GET / to answer an HTML page, got {content_type}: {body[:200]!r}. Hint: "
+                    "render index.html with @aiohttp_jinja2.template('index.html'), returning a dict.",
+                    pytrace=False)  # fmt: skip
+    if status != 200:
+        logged = why_it_ended(command.output())
+        pytest.fail(
+            f"started from the folder / (not the step folder), the app answered GET / with {status} instead "
+            f"of an HTML page: {body[:200]!r}\n(the app logged: {logged})\nHint: load templates with "
+            "jinja2.PackageLoader('aiohttpdemo_polls', 'templates'), which finds them inside the package "
+            "wherever the app is started; a FileSystemLoader with a relative path does not.",
+            pytrace=False,
+        )
+    assert_shows(body, judge_poll.text, "the index page")
+
+
+@pytest.mark.task(1)
+async def test_index_page_links_every_poll(polls_client, polls_db, judge_poll):
     body = await page(polls_client, "/")
     for question_id, text in questions(polls_db):
         assert_shows(body, text, "the index page")
         assert f'href="/poll/{question_id}"' in body, (
             f"expected the index to link poll {question_id} to /poll/{question_id}, found no such link. "
-            "Hint: <a href=\"{{ url('poll', question_id=question.id) }}\">."
+            "Hint: <a href=\"{{ url('poll', question_id=question.id) }}\">. The page around its question: "
+            + around(body, str(markupsafe.escape(text)))
         )
 
 
 @pytest.mark.task(1)
-async def test_index_page_escapes_question_text(polls_client):
+async def test_index_page_escapes_question_text(polls_client, judge_poll):
     body = await page(polls_client, "/")
-    assert_shows(body, "Is <b>bold</b> & \"quoted\" 'text' shown as typed?", "the index page")
-    assert_escaped(body, "<b>bold</b>", "the index page")
+    assert_escaped(body, judge_poll.raw, "the index page")
+    assert_shows(body, judge_poll.text, "the index page")
 
 
 @pytest.mark.task(1)
 async def test_index_page_follows_the_database(polls_client, polls_db):
     polls_db.execute("DELETE FROM question WHERE id = 1")
-    polls_db.execute("INSERT INTO question (question_text, pub_date) VALUES ('Tabs or spaces?', '2024-1-1')")
+    text = f"Tabs or spaces, {word(random.Random())}?"
+    polls_db.execute(sql.SQL("INSERT INTO question (question_text, pub_date) VALUES ({}, '2024-1-1')")
+                     .format(sql.Literal(text)))  # fmt: skip
     body = await page(polls_client, "/")
-    assert_shows(body, "Tabs or spaces?", "the index page")
-    assert 'href="/poll/1"' not in body, "expected a deleted poll to leave the index, its link stayed"
+    assert_shows(body, text, "the index page")
+    assert 'href="/poll/1"' not in body, (
+        "expected a deleted poll to leave the index, its link stayed. Hint: read the questions from the "
+        "database on every request."
+    )
 
 
 @pytest.mark.task(1)
-async def test_index_page_without_polls(polls_client, polls_db):
+async def test_index_page_without_polls_has_no_links(polls_client, polls_db):
     polls_db.execute("TRUNCATE question CASCADE")
     body = await page(polls_client, "/")
-    assert "/poll/" not in body, f"expected no poll links for an empty database, got:\n{body[:800]}"
+    assert "/poll/" not in body, (
+        f"expected no poll links for an empty database, got: {around(body, '/poll/')}"
+    )
+
+
+@pytest.mark.task(1)
+async def test_index_page_without_polls_says_so(polls_client, polls_db):
+    polls_db.execute("TRUNCATE question CASCADE")
+    text = page_text(await page(polls_client, "/"))
+    assert "no polls" in text.lower(), (
+        f"expected the index of an empty database to say so (\"No polls are available yet.\"), it shows "
+        f"{text[:300]!r}. Hint: {{% if questions %}} ... {{% else %}}<p>No polls are available yet.</p>"
+        "{% endif %}."
+    )
 
 
 # --- task 2: get_question and the poll page --------------------------------------------------------------
 
 
 @pytest.mark.task(2)
-async def test_get_question_returns_the_question_and_its_choices(polls, polls_client, polls_db):
-    get_question = polls.attribute("db", "get_question")
-    engine = polls_client.app[polls.attribute("db", "DB_KEY")]
-    async with engine.acquire() as conn:
-        question, choices = await get_question(conn, 3)
-    assert (question.id, question.question_text) == (3, "Which colour do you like best?"), (
-        f"expected get_question(conn, 3) to return question 3 first, got {tuple(question)}"
+def test_get_question_returns_the_question_and_its_choices(learner, polls_app, judge_poll):
+    got = learner.call_or_fail("db:get_question", judge_poll.id, connection=polls_app)
+    shaped = isinstance(got, list) and len(got) == 2 and isinstance(got[0], dict) and isinstance(got[1], list)
+    if not shaped:
+        pytest.fail(f"expected get_question(conn, {judge_poll.id}) to return (question, choices), got "
+                    f"{str(got)[:300]}", pytrace=False)  # fmt: skip
+    question, choices = got
+    seen = (question.get("id"), question.get("question_text"))
+    assert seen == (judge_poll.id, judge_poll.text), (
+        f"expected get_question(conn, {judge_poll.id}) to return question {judge_poll.id} first, "
+        f"got {str(question)[:300]}. Hint: select(question).where(question.c.id == question_id)."
     )
-    got = [c.choice_text for c in choices]
-    assert got == choices_of(polls_db, 3), (
-        f"expected question 3's choices in id order, {choices_of(polls_db, 3)}, got {got}. "
-        "Hint: where(choice.c.question_id == question_id).order_by(choice.c.id)."
+    expected = [text for _, text in judge_poll.choices]
+    texts = [c.get("choice_text") if isinstance(c, dict) else c for c in choices]
+    if sorted(map(str, texts)) == sorted(expected) and texts != expected:
+        hint = "they are the right choices in the wrong order: add .order_by(choice.c.id)"
+    else:
+        hint = "where(choice.c.question_id == question_id).order_by(choice.c.id)"
+    assert texts == expected, (
+        f"expected question {judge_poll.id}'s choices in id order, {expected}, got {texts}. Hint: {hint}."
     )
 
 
 @pytest.mark.task(2)
-async def test_get_question_raises_record_not_found(polls, polls_client):
-    get_question = polls.attribute("db", "get_question")
-    record_not_found = polls.attribute("db", "RecordNotFound")
-    engine = polls_client.app[polls.attribute("db", "DB_KEY")]
-    async with engine.acquire() as conn:
-        try:
-            got = await get_question(conn, 99)
-        except record_not_found:
+def test_get_question_raises_record_not_found(learner, polls_app, polls_db):
+    question_id = missing_id(polls_db)
+    try:
+        got = learner.call("db:get_question", question_id, connection=polls_app)
+    except LearnerRaised as exc:
+        if exc.name == "RecordNotFound":
             return
-    pytest.fail(f"expected get_question(conn, 99) to raise RecordNotFound, got {got!r}", pytrace=False)
+        pytest.fail(f"expected get_question(conn, {question_id}) (no such poll) to raise RecordNotFound, it "
+                    f"raised {exc.name}: {exc.message}", pytrace=False)  # fmt: skip
+    pytest.fail(
+        f"expected get_question(conn, {question_id}) (no such poll) to raise RecordNotFound, it returned "
+        f"{str(got)[:200]}. Hint: when cursor.first() gives None, raise RecordNotFound(...).",
+        pytrace=False,
+    )
 
 
 @pytest.mark.task(2)
-@pytest.mark.parametrize("question_id", [1, 3])
-async def test_poll_page_shows_the_question_and_its_choices(polls_client, polls_db, question_id):
+def test_get_question_never_runs_its_argument_as_sql(learner, polls_app, polls_db):
+    question_id = missing_id(polls_db)
+    probe = f"{question_id} OR TRUE"  # as text: a value to compare with, never a piece of SQL
+    try:
+        got = learner.call("db:get_question", probe, connection=polls_app)
+    except LearnerRaised:
+        return  # RecordNotFound, or PostgreSQL refusing the text as an integer: both are safe
+    pytest.fail(
+        f"get_question(conn, {probe!r}) returned {str(got)[:120]}...: the text became part of the SQL "
+        "(SQL injection). Hint: build queries with SQLAlchemy expressions, "
+        "select(question).where(question.c.id == question_id), never with f-strings.",
+        pytrace=False,
+    )
+
+
+@pytest.mark.task(2)
+@pytest.mark.parametrize("which", ["seeded", "judge's"])
+async def test_poll_page_shows_the_question_and_its_choices(polls_client, polls_db, judge_poll, which):
+    question_id = 1 if which == "seeded" else judge_poll.id
     body = await page(polls_client, f"/poll/{question_id}")
-    text = dict(questions(polls_db))[question_id]
-    assert_shows(body, text, f"/poll/{question_id}")
+    assert_shows(body, dict(questions(polls_db))[question_id], f"/poll/{question_id}")
     for choice_text in choices_of(polls_db, question_id):
         assert_shows(body, choice_text, f"/poll/{question_id}")
-    other = "Red" if question_id == 1 else "Not much"
-    assert other not in body, f"expected /poll/{question_id} to list only its own choices, it shows {other!r}"
+    other = "Fish & chips"  # a choice of poll 2, which neither page may show
+    assert not any(form in body for form in escaped_forms(other)), (
+        f"expected /poll/{question_id} to list only its own choices, it shows 'Fish & chips' of poll 2. "
+        "Hint: .where(choice.c.question_id == question_id)."
+    )
 
 
 @pytest.mark.task(2)
-async def test_poll_page_escapes_question_and_choices(polls_client):
-    body = await page(polls_client, "/poll/2")
-    assert_shows(body, '<script>alert("gotcha")</script>', "/poll/2")
-    assert_escaped(body, "<script>", "/poll/2")
-    assert_escaped(body, "<b>bold</b>", "/poll/2")
+async def test_poll_page_lists_the_choices_in_id_order(polls_client, judge_poll):
+    body = await page(polls_client, f"/poll/{judge_poll.id}")
+    positions = [min((body.find(f) for f in escaped_forms(text) if f in body), default=-1)
+                 for _, text in judge_poll.choices]  # fmt: skip
+    assert -1 not in positions and positions == sorted(positions), (
+        f"expected /poll/{judge_poll.id} to list its choices in id order, "
+        f"{[text for _, text in judge_poll.choices]}; the page shows {page_text(body)[:400]!r}. "
+        "Hint: .order_by(choice.c.id) in get_question."
+    )
+
+
+@pytest.mark.task(2)
+async def test_poll_page_escapes_question_and_choices(polls_client, judge_poll):
+    body = await page(polls_client, f"/poll/{judge_poll.id}")
+    for raw in (judge_poll.raw, judge_poll.choices[0][1], judge_poll.choices[2][1]):
+        assert_escaped(body, raw, f"/poll/{judge_poll.id}")
+    for _, text in judge_poll.choices:
+        assert_shows(body, text, f"/poll/{judge_poll.id}")
 
 
 # --- task 3: 404, never 500 ------------------------------------------------------------------------------
+
+NOT_FOUND_HINT = (
+    "Hint: catch RecordNotFound in the view and raise web.HTTPNotFound; Python's int() refuses strings over "
+    "4300 digits, so let the route accept only ids that can exist ({question_id:[0-9]{1,10}})."
+)
 
 
 @pytest.mark.task(3)
 @pytest.mark.parametrize(
     "path",
-    ["/poll/99", "/poll/0", "/poll/abc", "/poll/-1", "/poll/1.5", "/poll/2147483648", "/poll/99999999999",
+    ["/poll/0", "/poll/abc", "/poll/-1", "/poll/1.5", "/poll/2147483648", "/poll/99999999999",
      "/poll/" + "9" * 5000],
-    ids=["missing", "zero", "not-a-number", "negative", "decimal", "int32-overflow", "eleven-digits",
-         "5000-digits"],
+    ids=["zero", "not-a-number", "negative", "decimal", "int32-overflow", "eleven-digits", "5000-digits"],
 )  # fmt: skip
 async def test_impossible_polls_are_404(polls_client, path):
     response = await polls_client.get(path)
     shown = path if len(path) < 40 else path[:20] + "..."
     assert response.status == 404, (
-        f"expected GET {shown} to answer 404, got {response.status}. Hint: catch RecordNotFound in the view "
-        "and raise web.HTTPNotFound; Python's int() refuses strings over 4300 digits, so let the route "
-        "accept only ids that can exist ({question_id:[0-9]{1,10}})."
+        f"expected GET {shown} to answer 404, got {response.status}. {NOT_FOUND_HINT}"
+    )
+
+
+async def assert_404_names(client, question_id: int, what: str) -> None:
+    response = await client.get(f"/poll/{question_id}")
+    body = await response.text()
+    assert response.status == 404, (
+        f"expected GET /poll/{question_id} ({what}) to answer 404, got {response.status}. {NOT_FOUND_HINT}"
+    )
+    assert str(question_id) in page_text(body), (
+        f"expected the 404 for /poll/{question_id} ({what}) to name the poll that was asked for, "
+        f"{question_id}, it says {page_text(body)[:300]!r}. Hint: RecordNotFound(f\"There is no poll "
+        "{question_id}.\") in get_question, and web.HTTPNotFound(text=str(exc)) in the view."
     )
 
 
 @pytest.mark.task(3)
-async def test_deleted_poll_is_404(polls_client, polls_db):
-    polls_db.execute("DELETE FROM question WHERE id = 3")
-    response = await polls_client.get("/poll/3")
-    assert response.status == 404, f"expected a deleted poll to answer 404, got {response.status}"
-    assert "3" in await response.text(), "expected the 404 message to name the poll that was asked for"
+async def test_missing_poll_is_404_naming_it(polls_client, polls_db):
+    await assert_404_names(polls_client, missing_id(polls_db), "no such poll")
+
+
+@pytest.mark.task(3)
+async def test_deleted_poll_is_404_naming_it(polls_client, polls_db, judge_poll):
+    polls_db.execute(sql.SQL("DELETE FROM question WHERE id = {}").format(sql.Literal(judge_poll.id)))
+    await assert_404_names(polls_client, judge_poll.id, "a poll that was just deleted")
+
+
+@pytest.mark.task(3)
+async def test_a_broken_database_is_not_a_missing_poll(polls_client, polls_db):
+    polls_db.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
+    try:
+        response = await polls_client.get("/poll/1")
+    finally:
+        polls_db.execute("ALTER TABLE choice RENAME COLUMN renamed_by_the_judge TO choice_text")
+    assert response.status != 404, (
+        "with a column of the choice table renamed (the database is broken, the poll exists), expected "
+        "GET /poll/1 to fail as a server error, got a 404 that blames the visitor. Hint: catch only "
+        "db.RecordNotFound in the view, not every exception."
+    )
