@@ -366,10 +366,35 @@ def polls_process(tree: Path) -> Iterator[PollsProcess]:
 # --- the polls app on the seeded database (steps 5 to 9) -------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def module_learner(request: pytest.FixtureRequest) -> Iterator[Learner]:
+    """Like `learner`, for apps that serve a whole test module."""
+    run = step_run(request.config)
+    helper = Learner(run.harness, run.tree)
+    yield helper
+    helper.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_apps() -> dict[int | None, ServedApp]:
+    """The module's app, by the pid of the learner process that serves it."""
+    return {}
+
+
 @pytest.fixture
-def polls_app(learner: Learner, polls_db: Database) -> ServedApp:
-    """A new app from the learner's init_app(config), serving the freshly seeded database."""
-    return learner.serve(valid_config(polls_db))
+def polls_app(module_learner: Learner, module_apps: dict, pg_database: Database, polls_db: Database) -> ServedApp:
+    """The learner's init_app(config) serving the module's database, reseeded for every test.
+
+    One app serves the whole module: the data is reset per test anyway, and a fresh app per check would
+    cost a connection pool's start and stop each time. Checks of the app's own life (its engine opened
+    and closed) serve apps of their own. If the learner's process died, a new app is served.
+    """
+    pid = module_learner.harness.pid
+    if pid not in module_apps or module_learner.harness.exit_status() is not None:
+        module_apps.clear()
+        module_learner.served.clear()
+        module_apps[module_learner.harness.pid] = module_learner.serve(valid_config(pg_database))
+    return module_apps[module_learner.harness.pid]
 
 
 @pytest.fixture
