@@ -382,7 +382,9 @@ def module_apps() -> dict[int | None, ServedApp]:
 
 
 @pytest.fixture
-def polls_app(module_learner: Learner, module_apps: dict, pg_database: Database, polls_db: Database) -> ServedApp:
+def polls_app(
+    module_learner: Learner, module_apps: dict, pg_database: Database, polls_db: Database
+) -> ServedApp:
     """The learner's init_app(config) serving the module's database, reseeded for every test.
 
     One app serves the whole module: the data is reset per test anyway, and a fresh app per check would

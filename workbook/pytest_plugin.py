@@ -1,10 +1,12 @@
 """The workbook's pytest plugin: chooses the step tree under test and reports results per task.
 
-This process is the judge. It never imports the tree under test: once the suite is collected it starts
-the learner-side harness (workbook/judge/learner_process.py), which imports the learner's package in a
-process of its own, and it installs an audit hook (workbook/judge/guard.py) that fails the run if
-anything here loads the learner's code. One pytest process tests one step tree. The step comes from
-the test path (tests/step3/...), the tree from ``--target``:
+This process is the judge. It never imports the tree under test. It starts the learner-side harness
+(workbook/judge/learner_process.py) at once, which preloads the libraries while pytest collects, and only
+once the suite is loaded asks it to import the learner's package, in that process of its own. An audit
+hook (workbook/judge/guard.py) fails the run if anything here loads the learner's code.
+
+One pytest process tests one step tree. The step comes from the test path (tests/step3/...), the tree
+from ``--target``:
 
     steps       the learner's tree, steps/stepN (the default)
     solutions   the reference, solutions/stepN
@@ -128,6 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"There is no {catalogue.PACKAGE} package in {tree} (--target {target}).")
     guard.install(tree, catalogue.PACKAGE)
     run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree))
+    run.harness.start()  # preloads the libraries while pytest collects; no learner code runs yet
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")
 
@@ -163,10 +166,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if run is None:
         return
     try:
-        # Started only now that the suite's modules are loaded: the learner's code runs from here on.
-        # While it imports the learner's package, this process starts PostgreSQL if the suite needs it.
+        # Only now that the suite is loaded does the learner's code run: wait_ready imports the package.
+        # Before that, this process starts PostgreSQL if the suite needs it.
         assert run.harness is not None
-        run.harness.start()
         if any("pg_server" in getattr(item, "fixturenames", ()) for item in items):
             start_postgres(config, run)
         run.broken = import_problems(run.harness.wait_ready())

@@ -404,6 +404,7 @@ def raising_view(exception: str, message: str) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", required=True, type=Path)
+    parser.add_argument("--preload", default="", help="libraries to import while the judge collects")
     args = parser.parse_args()
     tree = args.tree.resolve()
     # Replies keep the original stdout; the learner's prints join the log on stderr.
@@ -417,7 +418,24 @@ def main() -> None:
     )
     harness = Harness(tree, reply_fd)
     sys.unraisablehook = harness.on_unraisable
-    harness.reply({"id": 0, "ok": harness.op_hello()})
+    # The libraries first, none of the learner's code: the judge is still loading its suite meanwhile.
+    for name in filter(None, args.preload.split(",")):
+        with contextlib.suppress(Exception):  # the learner's own import of it will say what is wrong
+            importlib.import_module(name)
+    # Then the judge's first request, "hello", imports the learner's package, outside any event loop as
+    # `python -m aiohttpdemo_polls` would.
+    first = sys.stdin.buffer.readline()
+    if not first:
+        return
+    request: dict[str, Any] = {}
+    try:
+        request = json.loads(first)
+        if request.get("op") != "hello":
+            raise HarnessError("the first request must be hello")
+        harness.reply({"id": request.get("id"), "ok": harness.op_hello()})
+    except HarnessError as exc:
+        harness.reply({"id": request.get("id"), "error": harness_error(exc)})
+        return
     asyncio.run(harness.serve_forever())
 
 
