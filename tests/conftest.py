@@ -86,7 +86,8 @@ class Learner:
             fields["attribute"], what = attribute, f"serving {attribute.replace(':', '.')}"
         else:
             fields["factory"], fields["args"] = factory, [config] if config is not None else []
-            what = f"building and starting the app from {factory.replace(':', '.')}(config)"
+            shown = f"{factory.replace(':', '.')}({'' if config is None else 'config'})"
+            what = f"building and starting the app from {shown}"
         try:
             reply = self._request("serve", what, **fields)
         except LearnerRaised as exc:

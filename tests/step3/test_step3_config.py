@@ -397,7 +397,13 @@ async def test_main_serves_on_configured_host_and_port(polls_process, tmp_path):
     host, port = config["host"], config["port"]  # a loopback address other than 127.0.0.1
     path = write_config(tmp_path / "polls.yaml", config)
     server = polls_process.start("aiohttpdemo_polls", "--config", str(path))
-    polls_process.wait_for_port(server, port, timeout=10, host=host)
+    try:
+        polls_process.wait_for_port(server, port, timeout=10, host=host)
+    except pytest.fail.Exception as exc:
+        where = server.returncode is None or "address" in str(exc)  # running elsewhere, or a bind failed
+        hint = " Hint: serve on config['host'] and config['port'], not fixed values." if where else ""
+        pytest.fail(f"python -m aiohttpdemo_polls --config polls.yaml (host: {host}, port: {port}): {exc}."
+                    + hint, pytrace=False)  # fmt: skip
     async with aiohttp.ClientSession() as session, session.get(f"http://{host}:{port}/") as response:
         status, body = response.status, await response.text()
     assert (status, body) == (200, HELLO), (
