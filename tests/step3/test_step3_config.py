@@ -72,7 +72,7 @@ def config_error(learner, path: Path, problem: str, target: str = "settings:load
         message = exc.message.strip()
         assert "\n" not in message, (
             f"expected ConfigError's message to be one line, got {len(message.splitlines())} lines:\n"
-            f"{message}\nHint: join the problems with '; ', not newlines."
+            f"{message}\nHint: join the problems with '; ', not newlines; fold a YAML error into one line."
         )
         return message
     pytest.fail(f"{problem}: expected {shown} to raise ConfigError, it returned {got!r}", pytrace=False)
