@@ -66,7 +66,7 @@ async def test_setup_routes_adds_named_index_route(learner):
     )
     named = {r.get("name"): r.get("path") for r in app.routes if r.get("name")}
     assert named.get("index") == "/", (
-        f"expected the route GET / to be named 'index', the route names are {sorted(named) or 'none'}. "
+        f"expected a route named 'index' for GET /, the route names are {sorted(named) or 'none'}. "
         "Hint: pass name='index' so other code can build the URL with app.router['index'].url_for()."
     )
 
