@@ -43,6 +43,7 @@ class ServedApp:
 
     id: int
     port: int
+    routes: list[dict[str, Any]] = field(default_factory=list, compare=False)  # method, path, name, handler
 
     @property
     def url(self) -> str:
@@ -70,22 +71,28 @@ class Learner:
     def serve(self, config: dict[str, Any] | None = None, *, factory: str = "main:init_app",
               attribute: str | None = None, views: dict[str, str] | None = None, reload: tuple[str, ...] = (),
               raising_routes: list[dict[str, str]] | None = None,
-              mount: str | None = None) -> ServedApp:  # fmt: skip
+              mount: str | None = None, setup: tuple[str, ...] | None = None) -> ServedApp:  # fmt: skip
         """Build an app (factory(config), a module's `app`, or bare views) and serve it on a free port.
 
+        With `setup` (('routes:setup_routes',)), a bare app is passed to each of those functions first.
         With `mount` ('/x1'), the app is served as a sub-application under that prefix (its routes and the
         addresses the router builds move there, hard-coded ones do not).
         """
         fields: dict[str, Any] = {"reload": list(reload), "raising_routes": raising_routes or []}
         if mount:
             fields["mount"] = mount
-        if views is not None:
-            fields["views"], what = views, "serving the views " + ", ".join(views.values())
+        if views is not None or setup is not None:
+            fields["views"], fields["setup"] = views or {}, list(setup or ())
+            what = "serving the views " + ", ".join((views or {}).values())
+            if setup:
+                what = "serving a new app passed to " + ", ".join(f"{target}(app)" for target in setup)
+                what = what.replace(":", ".")
         elif attribute is not None:
             fields["attribute"], what = attribute, f"serving {attribute.replace(':', '.')}"
         else:
             fields["factory"], fields["args"] = factory, [config] if config is not None else []
-            what = f"building and starting the app from {factory.replace(':', '.')}(config)"
+            shown = f"{factory.replace(':', '.')}({'' if config is None else 'config'})"
+            what = f"building and starting the app from {shown}"
         try:
             reply = self._request("serve", what, **fields)
         except LearnerRaised as exc:
@@ -93,7 +100,11 @@ class Learner:
         if not isinstance(reply, dict) or not isinstance(reply.get("app"), int) \
                 or not isinstance(reply.get("port"), int):  # fmt: skip
             pytest.fail(f"{what}: the learner's process sent an unreadable answer", pytrace=False)
-        app = ServedApp(reply["app"], reply["port"])
+        routes = reply.get("routes") if isinstance(reply.get("routes"), list) else []
+        routes = [{key: str(value)[:500] if value is not None else None for key, value in route.items()
+                   if key in ("method", "path", "name", "handler")}
+                  for route in routes[:200] if isinstance(route, dict)]  # fmt: skip
+        app = ServedApp(reply["app"], reply["port"], routes)
         self.served.append(app)
         return app
 
@@ -109,14 +120,17 @@ class Learner:
         return [str(item)[:500] for item in unraisable] if isinstance(unraisable, list) else []
 
     def call(self, target: str, *args: Any, connection: ServedApp | None = None, times: int | None = None,
-             **kwargs: Any) -> Any:  # fmt: skip
+             describe_result: bool = False, **kwargs: Any) -> Any:  # fmt: skip
         """The learner's `target` ('settings:load_config') called with these arguments; its result.
 
         With `connection`, the first argument is a connection from that app's engine (app[db.DB_KEY]). With
-        `times`, that many calls run at once, and the list of their results comes back. If the learner's
-        code raises, LearnerRaised carries its type and message.
+        `times`, that many calls run at once, and the list of their results comes back. With
+        `describe_result`, each result comes back as describe() shows a name (type, mro, id). If the
+        learner's code raises, LearnerRaised carries its type and message.
         """
         fields: dict[str, Any] = {"target": target, "args": list(args), "kwargs": kwargs}
+        if describe_result:
+            fields["describe"] = True
         if connection is not None:
             fields["connection"] = {"app": connection.id, "key": "db:DB_KEY"}
         if times is not None:
@@ -128,8 +142,9 @@ class Learner:
         try:
             return self.call(target, *args, **kwargs)
         except LearnerRaised as exc:
+            ours = ("connection", "times", "describe_result")
             shown = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()
-                                                          if k not in ("connection", "times")])  # fmt: skip
+                                                          if k not in ours])  # fmt: skip
             pytest.fail(f"{target.replace(':', '.')}({shown}) raised {raised_text(exc.error)}", pytrace=False)
 
     def describe(self, target: str) -> dict[str, Any]:
@@ -335,7 +350,8 @@ class PollsProcess:
         self.commands.append(command)
         return command
 
-    def wait_for_port(self, command: Command, port: int, timeout: float = 20) -> None:
+    def wait_for_port(self, command: Command, port: int, timeout: float = 20,
+                      host: str = "127.0.0.1") -> None:  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if command.returncode is not None:
@@ -344,10 +360,10 @@ class PollsProcess:
                     f"{why_it_ended(command.output())}",
                     pytrace=False,
                 )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
                 return
             time.sleep(0.05)
-        pytest.fail(f"expected the server to listen on port {port} within {timeout:.0f}s, it did not",
+        pytest.fail(f"expected the server to listen on {host}:{port} within {timeout:.0f}s, it did not",
                     pytrace=False)  # fmt: skip
 
     def stop_all(self) -> None:

@@ -80,6 +80,8 @@ def apply(mistake: Mistake, workbook_copy: Path) -> Path:
     """Copy the step's solution into workbook_copy/steps/stepN and apply the patch; the step folder."""
     tree = mistake.step.tree(workbook_copy, "steps")
     shutil.copytree(mistake.step.tree(catalogue.ROOT, "solutions"), tree)
+    if not (workbook_copy / "config").exists():  # the workbook's config/, as in a learner's copy
+        shutil.copytree(catalogue.ROOT / "config", workbook_copy / "config")
     # `git apply` works outside a repository too; it ignores the header lines before the diff.
     done = subprocess.run(
         ["git", "apply", "-p1", "--whitespace=nowarn", str(mistake.path)],

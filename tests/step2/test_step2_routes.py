@@ -1,71 +1,193 @@
-"""Step 2: views and routes in their own modules, and an application factory."""
+"""Step 2: views and routes in their own modules, and an application factory.
 
+The learner's code runs in its own process: the view, an app wired by `setup_routes` and the app built by
+`init_app()` are served there and reached over HTTP; `main()` runs as a process of its own.
+"""
+
+import contextlib
+import json
+import random
+
+import aiohttp
 import pytest
-from aiohttp import web
+
+from tests.conftest import why_it_ended
+from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
+INDEX = "aiohttpdemo_polls.views.index"
+
+
+async def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session, session.request(method, url) as response:
+        return response.status, response.content_type, await response.text()
+
+
+def shown(routes: list[dict]) -> str:
+    """'GET / -> aiohttpdemo_polls.views.index (name 'index')' per route, for failure messages."""
+    return "; ".join(
+        f"{r.get('method')} {r.get('path')} -> {r.get('handler')} (name {r.get('name')!r})" for r in routes
+        if r.get("method") != "HEAD"  # add_get adds a HEAD route beside each GET
+    ) or "no routes at all"  # fmt: skip
+
+
+# --- task 1: the view -----------------------------------------------------------------------------------
 
 
 @pytest.mark.task(1)
-async def test_index_lives_in_views(polls):
-    index = polls.attribute("views", "index")
-    response = await index(None)
-    assert isinstance(response, web.Response), (
-        f"expected views.index to return a web.Response, got {type(response).__name__}"
+async def test_index_lives_in_views(learner):
+    app = learner.serve(views={"/": "views:index"})
+    status, content_type, body = await fetch(app.url + "/")
+    hint = (
+        "the view failed or gave something that is not a response: return web.Response(text=...)"
+        if status == 500
+        else "web.Response(text=...) answers 200 unless you pass another status"
     )
-    assert response.text == HELLO, f"expected the body {HELLO!r}, got {response.text!r}"
+    assert status == 200, (
+        f"GET / on an app whose only route is views.index: expected 200, got {status}. Hint: {hint}."
+    )
+    assert body == HELLO, f"expected views.index to answer the body {HELLO!r}, got {body!r}"
+    assert content_type == "text/plain", (
+        f"expected views.index to answer text/plain, got {content_type!r}. "
+        "Hint: web.Response(text=...) without content_type."
+    )
+
+
+# --- task 2: setup_routes -------------------------------------------------------------------------------
 
 
 @pytest.mark.task(2)
-def test_setup_routes_adds_named_index_route(polls):
-    setup_routes = polls.attribute("routes", "setup_routes")
-    index = polls.attribute("views", "index")
-    app = web.Application()
-    setup_routes(app)
-    found = {(route.method, route.resource.canonical, route.handler) for route in app.router.routes()}
-    assert ("GET", "/", index) in found, (
-        f"expected setup_routes to add GET / -> views.index, found {sorted((m, p) for m, p, _ in found)}. "
+async def test_setup_routes_adds_named_index_route(learner):
+    app = learner.serve(setup=("routes:setup_routes",))
+    gets = [r for r in app.routes if r.get("method") == "GET" and r.get("path") == "/"]
+    assert any(r.get("handler") == INDEX for r in gets), (
+        f"expected setup_routes(app) to add GET / -> views.index, the app has: {shown(app.routes)}. "
         "Hint: app.router.add_get('/', index, name='index')."
     )
-    assert "index" in app.router.named_resources(), (
-        f"expected a route named 'index', found the names {list(app.router.named_resources())}. "
-        "Hint: pass name='index' so other code can build the URL."
+    named = {r.get("name"): r.get("path") for r in app.routes if r.get("name")}
+    assert named.get("index") == "/", (
+        f"expected a route named 'index' for GET /, the route names are {sorted(named) or 'none'}. "
+        "Hint: pass name='index' so other code can build the URL with app.router['index'].url_for()."
+    )
+
+
+@pytest.mark.task(2)
+async def test_setup_routes_serves_hello_on_get(learner):
+    app = learner.serve(setup=("routes:setup_routes",))
+    status, _, body = await fetch(app.url + "/")
+    hint = (
+        "the route exists but the view failed: finish task 1 first"
+        if status == 500
+        else "setup_routes must add GET / -> index"
+    )
+    assert (status, body) == (200, HELLO), (
+        f"GET / on a new app passed to setup_routes: expected 200 {HELLO!r}, got {status} {body!r}. "
+        f"Hint: {hint}."
+    )
+
+
+@pytest.mark.task(2)
+async def test_only_get_root_is_routed(learner):
+    app = learner.serve(setup=("routes:setup_routes",))
+    path = f"/nothing-here-{random.randrange(10**6)}"
+    status, _, _ = await fetch(app.url + path)
+    assert status == 404, (
+        f"GET {path}: expected 404 for a path with no route, got {status}. "
+        f"Hint: route only '/', not a catch-all. The app has: {shown(app.routes)}"
+    )
+    status, _, _ = await fetch(app.url + "/", method="POST")
+    assert status == 405, (
+        f"POST /: expected 405 Method Not Allowed (the index is for GET only), got {status}. "
+        "Hint: app.router.add_get(...), not add_route('*', ...)."
+    )
+
+
+# --- task 3: init_app and main --------------------------------------------------------------------------
+
+
+@pytest.mark.task(3)
+async def test_init_app_serves_hello(learner):
+    app = learner.serve(factory="main:init_app")
+    status, _, body = await fetch(app.url + "/")
+    hint = (
+        "the app has a route for / but it failed: finish tasks 1 and 2"
+        if status == 500
+        else "init_app() must call setup_routes(app) before returning the app"
+    )
+    assert (status, body) == (200, HELLO), (
+        f"GET / on the app init_app() built: expected 200 {HELLO!r}, got {status} {body!r}. Hint: {hint}."
     )
 
 
 @pytest.mark.task(3)
-async def test_init_app_serves_hello(polls, aiohttp_client):
-    init_app = polls.attribute("main", "init_app")
-    app = init_app()
-    assert isinstance(app, web.Application), f"expected init_app() to return a web.Application, got {app!r}"
-    client = await aiohttp_client(app)
-    response = await client.get("/")
-    assert response.status == 200, f"expected GET / to answer 200, got {response.status}"
-    assert await response.text() == HELLO
-
-
-@pytest.mark.task(3)
-def test_init_app_builds_a_new_app_each_time(polls):
-    init_app = polls.attribute("main", "init_app")
-    first, second = init_app(), init_app()
-    assert first is not second, (
+def test_init_app_builds_a_new_app_each_time(learner):
+    # Two calls alive at the same time, so a new app cannot reuse the address of the first one.
+    first, second = learner.call_or_fail("main:init_app", times=2, describe_result=True)
+    for app in (first, second):
+        assert "aiohttp.web_app.Application" in app.get("mro", []), (
+            f"expected init_app() to return a web.Application, got {app.get('type')}"
+        )
+    assert first.get("id") != second.get("id"), (
         "expected a new application from every init_app() call, got the same object twice. "
         "Hint: create web.Application() inside the function, not at module level."
     )
 
 
+# Runs in the learner's process: web.run_app is replaced by a recorder before main.py is imported (so
+# `from aiohttp.web import run_app` gets it too), init_app is wrapped to see what it returns, then main() is
+# called with the judge's host and port.
+RECORD_RUN_APP = """
+import json
+from aiohttp import web
+calls, built = [], []
+web.run_app = lambda app, *args, **kwargs: calls.append((app, args, kwargs))
+from aiohttpdemo_polls import main as module
+factory = module.init_app
+module.init_app = lambda *a, **k: built.append(factory(*a, **k)) or built[-1]
+module.main(host={host!r}, port={port})
+app, args, kwargs = calls[0] if calls else (None, (), {{}})
+print("RUN_APP " + json.dumps({{"calls": len(calls), "built": len(built),
+      "from_init_app": any(app is b for b in built), "args": [repr(a) for a in args],
+      "host": kwargs.get("host"), "port": kwargs.get("port")}}))
+"""
+
+
 @pytest.mark.task(3)
-def test_main_runs_a_factory_app(polls, monkeypatch):
-    calls = []
-    # Patched before the import, so `from aiohttp.web import run_app` in main.py gets the recorder too.
-    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: calls.append((app, kwargs)))
-    main = polls.module("main", fresh=True)
-    main.main(host="127.0.0.1", port=8099)
-    assert len(calls) == 1, f"expected main() to call web.run_app once, it was called {len(calls)} times"
-    app, kwargs = calls[0]
-    assert isinstance(app, web.Application) and "index" in app.router.named_resources(), (
-        "expected main() to serve the app that init_app() builds (with its 'index' route)"
+def test_main_runs_a_factory_app(polls_process):
+    host, port = f"127.0.{random.randrange(256)}.{random.randrange(2, 255)}", free_port()  # new every run
+    command = polls_process.start_python(RECORD_RUN_APP.format(host=host, port=port))
+    finished = command.wait(30)
+    lines = [line for line in finished.output.splitlines() if line.startswith("RUN_APP ")]
+    if finished.status != 0 or not lines:
+        pytest.fail(f"calling main(host={host!r}, port={port}) failed (exit {finished.status}): "
+                    f"{why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
+    seen = {}
+    with contextlib.suppress(ValueError):
+        seen = json.loads(lines[-1][len("RUN_APP "):][:10000])
+    assert isinstance(seen, dict) and seen.get("calls") == 1, (
+        f"expected main() to call web.run_app once, it was called {seen.get('calls')} times"
     )
-    assert (kwargs.get("host"), kwargs.get("port")) == ("127.0.0.1", 8099), (
-        f"expected host and port passed through to web.run_app, got {kwargs}"
+    assert seen.get("from_init_app") is True, (
+        f"expected main() to serve the app that init_app() builds; init_app() was called "
+        f"{seen.get('built')} times and web.run_app got another object. Hint: web.run_app(init_app(), ...)."
+    )
+    assert (seen.get("host"), seen.get("port")) == (host, port), (
+        f"main(host={host!r}, port={port}) should pass both on: "
+        "web.run_app(init_app(), host=host, port=port); "
+        f"it passed host={seen.get('host')!r}, port={seen.get('port')!r}"
+        + (f" and the positional arguments {seen.get('args')}" if seen.get("args") else "")
+    )
+
+
+@pytest.mark.task(3)
+async def test_main_serves_on_the_port_it_is_given(polls_process):
+    port = free_port()
+    command = polls_process.start_python(
+        f"from aiohttpdemo_polls.main import main; main(host='127.0.0.1', port={port})"
+    )
+    polls_process.wait_for_port(command, port)
+    status, _, body = await fetch(f"http://127.0.0.1:{port}/")
+    assert (status, body) == (200, HELLO), (
+        f"expected the server main() started on port {port} to answer GET / with {HELLO!r}, "
+        f"got {status} {body!r}"
     )

@@ -205,10 +205,14 @@ class Harness:
 
         for name in request.get("reload", []):
             importlib.reload(self.resolve(name))
-        if "views" in request:  # a bare app around the learner's views, for a task about one view
+        if "views" in request or "setup" in request:  # a bare app around the learner's views or setups
             app = web.Application()
-            for path, target in request["views"].items():
+            for path, target in request.get("views", {}).items():
                 app.router.add_get(path, self.resolve(target))
+            for target in request.get("setup", []):  # e.g. routes:setup_routes, called with the app
+                result = self.resolve(target)(app)
+                if inspect.isawaitable(result):
+                    await result
         elif "factory" in request:
             app = self.resolve(request["factory"])(*request.get("args", []), **request.get("kwargs", {}))
             if inspect.isawaitable(app):
@@ -237,7 +241,7 @@ class Harness:
                 await runner.cleanup()
             raise
         self.runners[app_id] = runner
-        return {"app": app_id, "port": runner.addresses[0][1]}
+        return {"app": app_id, "port": runner.addresses[0][1], "routes": routes_of(app)}
 
     async def op_stop(self, request: dict[str, Any]) -> dict[str, Any]:
         app_id = request["app"]
@@ -268,13 +272,15 @@ class Harness:
                 result = function(conn, *args, **kwargs)
                 return await result if inspect.isawaitable(result) else result
 
+        # "describe": what the result is (type, id, ...) rather than its value, e.g. an app from a factory
+        convert = self.describe if request.get("describe") else to_json
         if "times" not in request:
-            return to_json(await once())
+            return convert(await once())
         results = await asyncio.gather(*(once() for _ in range(times)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-        return to_json(results)
+        return [convert(result) for result in results]
 
     def op_describe(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -385,6 +391,21 @@ class Harness:
 
 
 _MISSING = object()
+
+
+def routes_of(app: Any) -> list[dict[str, Any]]:
+    """The app's router as plain data: method, path (canonical), route name and handler of each route."""
+    found = []
+    for route in list(app.router.routes())[:200]:
+        resource = route.resource
+        handler = route.handler
+        found.append({
+            "method": str(route.method),
+            "path": str(resource.canonical) if resource is not None else "",
+            "name": resource.name if resource is not None else None,
+            "handler": f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', '')}"[:500],
+        })  # fmt: skip
+    return found
 
 
 def raising_view(exception: str, message: str) -> Any:
