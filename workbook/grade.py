@@ -639,10 +639,14 @@ def _short_name(nodeid: str) -> str:
     return nodeid.split("::")[-1]
 
 
-def _syntax_reason(broken: str) -> str:
-    first = broken.strip().splitlines()[0] if broken.strip() else "the code"
-    where, _, what = first.partition(": ")
-    return f"syntax error in {where}" + (f" ({what})" if what else "")
+def _broken_reason(broken: str) -> str:
+    """'SyntaxError in aiohttpdemo_polls/views.py, line 3' from the judge's import report (see the plugin's
+    import_problems: the place on one line, the error's name and message on the next)."""
+    lines = [line.strip() for line in broken.strip().splitlines()]
+    if len(lines) >= 2 and ": " in lines[1]:
+        where = lines[0].split(": ", 1)[0]
+        return f"{lines[1].split(':', 1)[0]} in {where}"[:300]
+    return (lines[0] if lines else "the code could not be checked")[:300]
 
 
 def score_step(
@@ -659,7 +663,7 @@ def score_step(
             if isinstance(t, dict)
         ]  # fmt: skip
         if report.get("broken"):
-            problems.append(_syntax_reason(str(report["broken"])))
+            problems.append(_broken_reason(str(report["broken"])))
         elif completed.returncode not in (0, 1, None):
             problems.append(f"the test run ended with exit code {completed.returncode}")
     else:

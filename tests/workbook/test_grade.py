@@ -273,7 +273,7 @@ def test_each_problem_is_recorded_with_a_short_reason(graded_class):
         return results_of(out, learner)["output"]
 
     assert f"step 2: timed out after {HANGS_AFTER}s" in problems("cleo")
-    assert "step 2: syntax error in steps/step2/aiohttpdemo_polls/views.py, line 3" in problems("dan")
+    assert "step 2: SyntaxError in aiohttpdemo_polls/views.py, line 3" in problems("dan")
     assert "step 2: the code deleted tests/step2" in problems("eve")
     assert "step 1: the test process died (exit 0) before reporting" in problems("finn")
     assert "step 1: output truncated at 1 MB" in problems(NASTY)
