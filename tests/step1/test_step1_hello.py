@@ -6,6 +6,9 @@ over HTTP, and `main()` is started as a process of its own on a port the judge p
 
 import contextlib
 import json
+import random
+import socket
+import time
 
 import pytest
 
@@ -15,9 +18,14 @@ from workbook.pg import free_port
 HELLO = "Hello Aiohttp!"
 
 
-async def get(url: str) -> tuple[int, str, str]:
-    async with http_session() as session, session.get(url) as response:
+async def get(url: str, method: str = "GET") -> tuple[int, str, str]:
+    async with http_session() as session, session.request(method, url) as response:
         return response.status, response.content_type, await response.text()
+
+
+def loopback_host() -> str:
+    """A loopback address that changes every run (all of 127.0.0.0/8 reaches this machine)."""
+    return f"127.0.{random.randrange(256)}.{random.randrange(2, 255)}"
 
 
 @pytest.mark.task(1)
@@ -56,6 +64,20 @@ async def test_other_paths_are_not_found(learner):
     )
 
 
+@pytest.mark.task(2)
+async def test_root_answers_only_get(learner):
+    app = learner.serve(attribute="main:app", reload=("main",))
+    status, _, _ = await get(app.url + "/")
+    assert status == 200, f"expected GET / to answer 200 (see the first check of this task), got {status}"
+    method = random.choice(["POST", "PUT", "DELETE"])
+    status, _, body = await get(app.url + "/", method=method)
+    assert status == 405, (
+        f"{method} /: expected 405 Method Not Allowed (the index is for GET only), "
+        f"got {status} {body[:80]!r}. "
+        "Hint: web.get('/', index) (or app.router.add_get), not add_route('*', ...)."
+    )
+
+
 # Runs in the learner's process: web.run_app is replaced by a recorder before main.py is imported (so
 # `from aiohttp.web import run_app` gets it too), then main() is called with the judge's host and port.
 RECORD_RUN_APP = """
@@ -64,7 +86,7 @@ from aiohttp import web
 calls = []
 web.run_app = lambda app, **kwargs: calls.append((app, kwargs))
 from aiohttpdemo_polls import main as module
-module.main(host="127.0.0.1", port={port})
+module.main(host={host!r}, port={port})
 print("RUN_APP " + json.dumps({{"calls": len(calls), "same_app": bool(calls) and calls[0][0] is module.app,
       "host": calls[0][1].get("host") if calls else None,
       "port": calls[0][1].get("port") if calls else None}}))
@@ -73,12 +95,12 @@ print("RUN_APP " + json.dumps({{"calls": len(calls), "same_app": bool(calls) and
 
 @pytest.mark.task(3)
 def test_main_passes_its_host_and_port_to_run_app(polls_process):
-    port = free_port()  # a different port every run: main() must pass on what it receives
-    command = polls_process.start_python(RECORD_RUN_APP.format(port=port))
+    host, port = loopback_host(), free_port()  # new every run: main() must pass on what it receives
+    command = polls_process.start_python(RECORD_RUN_APP.format(host=host, port=port))
     finished = command.wait(30)
     lines = [line for line in finished.output.splitlines() if line.startswith("RUN_APP ")]
     if finished.status != 0 or not lines:
-        pytest.fail(f"calling main(host='127.0.0.1', port={port}) failed (exit {finished.status}): "
+        pytest.fail(f"calling main(host={host!r}, port={port}) failed (exit {finished.status}): "
                     f"{why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
     seen = {}
     with contextlib.suppress(ValueError):
@@ -89,21 +111,41 @@ def test_main_passes_its_host_and_port_to_run_app(polls_process):
     assert seen.get("same_app") is True, (
         "expected main() to serve the module's own `app`, it passed another object to web.run_app"
     )
-    assert (seen.get("host"), seen.get("port")) == ("127.0.0.1", port), (
-        f"main(host='127.0.0.1', port={port}) should pass both on: web.run_app(app, host=host, port=port); "
+    assert (seen.get("host"), seen.get("port")) == (host, port), (
+        f"main(host={host!r}, port={port}) should pass both on: web.run_app(app, host=host, port=port); "
         f"it passed host={seen.get('host')!r}, port={seen.get('port')!r}"
     )
 
 
+def wait_for_address(command, host: str, port: int, timeout: float = 20) -> None:
+    """Until the server listens on host:port; fails at once if it exits or listens on 127.0.0.1 instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if command.returncode is not None:
+            ended = why_it_ended(command.output())
+            pytest.fail(f"expected main(host={host!r}, port={port}) to keep serving, it exited "
+                        f"({command.returncode}): {ended}", pytrace=False)  # fmt: skip
+        for address in (host, "127.0.0.1"):
+            with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.5):
+                assert address == host, (
+                    f"main(host={host!r}, port={port}) should listen on {host}, it listens on 127.0.0.1 "
+                    "instead. Hint: pass main's own `host` on: web.run_app(app, host=host, port=port)."
+                )
+                return
+        time.sleep(0.05)
+    pytest.fail(f"expected main(host={host!r}, port={port}) to listen there within {timeout:.0f}s, "
+                "it did not", pytrace=False)  # fmt: skip
+
+
 @pytest.mark.task(3)
 async def test_main_serves_on_the_port_it_is_given(polls_process):
-    port = free_port()
+    host, port = loopback_host(), free_port()
     command = polls_process.start_python(
-        f"from aiohttpdemo_polls.main import main; main(host='127.0.0.1', port={port})"
+        f"from aiohttpdemo_polls.main import main; main(host={host!r}, port={port})"
     )
-    polls_process.wait_for_port(command, port)
-    status, _, body = await get(f"http://127.0.0.1:{port}/")
+    wait_for_address(command, host, port)
+    status, _, body = await get(f"http://{host}:{port}/")
     assert (status, body) == (200, HELLO), (
-        f"expected the server main() started on port {port} to answer GET / with {HELLO!r}, "
+        f"expected the server main(host={host!r}, port={port}) started to answer GET / with {HELLO!r}, "
         f"got {status} {body!r}"
     )

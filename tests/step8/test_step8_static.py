@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, step_run, valid_config
+from tests.conftest import Learner, ServedApp, step_run, valid_config, why_it_ended
+from workbook.pg import free_port
 
 # Requests that try to climb out of static/, sent byte for byte (an HTTP client would tidy them up first).
 ESCAPES = [
@@ -154,6 +156,42 @@ async def test_stylesheet_is_served_as_css(tree, client):
     )
     assert body == (static_dir(tree) / "style.css").read_bytes(), (
         f"expected the body to be static/style.css, unchanged; got {body[:120]!r}"
+    )
+
+
+# Runs in a process of its own: the app is built and served after a change of directory, as when it is
+# started from anywhere else than the step folder. A folder given as a relative path is not found then.
+FROM_ANOTHER_DIRECTORY = """
+import json, os, sys
+sys.path.insert(0, {tree!r})
+os.chdir("/")
+from aiohttp import web
+from aiohttpdemo_polls.main import init_app
+web.run_app(init_app(json.loads({config!r})), host="127.0.0.1", port={port}, print=None)
+"""
+FROM_THE_CODE_HINT = (
+    "Hint: find the folder from the code, path=PROJECT_ROOT / 'static' (PROJECT_ROOT is "
+    "Path(__file__).resolve().parent), never a relative path such as 'static' or 'aiohttpdemo_polls/static', "
+    "which names a folder under the directory the app happens to be started from."
+)
+
+
+@pytest.mark.task(1)
+async def test_stylesheet_is_served_when_started_from_another_directory(tree, polls_process, pg_database):
+    port = free_port()
+    code = FROM_ANOTHER_DIRECTORY.format(tree=str(tree), config=json.dumps(valid_config(pg_database)),
+                                         port=port)  # fmt: skip
+    command = polls_process.start_python(code)
+    try:
+        polls_process.wait_for_port(command, port)
+    except pytest.fail.Exception:
+        pytest.fail(f"started from the folder / (not the step folder), the app did not start: "
+                    f"{why_it_ended(command.output())}\n{FROM_THE_CODE_HINT}", pytrace=False)  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        status, _, body = await fetch(session, f"http://127.0.0.1:{port}/static/style.css")
+    assert status == 200 and body == (static_dir(tree) / "style.css").read_bytes(), (
+        f"started from the folder / (not the step folder), the app answered GET /static/style.css with "
+        f"{status} {body[:120]!r} instead of static/style.css. {FROM_THE_CODE_HINT}"
     )
 
 

@@ -6,6 +6,7 @@ carrying a random secret; the judge reads the pages over HTTP and what the learn
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ class Site:
     app: ServedApp
     learner: Learner
     booms: dict[str, tuple[str, str]]  # exception name -> (path, secret message)
+    cancelled: str  # a route whose view raises asyncio.CancelledError, as a cancelled request's view does
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,11 @@ def site(request: pytest.FixtureRequest, pg_database) -> Iterator[Site]:
         for name in RAISING
     }  # fmt: skip
     routes = [{"path": path, "exception": name, "message": secret} for name, (path, secret) in booms.items()]
+    cancelled = f"/cancelled-{secrets.token_hex(4)}"
+    routes.append({"path": cancelled, "exception": "CancelledError", "message": "judge"})
     try:
-        yield Site(learner.serve(valid_config(pg_database), raising_routes=routes), learner, booms)
+        app = learner.serve(valid_config(pg_database), raising_routes=routes)
+        yield Site(app, learner, booms, cancelled)
     finally:
         learner.cleanup()
 
@@ -235,4 +240,23 @@ async def test_the_app_keeps_serving_after_an_error(site, client):
     answer = await fetch(client, "GET", path)
     assert answer.status == 500 and is_page(answer, 500), (
         f"expected the 500 page again on a second error, got {answer.status} {answer.content_type}"
+    )
+
+
+@pytest.mark.task(2)
+async def test_cancellation_is_not_caught(site, client):
+    path, _ = site.booms["RuntimeError"]
+    answer = await fetch(client, "GET", path)
+    assert answer.status == 500 and is_page(answer, 500), (
+        f"expected the 500 page for a view that raises (see the first check of this task), "
+        f"got {answer.status}"
+    )
+    got = None
+    with contextlib.suppress(aiohttp.ClientConnectionError):  # aiohttp closes the connection, no answer
+        got = await fetch(client, "GET", site.cancelled)
+    assert got is None, (
+        f"the judge's route {site.cancelled} raises asyncio.CancelledError, as the view of a cancelled "
+        "request does (a client that hung up, a server shutting down); expected no answer, your middleware "
+        f"answered {got.status} {got.body[:80]!r}. Hint: catch `Exception`, never `BaseException` or a bare "
+        "`except:`: CancelledError is no error of the view and must pass through."
     )

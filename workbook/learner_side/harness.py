@@ -409,11 +409,15 @@ def routes_of(app: Any) -> list[dict[str, Any]]:
 
 
 def raising_view(exception: str, message: str) -> Any:
-    """A view that raises the named built-in exception: how the judge sees the app's error handling."""
+    """A view that raises the named built-in exception: how the judge sees the app's error handling.
+
+    "CancelledError" raises asyncio.CancelledError, what a cancelled request's view raises: the app must let
+    it through (aiohttp then closes the connection without an answer), not turn it into a page.
+    """
     import builtins
 
-    kind = getattr(builtins, exception, RuntimeError)
-    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+    kind = asyncio.CancelledError if exception == "CancelledError" else getattr(builtins, exception, None)
+    if not (isinstance(kind, type) and issubclass(kind, (Exception, asyncio.CancelledError))):
         kind = RuntimeError
 
     async def view(request: Any) -> Any:
