@@ -11,6 +11,7 @@ import html
 import json
 import random
 import re
+import secrets
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,12 +19,13 @@ import markupsafe
 import pytest
 from psycopg2 import sql
 
-from tests.conftest import why_it_ended
+from tests.conftest import http_session, valid_config, why_it_ended
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
+WRITTEN = "an address written into the template does not move with the app"
 
 # --- the judge's own poll, different on every run ----------------------------------------------------------
 
@@ -188,6 +190,30 @@ async def test_index_page_links_every_poll(polls_client, polls_db, judge_poll):
             f"expected the index to link poll {question_id} to /poll/{question_id}, found no such link. "
             "Hint: <a href=\"{{ url('poll', question_id=question.id) }}\">. The page around its question: "
             + around(body, str(markupsafe.escape(text)))
+        )
+
+
+@pytest.mark.task(1)
+async def test_index_links_come_from_the_router(learner, polls_db, judge_poll):
+    """The app served under a random prefix: a link from the router moves with it, a written one does not."""
+    prefix = f"/polls-{secrets.token_hex(3)}"
+    app = learner.serve(valid_config(polls_db), mount=prefix)
+    async with http_session(app.url) as client:
+        body = await page(client, f"{prefix}/")
+    for question_id, text in questions(polls_db):
+        expected = f'href="{prefix}/poll/{question_id}"'
+        if expected in body:
+            continue
+        if f'href="/poll/{question_id}"' in body:
+            found = f"it links /poll/{question_id}: {WRITTEN}"
+        else:
+            found = "it has no such link. The page around its question: "
+            found += around(body, str(markupsafe.escape(text)))
+        pytest.fail(
+            f"the judge served your app under {prefix}/ (as a sub-application, as behind a proxy that adds a "
+            f"path); expected the index to link poll {question_id} to {prefix}/poll/{question_id}, {found}. "
+            "Hint: ask the router, <a href=\"{{ url('poll', question_id=question.id) }}\">.",
+            pytrace=False,
         )
 
 
@@ -377,6 +403,11 @@ async def test_deleted_poll_is_404_naming_it(polls_client, polls_db, judge_poll)
 
 @pytest.mark.task(3)
 async def test_a_broken_database_is_not_a_missing_poll(polls_client, polls_db):
+    working = await polls_client.get("/poll/1")
+    assert working.status == 200, (
+        f"expected GET /poll/1 to answer 200 before the judge breaks the database, got {working.status}. "
+        "Hint: make the poll view work first."
+    )
     polls_db.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
     try:
         response = await polls_client.get("/poll/1")

@@ -11,17 +11,20 @@ import asyncio
 import html
 import random
 import re
+import secrets
 from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from psycopg2 import sql
 
+from tests.conftest import ServedApp, http_session, valid_config
 from workbook.judge.learner_process import LearnerRaised
 
 CONCURRENT_VOTES = 200
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
+WRITTEN = "an address written into the template does not move with the app"
 WHERE_HINT = (
     "Hint: the UPDATE's WHERE needs both conditions, "
     ".where(choice.c.id == choice_id, choice.c.question_id == question_id)"
@@ -97,6 +100,41 @@ def busy_app(learner, polls_db, make_config):
 async def busy_client(busy_app):
     async with aiohttp.ClientSession(base_url=busy_app.url) as session:
         yield session
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    """Where the judge mounts the app in this run: a path that changes from run to run."""
+    return f"/polls-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="module")
+def mounted_apps() -> dict[int | None, ServedApp]:
+    return {}
+
+
+@pytest.fixture
+def mounted_app(module_learner, mounted_apps, pg_database, polls_db, prefix) -> ServedApp:
+    """The learner's app served as a sub-application under `prefix` (as behind a proxy that adds a path):
+    addresses the router builds move with it, written ones do not. One app for the module, like polls_app."""
+    pid = module_learner.harness.pid
+    if pid not in mounted_apps or module_learner.harness.exit_status() is not None:
+        mounted_apps.clear()
+        mounted_apps[pid] = module_learner.serve(valid_config(pg_database), mount=prefix)
+    return mounted_apps[pid]
+
+
+@pytest.fixture
+async def mounted_client(mounted_app):
+    async with http_session(mounted_app.url) as session:
+        yield session
+
+
+def mounted(prefix: str) -> str:
+    return (
+        f"the judge served your app under {prefix}/ (as a sub-application, as behind a proxy that adds a "
+        "path)"
+    )
 
 
 async def post_vote(client, question_id, choice, **kwargs):
@@ -230,6 +268,53 @@ async def test_vote_redirects_to_the_results(polls_client, polls_db, judge_poll)
 
 
 @pytest.mark.task(2)
+async def test_vote_form_action_comes_from_the_router(mounted_client, prefix, judge_poll):
+    path = f"{prefix}/poll/{judge_poll.id}"
+    response = await mounted_client.get(path)
+    body = await response.text()
+    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    form = re.search(r"<form[^>]*>", body)
+    action = re.search(r'action="([^"]*)"', form.group(0)) if form else None
+    expected = f"{path}/vote"
+    if action and action.group(1) == expected:
+        return
+    if action and action.group(1) == f"/poll/{judge_poll.id}/vote":
+        found = f'action="{action.group(1)}": an address written into the template does not move with the app'
+    else:
+        found = form.group(0) if form else "no form"
+    pytest.fail(
+        f'{mounted(prefix)}; expected {path} to hold <form action="{expected}" method="post">, '
+        f"found {found}. "
+        "Hint: ask the router, action=\"{{ url('vote', question_id=question.id) }}\".",
+        pytrace=False,
+    )
+
+
+@pytest.mark.task(2)
+async def test_vote_redirect_comes_from_the_router(mounted_client, prefix, polls_db, judge_poll):
+    choice_id = judge_poll.choice_ids[2]
+    path = f"{prefix}/poll/{judge_poll.id}/vote"
+    before = votes(polls_db)[choice_id]
+    response = await mounted_client.post(path, data={"choice": str(choice_id)}, allow_redirects=False)
+    assert response.status == 302, (
+        f"{mounted(prefix)}; expected POST {path} (choice={choice_id}) to answer a 302 redirect, got "
+        f"{response.status}: {(await response.text())[:200]!r}"
+    )
+    location = response.headers.get("Location")
+    expected = f"{prefix}/poll/{judge_poll.id}/results"
+    if location == f"/poll/{judge_poll.id}/results":
+        found = f"{location}: an address pasted together in the view does not move with the app"
+    else:
+        found = str(location)
+    assert location == expected, (
+        f"{mounted(prefix)}; expected a vote on poll {judge_poll.id} to send the browser to {expected}, got "
+        f"Location: {found}. Hint: raise web.HTTPFound(request.app.router['results'].url_for("
+        "question_id=str(question_id)))."
+    )
+    assert votes(polls_db)[choice_id] == before + 1, f"expected choice {choice_id} to get one more vote"
+
+
+@pytest.mark.task(2)
 @pytest.mark.parametrize(
     ("choice", "what"),
     [(None, "no choice at all"), ("", "an empty choice"), ("abc", "a word"), ("1.5", "a decimal")],
@@ -337,8 +422,8 @@ async def test_concurrent_votes_over_http_are_all_counted(busy_client, polls_db,
 # --- task 3: the results page -------------------------------------------------------------------------------
 
 
-async def results_page(client, question_id: int) -> str:
-    path = f"/poll/{question_id}/results"
+async def results_page(client, question_id: int, prefix: str = "") -> str:
+    path = f"{prefix}/poll/{question_id}/results"
     response = await client.get(path)
     body = await response.text()
     if (response.status, response.content_type) != (200, "text/html"):
@@ -382,6 +467,59 @@ async def test_results_escape_the_texts(polls_client, judge_poll):
     assert judge_poll.choices[1][1].replace("&", "&amp;") in body, (
         f"expected the results page to list the choices of poll {judge_poll.id}, "
         f"{judge_poll.choices[1][1]!r} is missing"
+    )
+
+
+@pytest.mark.task(3)
+async def test_results_list_choices_without_votes(polls_client, polls_db, judge_poll):
+    nobody = random.choice(judge_poll.choice_ids)
+    polls_db.execute(sql.SQL("UPDATE choice SET votes = 0 WHERE id = {}").format(sql.Literal(nobody)))
+    counts = [(text, 0 if choice_id == nobody else count) for choice_id, text, count in judge_poll.choices]
+    text = page_text(await results_page(polls_client, judge_poll.id))
+    for choice_text, count in counts:
+        shown = re.search(rf"{re.escape(choice_text)}\D*(\d+)", text)
+        assert shown and int(shown.group(1)) == count, (
+            f"expected /poll/{judge_poll.id}/results to list every choice, also one nobody voted for yet: "
+            f"{choice_text!r} with {count} votes; the page reads {text[:400]!r}. Hint: "
+            "{% for choice in choices %} with no condition: a choice without votes shows 0."
+        )
+
+
+@pytest.mark.task(3)
+async def test_results_link_back_to_the_poll(mounted_client, prefix, judge_poll):
+    path = f"{prefix}/poll/{judge_poll.id}/results"
+    body = await results_page(mounted_client, judge_poll.id, prefix)
+    expected = f'href="{prefix}/poll/{judge_poll.id}"'
+    if expected in body:
+        return
+    if f'href="/poll/{judge_poll.id}"' in body:
+        found = f"it links /poll/{judge_poll.id}: {WRITTEN}"
+    else:
+        links = re.findall(r"<a\b[^>]*>", body)
+        found = f"it has no link back to the poll (its links: {links or 'none'})"
+    pytest.fail(
+        f"{mounted(prefix)}; expected {path} to link back to the poll, {expected}, {found}. Hint: "
+        "<a href=\"{{ url('poll', question_id=question.id) }}\">Vote again?</a> in results.html.",
+        pytrace=False,
+    )
+
+
+@pytest.mark.task(3)
+async def test_results_of_a_broken_database_are_not_a_missing_poll(polls_client, polls_db):
+    working = await polls_client.get("/poll/1/results")
+    assert working.status == 200, (
+        "expected GET /poll/1/results to answer 200 before the judge breaks the database, got "
+        f"{working.status}. Hint: make the results view work first."
+    )
+    polls_db.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
+    try:
+        response = await polls_client.get("/poll/1/results")
+    finally:
+        polls_db.execute("ALTER TABLE choice RENAME COLUMN renamed_by_the_judge TO choice_text")
+    assert response.status != 404, (
+        "with a column of the choice table renamed (the database is broken, the poll exists), expected "
+        "GET /poll/1/results to fail as a server error, got a 404 that blames the visitor. Hint: catch only "
+        "db.RecordNotFound in the results view, not every exception."
     )
 
 
