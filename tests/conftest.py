@@ -57,6 +57,7 @@ class Learner:
     harness: Harness
     tree: Path
     served: list[ServedApp] = field(default_factory=list)
+    patched: bool = False
 
     def _request(self, op: str, what: str, **fields: Any) -> Any:
         try:
@@ -182,6 +183,7 @@ class Learner:
 
     def patch(self, target: str, value: Any, *, kind: str | None = None) -> None:
         """Set a module attribute of the learner's package for this test only (kind: 'path' or 'paths')."""
+        self.patched = True
         try:
             extra = {"as": kind} if kind else {}
             self._request("patch", f"setting {target}", target=target, value=value, **extra)
@@ -198,8 +200,10 @@ class Learner:
         for app in list(self.served):
             with contextlib.suppress(LearnerGone, LearnerRaised, pytest.fail.Exception):
                 self.stop(app)
-        with contextlib.suppress(LearnerGone, LearnerRaised):
-            self.harness.request("unpatch")
+        if self.patched:
+            self.patched = False
+            with contextlib.suppress(LearnerGone, LearnerRaised):
+                self.harness.request("unpatch")
 
 
 def step_run(config: pytest.Config) -> Any:

@@ -111,11 +111,13 @@ def step_of_args(args: list[str]) -> catalogue.Step | None:
     return catalogue.step(numbers.pop()) if numbers else None
 
 
-def import_problems(hello: dict[str, Any]) -> str:
+def import_problems(hello: dict[str, Any], tree: Path) -> str:
     """One paragraph per module the learner's process could not import: file, line and error."""
     problems = []
+    with contextlib.suppress(ValueError):
+        tree = tree.relative_to(catalogue.ROOT)  # steps/step2: the path a learner finds from the workbook
     for module, error in sorted(hello.get("failed", {}).items()):
-        where = error.get("where") or f"{catalogue.PACKAGE}/{module}"
+        where = f"{tree}/{error.get('where') or f'{catalogue.PACKAGE}/{module}'}"
         problems.append(f"{where}\n    {error.get('name')}: {error.get('message')}")
     return "\n".join(problems)
 
@@ -171,9 +173,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         assert run.harness is not None
         if any("pg_server" in getattr(item, "fixturenames", ()) for item in items):
             start_postgres(config, run)
-        run.broken = import_problems(run.harness.wait_ready())
+        run.broken = import_problems(run.harness.wait_ready(), run.tree)
     except LearnerGone as exc:
-        run.broken = f"the learner's process could not start: {exc}"
+        run.broken = str(exc)
     if run.broken:  # nothing can import the package: one clear message beats a wall of identical failures
         config.hook.pytest_deselected(items=list(items))
         items[:] = []

@@ -127,7 +127,9 @@ def build_class(submissions: Path, scratch: Path) -> dict[str, list[Fraction]]:
     eve = finished_copy(submissions / "eve")  # drops every database it can reach and deletes its tests
     views = package(eve, 2) / "views.py"
     views.write_text(views.read_text() + SABOTAGE)
-    expected["eve"] = full
+    # Her code deletes the sandbox's tests once the suite is collected, so the judge cannot set its checks
+    # up: she loses her own step 2, recorded as such, and nobody else is touched.
+    expected["eve"] = [full[0], Fraction(0), full[2]]
 
     finn = finished_copy(submissions / "finn")  # step 1's main.py ends the interpreter when imported
     main = package(finn, 1) / "main.py"
@@ -273,9 +275,11 @@ def test_each_problem_is_recorded_with_a_short_reason(graded_class):
         return results_of(out, learner)["output"]
 
     assert f"step 2: timed out after {HANGS_AFTER}s" in problems("cleo")
-    assert "step 2: SyntaxError in aiohttpdemo_polls/views.py, line 3" in problems("dan")
+    assert "step 2: SyntaxError in steps/step2/aiohttpdemo_polls/views.py, line 3" in problems("dan")
     assert "step 2: the code deleted tests/step2" in problems("eve")
-    assert "step 1: the test process died (exit 0) before reporting" in problems("finn")
+    assert "step 1: importing aiohttpdemo_polls: the learner's process exited (exit status 0)" in problems(
+        "finn"
+    )
     assert "step 1: output truncated at 1 MB" in problems(NASTY)
     for learner in ("ada", "gus", "hal"):
         assert (

@@ -103,5 +103,5 @@ def test_run_autograder_grades_the_submission_into_results_json(tmp_path):
     statuses = [tests[n]["status"] for n in ("1.1", "1.2", "1.3", "2.1", "2.2", "2.3")]
     assert statuses == ["passed"] * 4 + ["failed"] * 2
     assert tests["2.2"]["score"] == 0 and tests["2.2"]["max_score"] == points(2, 2)
-    assert "0/1 checks pass" in tests["2.2"]["output"] and "NotImplementedError" in tests["2.2"]["output"]
+    assert "0/3 checks pass" in tests["2.2"]["output"] and "NotImplementedError" in tests["2.2"]["output"]
     assert not (root / "submission" / "polls").exists(), "grading must not unpack into the submission"

@@ -145,7 +145,10 @@ def test_serving_an_untouched_step_says_there_is_no_server_yet(workbook_copy):
 
 def test_check_output_names_the_apps_error_and_skips_unselected_tasks(workbook_copy):
     result = run_workbook(workbook_copy, "check", "7", "-k", "redirects")
-    assert "(the app logged: NotImplementedError: TODO step 7, task 2)" in result.stdout, result.stdout
+    logged = "(the app logged: aiohttpdemo_polls/views.py, line "
+    assert logged in result.stdout and "NotImplementedError: TODO step 7, task 2)" in result.stdout, (
+        result.stdout
+    )
     assert (
         "task 1: `vote()` adds one vote atomically, only to the poll's own choice  (not run this time)"
         in (result.stdout)

@@ -199,7 +199,7 @@ class Harness:
             self.close()
             self.start()
         if self.hello is None:
-            ok, value = self._exchange("hello", START_TIMEOUT, {})
+            ok, value = self._exchange("hello", START_TIMEOUT, {}, what="importing aiohttpdemo_polls")
             if not ok or not isinstance(value, dict) or not isinstance(value.get("failed"), dict):
                 raise LearnerGone("the learner's process did not report its imports")
             self.hello = value
@@ -227,7 +227,7 @@ class Harness:
             raise LearnerRaised(value)
         return value
 
-    def _exchange(self, op: str, timeout: float, fields: dict[str, Any]) -> tuple[bool, Any]:
+    def _exchange(self, op: str, timeout: float, fields: dict[str, Any], what: str = "") -> tuple[bool, Any]:
         assert self.process is not None and self.process.popen.stdin is not None
         request_id = self.next_id
         self.next_id += 1
@@ -237,8 +237,8 @@ class Harness:
             )
             self.process.popen.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise self._gone(f"{op}: the learner's process had already exited") from None
-        return self._read(request_id, timeout, op)
+            raise self._gone(f"{what or op}: the learner's process had already exited") from None
+        return self._read(request_id, timeout, what or op)
 
     def _read(self, request_id: int, timeout: float, what: str) -> tuple[bool, Any]:
         assert self.process is not None and self.process.popen.stdout is not None
