@@ -64,7 +64,7 @@ from psycopg2 import sql
 from . import catalogue, scoring
 from .judge.untrusted import load_json, read_capped, read_json_object
 from .pg import ENV_DSN, NoPostgresAvailable, PostgresServer, throwaway_postgres
-from .runner import kill_group
+from .runner import JUDGE_ARGS, JUDGE_ENV, kill_group
 
 DEFAULT_TIMEOUT = 120.0
 # Steps wait on sockets, timeouts and PostgreSQL much of the time: two runs per CPU keep the CPUs busy.
@@ -713,6 +713,7 @@ def _base_env(sandbox: Path, tmp: Path, dsn: str | None, token: str) -> dict[str
         PYTHONPATH=str(sandbox),
         TMPDIR=str(tmp),
         SQLALCHEMY_WARN_20="1",
+        **JUDGE_ENV,
         **{RUN_MARKER: token},
     )
     if dsn:
@@ -753,7 +754,7 @@ def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, ds
         "env": _base_env(sandbox, tmp, dsn, token),
         "args": [
             f"tests/{step.name}", "--target", "steps", "--workbook-report", str(report_path),
-            "--basetemp", str(tmp / "pytest"), "-q", "--tb=short", "--color=no",
+            "--basetemp", str(tmp / "pytest"), "-q", "--tb=short", "--color=no", *JUDGE_ARGS,
         ],
     }  # fmt: skip
     completed = run.launcher.run(request, run.timeout, run.max_output)

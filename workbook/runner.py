@@ -23,7 +23,13 @@ from typing import Any
 from . import catalogue, scoring
 from .pg import ENV_DSN, throwaway_postgres
 
-JUDGE_PLUGINS = ("-p", "pytest_asyncio.plugin", "-p", "workbook.pytest_plugin")
+# How the judge's pytest is started, run from the workbook's folder. It names its plugins (autoloading is
+# off, so nothing installed into the environment is loaded), its configuration file (a pytest.ini or
+# setup.cfg planted beside it is not read) and where conftest.py files may come from (tests/ only).
+JUDGE_ARGS = (
+    "-p", "pytest_asyncio.plugin", "-p", "workbook.pytest_plugin",
+    "-c", "pyproject.toml", "--rootdir", ".", "--confcutdir", "tests",
+)  # fmt: skip
 JUDGE_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 # A step's suite takes seconds; only a learner's endless loop or a hung server gets near this.
@@ -62,9 +68,7 @@ class StepResult:
 def pytest_command(
     step: catalogue.Step, target: str, report: Path | None, extra: Sequence[str] = ()
 ) -> list[str]:
-    # The judge names its plugins: with autoloading off, nothing installed into the environment (by a
-    # learner's process, say) is loaded into the process that decides the verdict.
-    command = [sys.executable, "-m", "pytest", f"tests/{step.name}", "--target", target, *JUDGE_PLUGINS]
+    command = [sys.executable, "-m", "pytest", f"tests/{step.name}", "--target", target, *JUDGE_ARGS]
     if report is not None:
         command += ["--workbook-report", str(report)]
     return command + list(extra)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workbook.conftest import FORGERY
+from tests.workbook.conftest import FORGERY, workbook_copy  # noqa: F401 - a fixture
 from workbook import catalogue
 from workbook.runner import run_step
 from workbook.starter import strip_markers_into
@@ -158,3 +158,41 @@ def test_a_learner_process_that_dies_costs_only_its_check(tmp_path):
     # Checks that do not reach the view still pass, each with a fresh learner process.
     assert messages["test_other_paths_are_not_found"]["outcome"] == "passed", result.output
     assert messages["test_main_passes_its_host_and_port_to_run_app"]["outcome"] == "passed", result.output
+
+
+FORGED_PLUGIN = """
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    report.outcome = "passed"
+    report.longrepr = None
+    return report
+"""
+
+ROOT_FORGERY = f"""
+import os as _os
+_root = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))))
+for _name, _text in {{
+    "conftest.py": {FORGED_PLUGIN!r},
+    "forger_plugin.py": {FORGED_PLUGIN!r},
+    "pytest.ini": "[pytest]\\npythonpath = .\\nasyncio_mode = auto\\naddopts = -p forger_plugin\\n",
+}}.items():
+    with open(_os.path.join(_root, _name), "w") as _file:
+        _file.write(_text)
+"""
+
+
+def test_files_planted_at_the_workbooks_root_are_not_read(workbook_copy):
+    """A conftest.py, pytest.ini or setup.cfg that learner code writes at the top of the workbook (it can,
+    in `nox -s stepN`, which runs as the learner) is not loaded by the next judge."""
+    step = catalogue.step(1)
+    init = step.tree(workbook_copy, "steps") / catalogue.PACKAGE / "__init__.py"
+    init.write_text(init.read_text() + ROOT_FORGERY)
+    env = {"PYTHONPATH": str(workbook_copy)}
+    first = run_step(step, "steps", root=workbook_copy, env=env)
+    assert (workbook_copy / "pytest.ini").exists(), "the forgery did run in the learner's process"
+    second = run_step(step, "steps", root=workbook_copy, env=env)
+    for result in (first, second):
+        assert result.points == 0 and not any(result.task_done(t.number) for t in step.tasks), result.output
