@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workbook.conftest import FORGERY, workbook_copy  # noqa: F401 - a fixture
+from tests.workbook.conftest import FORGERY
 from workbook import catalogue
 from workbook.runner import run_step
 from workbook.starter import strip_markers_into
