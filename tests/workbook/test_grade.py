@@ -280,14 +280,15 @@ def test_each_problem_is_recorded_with_a_short_reason(graded_class):
     assert "step 1: importing aiohttpdemo_polls: the learner's process exited (exit status 0)" in problems(
         "finn"
     )
-    assert "step 1: output truncated at 1 MB" in problems(NASTY)
+    # Her 2 MB of prints stay in her own process's log: the judge shows only the failing line of it.
+    assert "output truncated" not in problems(NASTY)
     for learner in ("ada", "gus", "hal"):
         assert (
             problems(learner).strip()
             == f"{sum(s.points for s in STEPS)}/{sum(s.points for s in STEPS)} points."
         )
     log = (out / "learners" / NASTY / "step1.log").read_bytes()
-    assert len(log) <= grade.MAX_OUTPUT + 200 and b"bytes of output cut" in log
+    assert len(log) < 100_000 and b"spam spam" not in log
 
 
 def test_results_json_is_gradescopes_format_per_task(graded_class):

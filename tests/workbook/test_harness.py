@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from workbook.judge import learner_process
 from workbook.judge.learner_process import Harness, LearnerGone, LearnerRaised, parse_reply
 
 PACKAGE_CODE = """
@@ -44,6 +45,10 @@ def forges():
         except OSError:
             pass
     return "real"
+
+def floods():
+    while True:
+        print("spam " * 1000)
 
 def locations():
     return [str(p) for p in LOCATIONS]
@@ -114,6 +119,22 @@ def test_a_death_is_reported_with_its_status(harness):
     with pytest.raises(LearnerGone, match="exit status 9"):
         harness.request("call", target="things:dies")
     assert harness.request("call", target="things:add", args=[1, 2]) == 3
+
+
+def test_printing_without_end_fills_no_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(learner_process, "MAX_FILE_BYTES", 1 << 20)
+    package = tmp_path / "aiohttpdemo_polls"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "things.py").write_text(textwrap.dedent(PACKAGE_CODE))
+    flooded = Harness(tmp_path)
+    flooded.start()
+    try:
+        with pytest.raises(LearnerRaised, match="File too large"):
+            flooded.request("call", target="things:floods")
+        assert flooded.log_size() <= 1 << 20
+    finally:
+        flooded.close()
 
 
 def test_a_forged_reply_is_not_believed(harness):

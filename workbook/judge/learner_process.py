@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -126,13 +127,16 @@ def parse_reply(line: bytes, expected_id: int) -> tuple[bool, Any]:
 
 def _die_with_judge() -> None:
     """In the child before exec: SIGKILL it when the judge dies (Linux), so no learner process outlives a
-    judge that was killed. Its own process group is killed by the judge on a normal end."""
+    judge that was killed (its process group is killed by the judge on a normal end); and cap the size of
+    any file it writes, its log included, so that printing without end fills no disk."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
 
 
 PR_SET_PDEATHSIG = 1
+MAX_FILE_BYTES = 64 << 20
 
 
 class _Process:
