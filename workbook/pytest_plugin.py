@@ -300,7 +300,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     write("")
     write(f"Step {run.step.number}: {run.step.title}  (testing {run.tree})", bold=True)
-    first_failing = None
+    first_failing, started = None, False
     earned = Fraction(0)
     for task in run.step.tasks:
         outcomes = run.by_task()[task.number]
@@ -323,10 +323,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if len(failing) > SHOWN_PER_TASK:
             write(f"        ... and {len(failing) - SHOWN_PER_TASK} more failing (`-- -v` lists them)")
         if not done and first_failing is None:
-            first_failing = task
+            first_failing, started = task, passed > 0
     write(f"  {scoring.format_points(earned)}/{run.step.points} points")
     if first_failing is not None:
-        write(f"  Hint for task {first_failing.number}: {first_failing.hints[0]}", yellow=True)
+        if started:  # the failing checks' own hints above fit better than the task's first one
+            command = f"nox -s hint -- {run.step.number}"
+            write(
+                f"  Stuck on task {first_failing.number}? `{command}` gives its hints one at a time.",
+                yellow=True,
+            )
+        else:
+            write(f"  Hint for task {first_failing.number}: {first_failing.hints[0]}", yellow=True)
         write(f"  The lesson: {run.tree / 'README.md'}")
     elif not run.outcomes or exitstatus != 0:
         # Nothing ran (a test module failed to load, or -k matched nothing): that is no success.

@@ -118,9 +118,11 @@ def test_main_passes_its_host_and_port_to_run_app(polls_process):
 
 
 def wait_for_address(command, host: str, port: int, timeout: float = 20) -> None:
-    """Until the server listens on host:port; fails at once if it exits or listens on 127.0.0.1 instead."""
+    """Until the server listens on host:port; fails at once if it exits, listens on 127.0.0.1 instead, or
+    says (as web.run_app does once it serves) that it runs somewhere else."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        running = [line.strip("= ") for line in command.output().splitlines() if "Running on" in line]
         if command.returncode is not None:
             ended = why_it_ended(command.output())
             pytest.fail(f"expected main(host={host!r}, port={port}) to keep serving, it exited "
@@ -132,6 +134,10 @@ def wait_for_address(command, host: str, port: int, timeout: float = 20) -> None
                     "instead. Hint: pass main's own `host` on: web.run_app(app, host=host, port=port)."
                 )
                 return
+        if running and f"{host}:{port}" not in running[0]:
+            pytest.fail(f"expected main(host={host!r}, port={port}) to serve there, the server says: "
+                        f"{running[0]}. Hint: web.run_app(app, host=host, port=port).",
+                        pytrace=False)  # fmt: skip
         time.sleep(0.05)
     pytest.fail(f"expected main(host={host!r}, port={port}) to listen there within {timeout:.0f}s, "
                 "it did not", pytrace=False)  # fmt: skip
