@@ -9,6 +9,7 @@ read PostgreSQL themselves.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -254,6 +255,11 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
         pytest.fail(str(exc), pytrace=False)
 
 
+@functools.cache
+def sql_text(name: str) -> str:
+    return (SQL_DIR / name).read_text()
+
+
 @dataclass
 class Database:
     """A fresh database on the throwaway server, with the keywords the polls config expects."""
@@ -268,12 +274,12 @@ class Database:
     def execute(self, statement: str) -> list[tuple]:
         return self.server.execute(statement, self.name)
 
-    def run_sql_file(self, name: str) -> None:
-        """Run one of tests/sql/*.sql in a single transaction."""
+    def run_sql_file(self, *names: str) -> None:
+        """Run tests/sql/*.sql files, in this order, in a single transaction."""
         conn = psycopg2.connect(self.server.dsn(self.name))
         try:
             with conn, conn.cursor() as cur:
-                cur.execute((SQL_DIR / name).read_text())
+                cur.execute("\n".join(sql_text(name) for name in names))
         finally:
             conn.close()
 
@@ -292,8 +298,7 @@ def polls_db(pg_database: Database) -> Database:
     TRUNCATE ... RESTART IDENTITY and a fresh insert take a few milliseconds, so every test starts from the
     same rows with the same ids.
     """
-    pg_database.run_sql_file("schema.sql")
-    pg_database.run_sql_file("seed.sql")
+    pg_database.run_sql_file("schema.sql", "seed.sql")
     return pg_database
 
 
