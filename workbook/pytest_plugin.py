@@ -28,7 +28,7 @@ import pytest
 
 from . import catalogue, scoring
 from .judge import guard
-from .judge.learner_process import Harness, LearnerGone
+from .judge.learner_process import Harness, Launcher, LearnerGone, use_launcher
 from .judge.logs import last_exception
 from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
@@ -52,6 +52,7 @@ class StepRun:
     tree: Path
     broken: str = ""
     harness: Harness | None = None
+    launcher: Launcher | None = None
     postgres: PostgresServer | None = None
     postgres_problem: str = ""
     outcomes: dict[str, TestOutcome] = field(default_factory=dict)
@@ -133,6 +134,8 @@ def pytest_configure(config: pytest.Config) -> None:
     guard.install(tree, catalogue.PACKAGE)
     run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree))
     run.harness.start()  # preloads the libraries while pytest collects; no learner code runs yet
+    run.launcher = Launcher()  # the same, for the learner's commands: forked from it, warm
+    use_launcher(run.launcher)
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")
 
@@ -151,6 +154,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is not None and run.harness is not None:
         run.harness.close()
+    if run is not None and run.launcher is not None:
+        use_launcher(None)
+        run.launcher.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -170,3 +170,38 @@ def test_views_are_served_and_prints_go_to_the_log(harness):
 def test_malformed_replies_are_refused(line, why):
     with pytest.raises(LearnerGone, match=why):
         parse_reply(line, 1)
+
+
+# --- the warm launcher of the learner's commands --------------------------------------------------------
+
+
+@pytest.fixture
+def launcher():
+    started = learner_process.Launcher()
+    learner_process.use_launcher(started)
+    yield started
+    learner_process.use_launcher(None)
+    started.close()
+
+
+def test_a_forked_command_behaves_like_python(launcher, tmp_path):
+    command = learner_process.Command(
+        tmp_path,
+        "-c",
+        "import os, sys; print('hi', os.getcwd(), os.environ['EXTRA']); sys.exit(3)",
+        env={"EXTRA": "yes"},
+    )
+    assert command.process is None, "expected the command to be forked from the launcher"
+    finished = command.wait(10)
+    assert finished.status == 3 and f"hi {tmp_path} yes" in finished.output
+
+
+def test_a_forked_command_reports_its_traceback_and_can_be_stopped(launcher, tmp_path):
+    failing = learner_process.Command(tmp_path, "-c", "raise ValueError('bad config')").wait(10)
+    assert failing.status == 1 and "ValueError: bad config" in failing.output
+    server = learner_process.Command(tmp_path, "-c", "import time; print('up', flush=True); time.sleep(60)")
+    deadline = time.monotonic() + 10
+    while "up" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopped = server.stop(grace=2)
+    assert stopped.status is not None and "KeyboardInterrupt" in stopped.output

@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .untrusted import read_capped
+
 HARNESS = Path(__file__).resolve().parent.parent / "learner_side" / "harness.py"
+LAUNCHER = HARNESS.with_name("launcher.py")
 MAX_REPLY = 1 << 20
 MAX_LOG = 1 << 20
 REQUEST_TIMEOUT = 30.0
@@ -290,41 +294,172 @@ class Finished:
     timed_out: bool = False
 
 
+class Launcher:
+    """The warm launcher (workbook/learner_side/launcher.py): forks the learner's commands with the libraries
+    already imported. Used by Command when one is running; Command starts a fresh interpreter otherwise."""
+
+    def __init__(self) -> None:
+        command = [
+            sys.executable,
+            "-I",
+            "-B",
+            "-u",
+            "-W",
+            "error",
+            str(LAUNCHER),
+            "--preload",
+            ",".join(PRELOAD),
+        ]
+        self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-"))
+        self.process = _Process(command, self.folder, learner_env(), stdin=subprocess.PIPE)
+        self.next_id = 1
+        self._buffer = b""
+
+    def launch(
+        self, tree: Path, args: tuple[str, ...], env: dict[str, str] | None
+    ) -> tuple[int, Path] | None:
+        """Fork `python ARGS` in `tree`: (pid, log path), or None if the launcher cannot (then Popen)."""
+        if self.process.popen.poll() is not None or args[:1] not in (("-m",), ("-c",)):
+            return None
+        log = self.folder / f"command-{self.next_id}.log"
+        request = {
+            "id": self.next_id,
+            "argv": list(args),
+            "cwd": str(tree),
+            "log": str(log),
+            "env": env or {},
+        }
+        self.next_id += 1
+        try:
+            assert self.process.popen.stdin is not None and self.process.popen.stdout is not None
+            self.process.popen.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.popen.stdin.flush()
+            line = self._readline(self.process.popen.stdout, START_TIMEOUT)
+        except (OSError, LearnerGone):
+            return None
+        reply = load_reply(line)
+        if (
+            not isinstance(reply, dict)
+            or reply.get("id") != request["id"]
+            or not isinstance(reply.get("pid"), int)
+        ):
+            return None
+        pid = reply["pid"]
+        return (pid, log) if pid > 1 else None
+
+    def _readline(self, stream: Any, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(stream, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                if len(self._buffer) > MAX_REPLY or time.monotonic() > deadline:
+                    raise LearnerGone("the launcher gave no usable answer")
+                if selector.select(0.5):
+                    chunk = os.read(stream.fileno(), 65536)
+                    if not chunk:
+                        raise LearnerGone("the launcher exited")
+                    self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def close(self) -> None:
+        self.process.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_launcher: Launcher | None = None
+
+
+def use_launcher(launcher: Launcher | None) -> None:
+    """Let every Command of this process fork from `launcher` (the plugin starts one per suite)."""
+    global _launcher
+    _launcher = launcher
+
+
+def load_reply(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
 class Command:
-    """One of the learner's commands (`python -m aiohttpdemo_polls ...`), run as a learner would run it."""
+    """One of the learner's commands (`python -m aiohttpdemo_polls ...`), run as a learner would run it.
+
+    Forked from the warm launcher when there is one (its own session, output to a log, exit status written
+    by the launcher), else a fresh `python -B -W error ARGS` in its own session.
+    """
 
     def __init__(self, tree: Path, *args: str, env: dict[str, str] | None = None) -> None:
         """`python ARGS` in `tree`: ARGS such as ("-m", "aiohttpdemo_polls", "--config", path)."""
-        command = [sys.executable, "-B", "-W", "error", *args]
-        self.process = _Process(command, tree, learner_env(env))
+        launched = _launcher.launch(tree, args, env) if _launcher is not None else None
+        self.process: _Process | None = None
+        if launched is None:
+            command = [sys.executable, "-B", "-W", "error", *args]
+            self.process = _Process(command, tree, learner_env(env))
+            self.pid = self.process.popen.pid
+        else:
+            self.pid, self.log_path = launched
+            self.status_path = Path(f"{self.log_path}.status")
+        self._status: int | None = None
 
     @property
     def returncode(self) -> int | None:
-        return self.process.popen.poll()
+        if self.process is not None:
+            return self.process.popen.poll()
+        if self._status is None:
+            data = read_capped(self.status_path, 64)
+            if data is not None:
+                with contextlib.suppress(ValueError):
+                    self._status = int(data)
+        return self._status
 
     def output(self) -> str:
-        return self.process.log_text()
+        if self.process is not None:
+            return self.process.log_text()
+        size = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with contextlib.suppress(OSError), self.log_path.open("rb") as handle:
+            handle.seek(max(0, size - MAX_LOG))
+            return handle.read(MAX_LOG).decode("utf-8", "replace")
+        return ""
+
+    def _wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.returncode
+
+    def _kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            return
+        if self.returncode is None:  # not reaped yet, so the pid is still this command's
+            for kill in (os.killpg, os.kill):  # its group, and itself in case it had no group yet
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(self.pid, signal.SIGKILL)
+        self._wait(5)
 
     def wait(self, timeout: float) -> Finished:
-        try:
-            status = self.process.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return Finished(self.process.popen.returncode, self.output(), timed_out=True)
+        status = self._wait(timeout)
+        if status is None:
+            self._kill()
+            return Finished(self.returncode, self.output(), timed_out=True)
         return Finished(status, self.output())
 
     def stop(self, grace: float = 5.0) -> Finished:
         """Ctrl+C first (so the app runs its cleanup), then kill whatever is left of the group."""
-        if self.process.popen.poll() is None:
+        if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.popen.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.popen.wait(grace)
-        self.process.kill()
-        return Finished(self.process.popen.returncode, self.output())
+                os.kill(self.pid, signal.SIGINT)
+            self._wait(grace)
+        self._kill()
+        return Finished(self.returncode, self.output())
 
     def close(self) -> None:
-        self.process.close()
+        if self.process is not None:
+            self.process.close()
+        else:
+            self._kill()
 
 
 def run_command(tree: Path, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> Finished:
