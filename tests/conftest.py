@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
+import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -429,6 +432,47 @@ async def polls_client(polls_app: ServedApp) -> AsyncIterator[aiohttp.ClientSess
     """An HTTP client for polls_app: `await polls_client.get("/poll/1")`."""
     async with http_session(polls_app.url) as session:
         yield session
+
+
+def page_text(body: str) -> str:
+    """What a reader sees: tags removed, entities decoded, spaces collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def around(body: str, needle: str, width: int = 120) -> str:
+    """The part of the page around `needle` (where a failure happened), on one line."""
+    at = body.find(needle)
+    start, end = (0, 2 * width) if at < 0 else (max(0, at - width), at + len(needle) + width)
+    excerpt = " ".join(body[start:end].split())
+    return ("..." if start else "") + excerpt + ("..." if end < len(body) else "")
+
+
+async def status_with_a_broken_database(
+    client: aiohttp.ClientSession, database: Database, path: str
+) -> int:
+    """The status of GET `path` while a column the views read is renamed: the database is broken, the poll
+    is not missing, so the answer must not be a 404 that blames the visitor."""
+    database.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
+    try:
+        async with client.get(path) as response:
+            return response.status
+    finally:
+        database.execute("ALTER TABLE choice RENAME COLUMN renamed_by_the_judge TO choice_text")
+
+
+def recorded_run_app(polls_process: PollsProcess, code: str, host: str, port: int) -> dict[str, Any]:
+    """Run `code` (which replaces web.run_app with a recorder, calls main(host, port) and prints one line
+    `RUN_APP {json}`) in the learner's tree; that JSON, read with a size cap, or a failure saying why not."""
+    finished = polls_process.start_python(code).wait(30)
+    lines = [line for line in finished.output.splitlines() if line.startswith("RUN_APP ")]
+    if finished.status != 0 or not lines:
+        pytest.fail(f"calling main(host={host!r}, port={port}) failed (exit {finished.status}): "
+                    f"{why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
+    with contextlib.suppress(ValueError, RecursionError):
+        seen = json.loads(lines[-1][len("RUN_APP ") :][:10000])
+        if isinstance(seen, dict):
+            return seen
+    pytest.fail(f"calling main(host={host!r}, port={port}) printed an unreadable record", pytrace=False)
 
 
 def http_session(base_url: str | None = None) -> aiohttp.ClientSession:

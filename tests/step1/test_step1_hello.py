@@ -5,14 +5,13 @@ over HTTP, and `main()` is started as a process of its own on a port the judge p
 """
 
 import contextlib
-import json
 import random
 import socket
 import time
 
 import pytest
 
-from tests.conftest import http_session, why_it_ended
+from tests.conftest import http_session, recorded_run_app, why_it_ended
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
@@ -96,16 +95,8 @@ print("RUN_APP " + json.dumps({{"calls": len(calls), "same_app": bool(calls) and
 @pytest.mark.task(3)
 def test_main_passes_its_host_and_port_to_run_app(polls_process):
     host, port = loopback_host(), free_port()  # new every run: main() must pass on what it receives
-    command = polls_process.start_python(RECORD_RUN_APP.format(host=host, port=port))
-    finished = command.wait(30)
-    lines = [line for line in finished.output.splitlines() if line.startswith("RUN_APP ")]
-    if finished.status != 0 or not lines:
-        pytest.fail(f"calling main(host={host!r}, port={port}) failed (exit {finished.status}): "
-                    f"{why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
-    seen = {}
-    with contextlib.suppress(ValueError):
-        seen = json.loads(lines[-1][len("RUN_APP "):][:10000])
-    assert isinstance(seen, dict) and seen.get("calls") == 1, (
+    seen = recorded_run_app(polls_process, RECORD_RUN_APP.format(host=host, port=port), host, port)
+    assert seen.get("calls") == 1, (
         f"expected main() to call web.run_app once, it was called {seen.get('calls')} times"
     )
     assert seen.get("same_app") is True, (

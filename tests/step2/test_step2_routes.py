@@ -4,14 +4,12 @@ The learner's code runs in its own process: the view, an app wired by `setup_rou
 `init_app()` are served there and reached over HTTP; `main()` runs as a process of its own.
 """
 
-import contextlib
-import json
 import random
 
 import aiohttp
 import pytest
 
-from tests.conftest import why_it_ended
+from tests.conftest import recorded_run_app
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
@@ -155,16 +153,8 @@ print("RUN_APP " + json.dumps({{"calls": len(calls), "built": len(built),
 @pytest.mark.task(3)
 def test_main_runs_a_factory_app(polls_process):
     host, port = f"127.0.{random.randrange(256)}.{random.randrange(2, 255)}", free_port()  # new every run
-    command = polls_process.start_python(RECORD_RUN_APP.format(host=host, port=port))
-    finished = command.wait(30)
-    lines = [line for line in finished.output.splitlines() if line.startswith("RUN_APP ")]
-    if finished.status != 0 or not lines:
-        pytest.fail(f"calling main(host={host!r}, port={port}) failed (exit {finished.status}): "
-                    f"{why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
-    seen = {}
-    with contextlib.suppress(ValueError):
-        seen = json.loads(lines[-1][len("RUN_APP "):][:10000])
-    assert isinstance(seen, dict) and seen.get("calls") == 1, (
+    seen = recorded_run_app(polls_process, RECORD_RUN_APP.format(host=host, port=port), host, port)
+    assert seen.get("calls") == 1, (
         f"expected main() to call web.run_app once, it was called {seen.get('calls')} times"
     )
     assert seen.get("from_init_app") is True, (

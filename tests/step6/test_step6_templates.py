@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import random
-import re
 import secrets
 from dataclasses import dataclass
 
@@ -19,7 +18,14 @@ import markupsafe
 import pytest
 from psycopg2 import sql
 
-from tests.conftest import http_session, valid_config, why_it_ended
+from tests.conftest import (
+    around,
+    http_session,
+    page_text,
+    status_with_a_broken_database,
+    valid_config,
+    why_it_ended,
+)
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
@@ -96,19 +102,6 @@ async def page(client, path: str) -> str:
 def escaped_forms(text: str) -> set[str]:
     """How an escaped text may appear: as Jinja writes it (&#34; &#39;) or html.escape (&quot; &#x27;)."""
     return {str(markupsafe.escape(text)), html.escape(text), html.escape(text, quote=False)}
-
-
-def page_text(body: str) -> str:
-    """What a reader sees: tags removed, entities decoded, spaces collapsed."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
-
-
-def around(body: str, needle: str, width: int = 120) -> str:
-    """The part of the page around `needle` (where a failure happened), on one line."""
-    at = body.find(needle)
-    start, end = (0, 2 * width) if at < 0 else (max(0, at - width), at + len(needle) + width)
-    excerpt = " ".join(body[start:end].split())
-    return ("..." if start else "") + excerpt + ("..." if end < len(body) else "")
 
 
 def assert_shows(body: str, text: str, where: str) -> None:
@@ -408,12 +401,8 @@ async def test_a_broken_database_is_not_a_missing_poll(polls_client, polls_db):
         f"expected GET /poll/1 to answer 200 before the judge breaks the database, got {working.status}. "
         "Hint: make the poll view work first."
     )
-    polls_db.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
-    try:
-        response = await polls_client.get("/poll/1")
-    finally:
-        polls_db.execute("ALTER TABLE choice RENAME COLUMN renamed_by_the_judge TO choice_text")
-    assert response.status != 404, (
+    status = await status_with_a_broken_database(polls_client, polls_db, "/poll/1")
+    assert status != 404, (
         "with a column of the choice table renamed (the database is broken, the poll exists), expected "
         "GET /poll/1 to fail as a server error, got a 404 that blames the visitor. Hint: catch only "
         "db.RecordNotFound in the view, not every exception."

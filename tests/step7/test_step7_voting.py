@@ -8,7 +8,6 @@ every test gets a poll the judge writes with ids, words and vote counts that cha
 from __future__ import annotations
 
 import asyncio
-import html
 import random
 import re
 import secrets
@@ -18,7 +17,14 @@ import aiohttp
 import pytest
 from psycopg2 import sql
 
-from tests.conftest import ServedApp, http_session, valid_config
+from tests.conftest import (
+    ServedApp,
+    around,
+    http_session,
+    page_text,
+    status_with_a_broken_database,
+    valid_config,
+)
 from workbook.judge.learner_process import LearnerRaised
 
 CONCURRENT_VOTES = 200
@@ -140,19 +146,6 @@ def mounted(prefix: str) -> str:
 async def post_vote(client, question_id, choice, **kwargs):
     data = {} if choice is None else {"choice": choice}
     return await client.post(f"/poll/{question_id}/vote", data=data, allow_redirects=False, **kwargs)
-
-
-def page_text(body: str) -> str:
-    """What a reader sees: tags removed, entities decoded, spaces collapsed."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
-
-
-def around(body: str, needle: str, width: int = 120) -> str:
-    """The part of the page around `needle` (where a failure happened), on one line."""
-    at = body.find(needle)
-    start, end = (0, 2 * width) if at < 0 else (max(0, at - width), at + len(needle) + width)
-    excerpt = " ".join(body[start:end].split())
-    return ("..." if start else "") + excerpt + ("..." if end < len(body) else "")
 
 
 # --- task 1: vote() ----------------------------------------------------------------------------------------
@@ -512,12 +505,8 @@ async def test_results_of_a_broken_database_are_not_a_missing_poll(polls_client,
         "expected GET /poll/1/results to answer 200 before the judge breaks the database, got "
         f"{working.status}. Hint: make the results view work first."
     )
-    polls_db.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
-    try:
-        response = await polls_client.get("/poll/1/results")
-    finally:
-        polls_db.execute("ALTER TABLE choice RENAME COLUMN renamed_by_the_judge TO choice_text")
-    assert response.status != 404, (
+    status = await status_with_a_broken_database(polls_client, polls_db, "/poll/1/results")
+    assert status != 404, (
         "with a column of the choice table renamed (the database is broken, the poll exists), expected "
         "GET /poll/1/results to fail as a server error, got a 404 that blames the visitor. Hint: catch only "
         "db.RecordNotFound in the results view, not every exception."

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, step_run, valid_config, why_it_ended
+from tests.conftest import Learner, ServedApp, valid_config, why_it_ended
 from workbook.pg import free_port
 
 # Requests that try to climb out of static/, sent byte for byte (an HTTP client would tidy them up first).
@@ -50,16 +50,10 @@ NO_ESCAPE_HINT = (
 
 
 @pytest.fixture(scope="module")
-def site(request: pytest.FixtureRequest, pg_database) -> Iterator[ServedApp]:
+def site(module_learner: Learner, pg_database) -> ServedApp:
     """One app from the learner's init_app(config) for the module's checks: they only read."""
-    pg_database.run_sql_file("schema.sql")
-    pg_database.run_sql_file("seed.sql")
-    run = step_run(request.config)
-    learner = Learner(run.harness, run.tree)
-    try:
-        yield learner.serve(valid_config(pg_database))
-    finally:
-        learner.cleanup()
+    pg_database.run_sql_file("schema.sql", "seed.sql")
+    return module_learner.serve(valid_config(pg_database))
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, step_run, valid_config
+from tests.conftest import Learner, ServedApp, valid_config
 
 # What identifies the site's error pages (templates/404.html and 500.html, both given, extend base.html).
 PAGES = {404: ("404.html", "Page not found"), 500: ("500.html", "Something went wrong")}
@@ -31,12 +31,9 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(request: pytest.FixtureRequest, pg_database) -> Iterator[Site]:
+def site(module_learner: Learner, pg_database) -> Site:
     """One app from the learner's init_app(config) for the module, with routes whose views raise."""
-    pg_database.run_sql_file("schema.sql")
-    pg_database.run_sql_file("seed.sql")
-    run = step_run(request.config)
-    learner = Learner(run.harness, run.tree)
+    pg_database.run_sql_file("schema.sql", "seed.sql")
     booms = {
         name: (f"/boom-{secrets.token_hex(4)}", f"password=hunter{secrets.token_hex(6)} in the failing query")
         for name in RAISING
@@ -44,11 +41,8 @@ def site(request: pytest.FixtureRequest, pg_database) -> Iterator[Site]:
     routes = [{"path": path, "exception": name, "message": secret} for name, (path, secret) in booms.items()]
     cancelled = f"/cancelled-{secrets.token_hex(4)}"
     routes.append({"path": cancelled, "exception": "CancelledError", "message": "judge"})
-    try:
-        app = learner.serve(valid_config(pg_database), raising_routes=routes)
-        yield Site(app, learner, booms, cancelled)
-    finally:
-        learner.cleanup()
+    app = module_learner.serve(valid_config(pg_database), raising_routes=routes)
+    return Site(app, module_learner, booms, cancelled)
 
 
 @pytest.fixture

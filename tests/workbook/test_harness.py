@@ -59,14 +59,20 @@ async def hello(request):
 """
 
 
-@pytest.fixture
-def harness(tmp_path: Path):
-    package = tmp_path / "aiohttpdemo_polls"
+def started_harness(tree: Path) -> Harness:
+    """A harness on a package of its own: aiohttpdemo_polls.things holds PACKAGE_CODE."""
+    package = tree / "aiohttpdemo_polls"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "things.py").write_text(textwrap.dedent(PACKAGE_CODE))
-    started = Harness(tmp_path)
+    started = Harness(tree)
     started.start()
+    return started
+
+
+@pytest.fixture
+def harness(tmp_path: Path):
+    started = started_harness(tmp_path)
     yield started
     started.close()
 
@@ -123,12 +129,7 @@ def test_a_death_is_reported_with_its_status(harness):
 
 def test_printing_without_end_fills_no_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(learner_process, "MAX_FILE_BYTES", 1 << 20)
-    package = tmp_path / "aiohttpdemo_polls"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "things.py").write_text(textwrap.dedent(PACKAGE_CODE))
-    flooded = Harness(tmp_path)
-    flooded.start()
+    flooded = started_harness(tmp_path)
     try:
         with pytest.raises(LearnerRaised, match="File too large"):
             flooded.request("call", target="things:floods")
