@@ -46,6 +46,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -75,6 +76,9 @@ MAX_OUTPUT = 1024 * 1024  # bytes of pytest output kept per step: the head and t
 MAX_MESSAGE = 2000  # characters of one failing check's message in results.json and the report
 ZIP_MAX_BYTES = 500 * 1024 * 1024
 ZIP_MAX_FILES = 50_000
+# The same bounds for one step folder handed in as files (a zip's are checked before it is unpacked).
+FOLDER_MAX_BYTES = 100 * 1024 * 1024
+FOLDER_MAX_FILES = 5_000
 INSTRUCTOR_FILES = ("pyproject.toml", "workbook", "config")  # and the suite's part of tests/
 INSTRUCTOR_IGNORED = shutil.ignore_patterns(".pytest_cache", ".ipynb_checkpoints")
 IGNORED = shutil.ignore_patterns(
@@ -383,10 +387,51 @@ def take_snapshot(root: Path, into: Path, steps: Sequence[catalogue.Step]) -> Pa
     return into
 
 
+def vet_tree(tree: Path, root: Path) -> None:
+    """Refuse a step folder that is not the learner's own plain files: SubmissionError says why.
+
+    A steps/stepN that is a link (to a classmate's copy, to solutions/), a folder link anywhere inside it,
+    a file link that leads out of the submission, a FIFO, socket or device, or more than FOLDER_MAX_FILES
+    files or FOLDER_MAX_BYTES bytes. A file link that stays inside the submission is followed (copied as
+    the file it names); so are links a zip cannot hold anyway.
+    """
+    root = root.resolve()
+    where = tree.relative_to(tree.parents[1]).as_posix()  # steps/stepN
+    for part in (tree.parent, tree):
+        if part.is_symlink():
+            raise SubmissionError(
+                f"{part.relative_to(part.parents[1]).as_posix()} is a link, not the learner's own folder"
+            )
+    if not tree.exists():
+        return
+    count = size = 0
+    for folder, dirs, files in os.walk(tree):
+        skipped = IGNORED(folder, dirs + files)  # caches and checkouts are not copied: not counted either
+        dirs[:] = [name for name in dirs if name not in skipped]
+        for name in dirs + [name for name in files if name not in skipped]:
+            path = Path(folder) / name
+            shown = f"{where}/{path.relative_to(tree).as_posix()}"
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                target = path.resolve()
+                if name in dirs or target.is_dir():
+                    raise SubmissionError(f"{shown} is a link to a folder")
+                if not target.is_relative_to(root) or not target.is_file():
+                    raise SubmissionError(f"{shown} is a link that leads out of the submission")
+                info = target.stat()
+            elif not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                raise SubmissionError(f"{shown} is not a plain file or folder")
+            count += 1
+            size += info.st_size if stat.S_ISREG(info.st_mode) else 0
+            if count > FOLDER_MAX_FILES or size > FOLDER_MAX_BYTES:
+                raise SubmissionError(f"{where} is too big to grade (over {FOLDER_MAX_FILES} files or "
+                                      f"{FOLDER_MAX_BYTES // 2**20} MB)")  # fmt: skip
+
+
 def make_sandbox(sandbox: Path, learner_tree: Path, step: catalogue.Step, snapshot: Path) -> None:
-    """The instructor's suite and tooling plus one step of the learner, all copies."""
+    """The instructor's suite and tooling plus one step of the learner (vetted by vet_tree), all copies."""
     _copy_instructor_files(snapshot, sandbox, [step])
-    shutil.copytree(learner_tree, step.tree(sandbox, "steps"), symlinks=True, ignore=IGNORED)
+    shutil.copytree(learner_tree, step.tree(sandbox, "steps"), symlinks=False, ignore=IGNORED)
 
 
 def plugin_modules() -> set[str]:
@@ -735,6 +780,10 @@ def sandbox_damage(sandbox: Path, step: catalogue.Step) -> list[str]:
 def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, dsn: str | None) -> StepGrade:
     """Copy one step of a learner into a fresh sandbox and run the instructor's suite for it there."""
     tree = step.tree(workbook, "steps")
+    try:
+        vet_tree(tree, workbook)
+    except SubmissionError as exc:
+        return StepGrade.zero(step, str(exc))
     if not tree.is_dir():
         return StepGrade.zero(step, f"no steps/{step.name} folder in the submission")
     if not (tree / catalogue.PACKAGE).is_dir():

@@ -486,3 +486,45 @@ def test_outputs_are_the_same_for_the_same_grades(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     rows = (tmp_path / "a" / "gradebook.csv").read_text().splitlines()
     assert rows == ["learner,step1,total", "'=cmd,0,0", f"zed,{step.points},{step.points}"]
+
+
+# --- submissions that are not the learner's own plain files -----------------------------------------------
+
+
+def test_a_linked_step_folder_is_refused(tmp_path):
+    classmate = copy_of_the_workbook(tmp_path / "classmate")
+    cheat = copy_of_the_workbook(tmp_path / "cheat")
+    shutil.rmtree(cheat / "steps" / "step1")
+    (cheat / "steps" / "step1").symlink_to(classmate / "steps" / "step1")
+    with pytest.raises(grade.SubmissionError, match="steps/step1 is a link"):
+        grade.vet_tree(cheat / "steps" / "step1", cheat)
+    shutil.rmtree(cheat / "steps")
+    (cheat / "steps").symlink_to(ROOT / "solutions")
+    with pytest.raises(grade.SubmissionError, match="steps is a link"):
+        grade.vet_tree(cheat / "steps" / "step1", cheat)
+
+
+def test_links_inside_the_step_are_followed_only_within_the_submission(tmp_path):
+    copy = copy_of_the_workbook(tmp_path / "ann")
+    views = package(copy, 2) / "views.py"
+    views.unlink()
+    views.symlink_to(ROOT / "solutions" / "step2" / catalogue.PACKAGE / "views.py")
+    with pytest.raises(grade.SubmissionError, match="leads out of the submission"):
+        grade.vet_tree(copy / "steps" / "step2", copy)
+    views.unlink()
+    (copy / "my-views.py").write_text("# mine\n")
+    views.symlink_to(copy / "my-views.py")
+    grade.vet_tree(copy / "steps" / "step2", copy)  # inside the submission: followed
+    (package(copy, 2) / "inner").symlink_to(copy / "steps")
+    with pytest.raises(grade.SubmissionError, match="link to a folder"):
+        grade.vet_tree(copy / "steps" / "step2", copy)
+
+
+def test_special_files_and_oversized_steps_are_refused(tmp_path, monkeypatch):
+    copy = copy_of_the_workbook(tmp_path / "bo")
+    os.mkfifo(package(copy, 1) / "pipe")
+    with pytest.raises(grade.SubmissionError, match="not a plain file"):
+        grade.vet_tree(copy / "steps" / "step1", copy)
+    monkeypatch.setattr(grade, "FOLDER_MAX_FILES", 3)
+    with pytest.raises(grade.SubmissionError, match="too big to grade"):
+        grade.vet_tree(copy / "steps" / "step2", copy)
