@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import time
 import urllib.request
@@ -206,3 +207,34 @@ def test_a_forked_command_reports_its_traceback_and_can_be_stopped(launcher, tmp
         time.sleep(0.01)
     stopped = server.stop(grace=2)
     assert stopped.status is not None and "KeyboardInterrupt" in stopped.output
+
+
+# A command that swaps its log for a FIFO (a reader opening it by name would block for good), leaves a
+# child in its process group and prints a terminal escape meant to repaint the judge's summary.
+HOSTILE_COMMAND = """
+import os, time
+log = os.readlink('/proc/self/fd/1')
+os.unlink(log)
+os.mkfifo(log)
+child = os.fork()
+if child == 0:
+    os.closerange(0, 3)
+    time.sleep(60)
+    os._exit(0)
+with open('child.pid', 'w') as handle:
+    handle.write(str(child))
+print('\\x1b[2Jdone', flush=True)
+"""
+
+
+def test_a_command_cannot_block_the_judge_or_outlive_it(launcher, tmp_path):
+    command = learner_process.Command(tmp_path, "-c", HOSTILE_COMMAND)
+    assert command.process is None, "expected the command to be forked from the launcher"
+    finished = command.wait(10)
+    command.close()
+    assert finished.status == 0 and "\\x1b[2Jdone" in finished.output and "\x1b" not in finished.output
+    stat = Path(f"/proc/{int((tmp_path / 'child.pid').read_text())}/stat")
+    deadline = time.monotonic() + 5
+    while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # gone, or a zombie
+        assert time.monotonic() < deadline, "the command's child outlived it"
+        time.sleep(0.05)

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import resource
 import selectors
 import shutil
@@ -100,6 +101,15 @@ class LearnerGone(Exception):
     """The learner's process died, stalled, or answered something the judge cannot read."""
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Learner-written text with its control characters (ANSI escapes, carriage returns) made visible:
+    shown raw in a terminal they could repaint the judge's summary."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _check_error(error: Any) -> dict[str, str]:
     if not isinstance(error, dict):
         raise LearnerGone("the learner's process sent an error that is not an object")
@@ -108,7 +118,7 @@ def _check_error(error: Any) -> dict[str, str]:
         value = error.get(name, "")
         if not isinstance(value, str):
             raise LearnerGone(f"the learner's process sent an error whose {name} is not text")
-        checked[name] = value[:8000]
+        checked[name] = printable(value[:8000])
     return checked
 
 
@@ -161,7 +171,7 @@ class _Process:
         """What the process printed since `start` (a log_size() taken earlier), at most MAX_LOG bytes."""
         size = self.log_size()
         start = max(start, size - MAX_LOG)
-        return os.pread(self.log.fileno(), size - start, start).decode("utf-8", "replace")
+        return printable(os.pread(self.log.fileno(), size - start, start).decode("utf-8", "replace"))
 
     def kill(self, grace: float = 0.0) -> None:
         """End the process and everything in its group (its children, a server it started)."""
@@ -317,11 +327,25 @@ class Launcher:
 
     def launch(
         self, tree: Path, args: tuple[str, ...], env: dict[str, str] | None
-    ) -> tuple[int, Path] | None:
-        """Fork `python ARGS` in `tree`: (pid, log path), or None if the launcher cannot (then Popen)."""
+    ) -> tuple[int, Path, int] | None:
+        """Fork `python ARGS` in `tree`: (pid, log path, the judge's own descriptor of that log), or None if
+        the launcher cannot (then Popen). The judge reads the log through its descriptor only: the learner's
+        command may replace the file at that path (by a FIFO that would block a reader, say)."""
         if self.process.popen.poll() is not None or args[:1] not in (("-m",), ("-c",)):
             return None
         log = self.folder / f"command-{self.next_id}.log"
+        try:
+            log_fd = os.open(log, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError:  # planted there by a learner's process: this Command starts a fresh interpreter
+            self.next_id += 1
+            return None
+        launched = self._launch(tree, args, env, log)
+        if launched is None:
+            os.close(log_fd)
+            return None
+        return (launched, log, log_fd)
+
+    def _launch(self, tree: Path, args: tuple[str, ...], env: dict[str, str] | None, log: Path) -> int | None:
         request = {
             "id": self.next_id,
             "argv": list(args),
@@ -345,7 +369,7 @@ class Launcher:
         ):
             return None
         pid = reply["pid"]
-        return (pid, log) if pid > 1 else None
+        return pid if pid > 1 else None
 
     def _readline(self, stream: Any, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -399,7 +423,7 @@ class Command:
             self.process = _Process(command, tree, learner_env(env))
             self.pid = self.process.popen.pid
         else:
-            self.pid, self.log_path = launched
+            self.pid, self.log_path, self.log_fd = launched
             self.status_path = Path(f"{self.log_path}.status")
         self._status: int | None = None
 
@@ -417,10 +441,10 @@ class Command:
     def output(self) -> str:
         if self.process is not None:
             return self.process.log_text()
-        size = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with contextlib.suppress(OSError), self.log_path.open("rb") as handle:
-            handle.seek(max(0, size - MAX_LOG))
-            return handle.read(MAX_LOG).decode("utf-8", "replace")
+        with contextlib.suppress(OSError):
+            size = os.fstat(self.log_fd).st_size
+            start = max(0, size - MAX_LOG)
+            return printable(os.pread(self.log_fd, size - start, start).decode("utf-8", "replace"))
         return ""
 
     def _wait(self, timeout: float) -> int | None:
@@ -433,10 +457,13 @@ class Command:
         if self.process is not None:
             self.process.kill()
             return
+        # Its group even once it has exited (or a status file says so): a child it left behind in its
+        # group lives on otherwise. The group's id cannot be reused while any member is alive.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
         if self.returncode is None:  # not reaped yet, so the pid is still this command's
-            for kill in (os.killpg, os.kill):  # its group, and itself in case it had no group yet
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)  # in case it had no group of its own yet
         self._wait(5)
 
     def wait(self, timeout: float) -> Finished:
@@ -460,6 +487,9 @@ class Command:
             self.process.close()
         else:
             self._kill()
+            if self.log_fd >= 0:
+                os.close(self.log_fd)
+                self.log_fd = -1
 
 
 def run_command(tree: Path, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> Finished:
