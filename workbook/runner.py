@@ -7,7 +7,6 @@ always tested the same way.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue, scoring
+from .judge.untrusted import read_json_object
 from .pg import ENV_DSN, throwaway_postgres
 
 # How the judge's pytest is started, run from the workbook's folder. It names its plugins (autoloading is
@@ -112,7 +112,10 @@ def run_step(
         except BaseException:  # Ctrl+C: the suite runs in its own session and would not hear it
             kill_group(process.pid)
             raise
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        # Written by the judge, in a folder a learner process could still reach: read as untrusted.
+        report = read_json_object(report_path)
+        if not isinstance(report.get("tasks", {}), dict) or not isinstance(report.get("tests", []), list):
+            report = {}
     return StepResult(step, target, process.returncode, report, output)
 
 

@@ -238,3 +238,12 @@ def test_a_command_cannot_block_the_judge_or_outlive_it(launcher, tmp_path):
     while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # gone, or a zombie
         assert time.monotonic() < deadline, "the command's child outlived it"
         time.sleep(0.05)
+
+
+def test_a_planted_status_fifo_does_not_block_the_launcher(launcher, tmp_path):
+    """A FIFO planted where the launcher writes an exit status costs that command its status, no more."""
+    os.mkfifo(launcher.folder / f"command-{launcher.next_id}.log.status.tmp")
+    first = learner_process.Command(tmp_path, "-c", "pass")
+    assert first.wait(1).timed_out
+    second = learner_process.Command(tmp_path, "-c", "raise SystemExit(4)")
+    assert second.process is None and second.wait(10).status == 4
