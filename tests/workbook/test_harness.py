@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 import time
 import urllib.request
@@ -247,3 +248,15 @@ def test_a_planted_status_fifo_does_not_block_the_launcher(launcher, tmp_path):
     assert first.wait(1).timed_out
     second = learner_process.Command(tmp_path, "-c", "raise SystemExit(4)")
     assert second.process is None and second.wait(10).status == 4
+
+
+def test_a_launcher_whose_judge_died_leaves_nothing(launcher, tmp_path):
+    """The kernel sends the launcher SIGTERM when its judge dies: it ends its commands and its folder."""
+    server = learner_process.Command(tmp_path, "-c", "import time; time.sleep(60)")
+    os.kill(launcher.process.popen.pid, signal.SIGTERM)
+    launcher.process.popen.wait(10)
+    assert not launcher.folder.exists()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{server.pid}"):
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{server.pid}"), "the command outlived its launcher"

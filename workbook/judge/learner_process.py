@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import re
@@ -139,13 +140,13 @@ def parse_reply(line: bytes, expected_id: int) -> tuple[bool, Any]:
     return False, _check_error(message["error"])
 
 
-def _die_with_judge() -> None:
-    """In the child before exec: SIGKILL it when the judge dies (Linux), so no learner process outlives a
+def _die_with_judge(death_signal: int = signal.SIGKILL) -> None:
+    """In the child before exec: signal it when the judge dies (Linux), so no learner process outlives a
     judge that was killed (its process group is killed by the judge on a normal end); and cap the size of
     any file it writes, its log included, so that printing without end fills no disk."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, death_signal)
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
 
 
@@ -156,12 +157,15 @@ MAX_FILE_BYTES = 64 << 20
 class _Process:
     """A learner process in its own process group, its output kept in a temp file the judge reads."""
 
-    def __init__(self, command: list[str], cwd: Path, env: dict[str, str], stdin: Any = subprocess.DEVNULL):
+    def __init__(
+        self, command: list[str], cwd: Path, env: dict[str, str], stdin: Any = subprocess.DEVNULL,
+        death_signal: int = signal.SIGKILL,
+    ):  # fmt: skip
         self.log = tempfile.TemporaryFile(prefix="workbook-learner-log-")
         stdout = subprocess.PIPE if stdin == subprocess.PIPE else self.log
         self.popen = subprocess.Popen(
             command, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=self.log, start_new_session=True,
-            close_fds=True, preexec_fn=_die_with_judge,
+            close_fds=True, preexec_fn=functools.partial(_die_with_judge, death_signal),
         )  # fmt: skip
 
     def log_size(self) -> int:
@@ -321,7 +325,11 @@ class Launcher:
             ",".join(PRELOAD),
         ]
         self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-"))
-        self.process = _Process(command, self.folder, learner_env(), stdin=subprocess.PIPE)
+        command += ["--folder", str(self.folder)]
+        # SIGTERM, not SIGKILL, when the judge dies: the launcher then ends its commands, removes its folder.
+        self.process = _Process(
+            command, self.folder, learner_env(), stdin=subprocess.PIPE, death_signal=signal.SIGTERM
+        )
         self.next_id = 1
         self._buffer = b""
 

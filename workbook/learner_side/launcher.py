@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import runpy
+import shutil
 import signal
 import sys
 import traceback
@@ -63,6 +64,7 @@ def run_child(request: dict[str, Any]) -> None:
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.setsid()
         if sys.platform.startswith("linux"):  # die with the launcher, which dies with the judge
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -109,7 +111,20 @@ def run_child(request: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preload", default="")
+    parser.add_argument("--folder", default="", help="the judge's folder for this launcher's logs")
     args = parser.parse_args()
+
+    def shut_down(*_: Any) -> None:
+        """The judge is gone (SIGTERM from the kernel, or end of input): end every command, leave no trace."""
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for pid in list(status_files):
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+        if args.folder:
+            shutil.rmtree(args.folder, ignore_errors=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shut_down)
     for name in filter(None, args.preload.split(",")):
         with contextlib.suppress(Exception):
             importlib.import_module(name)
@@ -135,6 +150,7 @@ def main() -> None:
             reply = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"}
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
+    shut_down()
 
 
 if __name__ == "__main__":
