@@ -426,13 +426,16 @@ async def results_page(client, question_id: int, prefix: str = "") -> str:
     return body
 
 
-def assert_counts(text: str, question_id: int, counts: list[tuple[str, int]]) -> None:
+COUNT_HINT = "{{ choice.choice_text }}: {{ choice.votes }} for every choice."
+
+
+def assert_counts(text: str, question_id: int, counts: list[tuple[str, int]], what: str = "show",
+                  hint: str = COUNT_HINT) -> None:  # fmt: skip
     for choice_text, count in counts:
         shown = re.search(rf"{re.escape(choice_text)}\D*(\d+)", text)
         assert shown and int(shown.group(1)) == count, (
-            f"expected /poll/{question_id}/results to show {choice_text!r} with {count} votes (as PostgreSQL "
-            f"holds them); the page reads {text[:400]!r}. "
-            "Hint: {{ choice.choice_text }}: {{ choice.votes }} for every choice."
+            f"expected /poll/{question_id}/results to {what} {choice_text!r} with {count} votes (as "
+            f"PostgreSQL holds them); the page reads {text[:400]!r}. Hint: {hint}"
         )
 
 
@@ -470,13 +473,9 @@ async def test_results_list_choices_without_votes(polls_client, polls_db, judge_
     polls_db.execute(sql.SQL("UPDATE choice SET votes = 0 WHERE id = {}").format(sql.Literal(nobody)))
     counts = [(text, 0 if choice_id == nobody else count) for choice_id, text, count in judge_poll.choices]
     text = page_text(await results_page(polls_client, judge_poll.id))
-    for choice_text, count in counts:
-        shown = re.search(rf"{re.escape(choice_text)}\D*(\d+)", text)
-        assert shown and int(shown.group(1)) == count, (
-            f"expected /poll/{judge_poll.id}/results to list every choice, also one nobody voted for yet: "
-            f"{choice_text!r} with {count} votes; the page reads {text[:400]!r}. Hint: "
-            "{% for choice in choices %} with no condition: a choice without votes shows 0."
-        )
+    hint = "{% for choice in choices %} with no condition: a choice without votes shows 0."
+    what = "list every choice, also one nobody voted for yet:"
+    assert_counts(text, judge_poll.id, counts, what=what, hint=hint)
 
 
 @pytest.mark.task(3)
