@@ -37,7 +37,6 @@ import argparse
 import compileall
 import contextlib
 import csv
-import html
 import importlib
 import json
 import multiprocessing
@@ -59,6 +58,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
+import jinja2
+import markupsafe
 import psycopg2
 from psycopg2 import sql
 
@@ -1043,52 +1044,35 @@ def write_learner(folder: Path, grade: LearnerGrade) -> None:
             (folder / f"{step.step.name}.log").write_text(step.log, errors="replace")
 
 
-_CSS = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; vertical-align: top; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.bar { background: #eee; width: 16em; height: 1em; border-radius: 3px; overflow: hidden; }
-.bar span { display: block; height: 100%; background: #3a7d44; }
-.problems li { color: #a33; }
-.done { color: #3a7d44; } .failing { color: #a33; }
-pre { background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; font-size: 13px; }
-section { border-top: 2px solid #ccc; margin-top: 2em; }
-"""
+TEMPLATES = Path(__file__).with_name("templates")
 
 
-def _title(text: str) -> str:
+def _code_spans(text: str) -> markupsafe.Markup:
     """A catalogue title as HTML: escaped, with `code` spans."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
 
 
-def render_report(grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step]) -> str:
-    """The class at a glance, pass rates per task, then every learner's details. Every learner string
-    (names, messages, output) is escaped: a submission cannot inject markup into the instructor's page."""
-    esc = html.escape
-    max_points = sum(step.points for step in steps)
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>Grades</title>',
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>Class report</h1>",
-        f"<p>{len(grades)} learners, steps {esc(', '.join(str(s.number) for s in steps))}, "
-        f"{max_points} points in all.</p>",
-        "<h2>Overview</h2><table><tr><th>learner</th>",
-    ]
-    out += [f'<th class="num">step {s.number}<br>({s.points})</th>' for s in steps]
-    out.append('<th class="num">total</th><th>problems</th></tr>')
-    for index, grade in enumerate(grades):
-        by_step = {s.step.number: s for s in grade.steps}
-        out.append(f'<tr><td><a href="#learner-{index}">{esc(grade.name)}</a></td>')
-        out += [f'<td class="num">{format_points(by_step[s.number].earned)}</td>' for s in steps]
-        problems = len(grade.all_problems())
-        out.append(f'<td class="num"><b>{format_points(grade.total)}</b></td><td>{problems or ""}</td></tr>')
-    out.append("</table>")
+def _task_rows(grade: LearnerGrade) -> list[dict[str, Any]]:
+    rows = []
+    for graded in grade.steps:
+        for score in graded.tasks:
+            failing = [c for c in score.checks if c.outcome != "passed"]
+            rows.append({
+                "label": f"{graded.step.number}.{score.task.number}",
+                "title": score.task.title,
+                "state": "done" if score.done else "failing",
+                "passed": score.passed,
+                "total": score.total,
+                "points": format_points(score.earned),
+                "max_points": score.task.points,
+                "failing": [f"{c.name}: {_clip(c.message.strip()) or c.outcome}" for c in failing],
+            })  # fmt: skip
+    return rows
 
-    out.append("<h2>Pass rate per task</h2><p>The share of learners who pass every check of the task, "
-               "and the average share of checks passed.</p><table>")  # fmt: skip
-    out.append("<tr><th>task</th><th>title</th><th>learners passing</th><th></th><th>avg checks</th></tr>")
+
+def _pass_rates(grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step]) -> list[dict[str, Any]]:
+    rates = []
     for step in steps:
         for task in step.tasks:
             scores = [
@@ -1100,51 +1084,48 @@ def render_report(grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step
                 if score.task.number == task.number
             ]
             done = sum(score.done for score in scores)
-            rate = done / len(scores) if scores else 0.0
-            share = (
-                sum(score.passed / score.total for score in scores if score.total) / len(scores)
-                if scores
-                else 0.0
-            )
-            out.append(
-                f"<tr><td>{step.number}.{task.number}</td><td>{_title(task.title)}</td>"
-                f'<td class="num">{done}/{len(scores)}</td>'
-                f'<td><div class="bar" title="{rate:.0%}">'
-                f'<span style="width: {rate * 100:.1f}%"></span></div></td>'
-                f'<td class="num">{share:.0%}</td></tr>'
-            )
-    out.append("</table>")
+            shares = [score.passed / score.total for score in scores if score.total]
+            rates.append({
+                "label": f"{step.number}.{task.number}",
+                "title": task.title,
+                "done": done,
+                "count": len(scores),
+                "share_done": done / len(scores) if scores else 0.0,
+                "share_checks": sum(shares) / len(scores) if scores else 0.0,
+            })  # fmt: skip
+    return rates
 
-    for index, grade in enumerate(grades):
-        out.append(
-            f'<section id="learner-{index}"><h2>{esc(grade.name)}: '
-            f"{format_points(grade.total)}/{grade.max_points}</h2>"
-        )
-        problems = grade.all_problems()
-        if problems:
-            out.append('<ul class="problems">' + "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul>")
-        out.append('<table><tr><th>task</th><th>title</th><th class="num">checks</th>'
-                   '<th class="num">points</th><th>failing checks</th></tr>')  # fmt: skip
-        for graded in grade.steps:
-            for score in graded.tasks:
-                failing = [c for c in score.checks if c.outcome != "passed"]
-                details = ""
-                if failing:
-                    text = "\n".join(f"{c.name}: {_clip(c.message.strip()) or c.outcome}" for c in failing)
-                    details = (
-                        f"<details><summary>{len(failing)} failing</summary><pre>{esc(text)}</pre></details>"
-                    )
-                state = "done" if score.done else "failing"
-                out.append(
-                    f'<tr class="{state}"><td>{graded.step.number}.{score.task.number}</td>'
-                    f"<td>{_title(score.task.title)}</td>"
-                    f'<td class="num">{score.passed}/{score.total}</td>'
-                    f'<td class="num">{format_points(score.earned)}/{score.task.points}</td>'
-                    f"<td>{details}</td></tr>"
-                )
-        out.append("</table></section>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+
+def render_report(grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step]) -> str:
+    """The class at a glance, pass rates per task, then every learner's details, from
+    workbook/templates/report.html. Jinja2 escapes every value: a submission's name, messages and
+    output cannot inject markup into the instructor's page."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    environment.filters["code_spans"] = _code_spans
+    overview = []
+    for grade in grades:
+        by_step = {s.step.number: s for s in grade.steps}
+        overview.append({
+            "name": grade.name,
+            "steps": [format_points(by_step[s.number].earned) for s in steps],
+            "total": format_points(grade.total),
+            "problems": len(grade.all_problems()),
+        })  # fmt: skip
+    learners = [
+        {"name": grade.name, "total": format_points(grade.total), "max_points": grade.max_points,
+         "problems": grade.all_problems(), "tasks": _task_rows(grade)}
+        for grade in grades
+    ]  # fmt: skip
+    return environment.get_template("report.html").render(
+        grades=grades,
+        steps=steps,
+        max_points=sum(step.points for step in steps),
+        overview=overview,
+        rates=_pass_rates(grades, steps),
+        learners=learners,
+    )
 
 
 def write_outputs(out: Path, grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step]) -> None:
