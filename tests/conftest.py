@@ -269,29 +269,48 @@ class Database:
 
     server: PostgresServer
     name: str
+    # One connection of the judge's for the module's reads and resets, in autocommit: a new connection per
+    # statement cost a suite half a second. It is excluded from the app's connection counts by
+    # `pid <> pg_backend_pid()`, since the counts are asked through it.
+    _connection: Any = field(default=None, repr=False)
 
     @property
     def params(self) -> dict[str, Any]:
         return self.server.params(self.name)
 
-    def execute(self, statement: str) -> list[tuple]:
-        return self.server.execute(statement, self.name)
+    def _cursor(self) -> Any:
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg2.connect(self.server.dsn(self.name), connect_timeout=10)
+            self._connection.autocommit = True
+        return self._connection.cursor()
+
+    def execute(self, statement: Any) -> list[tuple]:
+        """One statement, committed at once; its rows, if it returns any."""
+        with self._cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else []
 
     def run_sql_file(self, *names: str) -> None:
         """Run tests/sql/*.sql files, in this order, in a single transaction."""
-        conn = psycopg2.connect(self.server.dsn(self.name))
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute("\n".join(sql_text(name) for name in names))
-        finally:
-            conn.close()
+        with self._cursor() as cur:
+            try:
+                cur.execute("BEGIN;\n" + "\n".join(sql_text(name) for name in names) + "\nCOMMIT;")
+            except psycopg2.Error:
+                cur.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
 
 
 @pytest.fixture(scope="module")
 def pg_database(pg_server: PostgresServer) -> Iterator[Database]:
     """An empty database per test module, dropped afterwards."""
     with pg_server.database() as name:
-        yield Database(pg_server, name)
+        database = Database(pg_server, name)
+        yield database
+        database.close()
 
 
 @pytest.fixture
