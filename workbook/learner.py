@@ -203,11 +203,14 @@ def reset(step: catalogue.Step, root: Path = catalogue.ROOT, assume_yes: bool = 
     if untouched(step, root):
         return f"steps/{step.name} is already the untouched starter: nothing to reset."
     if not assume_yes:
-        answer = input(
-            f"Reset steps/{step.name} to its starter? Your version is kept in {BACKUP_DIR}/. [y/N] "
-        )
+        try:
+            answer = input(
+                f"Reset steps/{step.name} to its starter? Your version is kept in {BACKUP_DIR}/. [y/N] "
+            )
+        except EOFError:  # no terminal to answer from (a script, an editor's task): that is a no
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
-            return "Nothing changed."
+            return f"Nothing changed. (`nox -s reset -- {step.number} --yes` resets without asking.)"
     tree = step.tree(root, "steps")
     backup = root / BACKUP_DIR / f"{step.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     shutil.copytree(tree, backup, ignore=shutil.ignore_patterns("__pycache__"))

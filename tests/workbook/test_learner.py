@@ -82,6 +82,9 @@ def test_reset_asks_and_keeps_a_backup(workbook_copy):
     main.write_text(main.read_text() + "\n# my attempt\n")
     refused = run_workbook(workbook_copy, "reset", "1", stdin="n\n")
     assert "Nothing changed" in refused.stdout and "# my attempt" in main.read_text()
+    no_terminal = run_workbook(workbook_copy, "reset", "1", stdin="")  # end of input: a no, not a crash
+    assert no_terminal.returncode == 0 and "EOFError" not in no_terminal.stderr, no_terminal.stderr
+    assert "Nothing changed" in no_terminal.stdout and "--yes" in no_terminal.stdout
 
     accepted = run_workbook(workbook_copy, "reset", "1", stdin="yes\n")
     assert accepted.returncode == 0, accepted.stderr
