@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,17 @@ def stop_process(process: subprocess.Popen, grace: float = 15) -> None:
             process.wait()
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> str:
+    """Why the app could not listen on host:port ('' when it can): checked before anything starts, so a
+    busy port is reported as such and not blamed on the learner's code."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return ""
+
+
 @contextlib.contextmanager
 def prepared_app(
     step: catalogue.Step, tree: Path, port: int, pool_size: int | None = None
@@ -105,6 +117,17 @@ def serve(step: catalogue.Step, learner: bool = False, port: int = DEFAULT_PORT)
     if step.serve == "plain" and port != DEFAULT_PORT:
         raise SystemExit(
             f"Step {step.number}'s app has no configuration yet: it always listens on {DEFAULT_PORT}."
+        )
+    taken = port_in_use(port)
+    if taken:
+        which = f"--learner {step.number}" if learner else str(step.number)
+        way_out = (
+            f"stop it (step {step.number}'s app always uses port {DEFAULT_PORT})"
+            if step.serve == "plain"
+            else f"stop it, or choose another port: `nox -s serve -- {which} --port {port + 1}`"
+        )
+        raise SystemExit(
+            f"Port {port} is already in use ({taken}): another server runs there. To go on, {way_out}."
         )
     if learner and untouched(step):
         raise SystemExit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 from tests.workbook.conftest import run_workbook
@@ -171,3 +172,14 @@ def test_a_suite_that_cannot_load_is_no_success(workbook_copy):
     result = run_workbook(workbook_copy, "check", "1", "--target", "solutions")
     assert result.returncode != 0
     assert "No verdict for step 1" in result.stdout and "is done" not in result.stdout, result.stdout
+
+
+def test_serve_on_a_busy_port_says_so_and_blames_no_one(workbook_copy):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = run_workbook(workbook_copy, "serve", "9", "--port", str(port))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"Port {port} is already in use" in result.stderr
+    assert f"nox -s serve -- 9 --port {port + 1}" in result.stderr
