@@ -838,20 +838,36 @@ def _forget_stale_templates(home: Path, current: Path, bindir: Path) -> None:
 # --- a cluster ---
 
 
-def setup_auth(data: Path, run_as: _RunAs) -> str:
-    """Decide who may connect to a new cluster, and return the superuser's password ("" for none).
+def setup_auth(data: Path, run_as: _RunAs) -> None:
+    """Decide who may connect to a new cluster: the one place that sets up authentication.
 
-    The one place that sets up authentication. Today: trust, which is safe only because the server
-    listens on loopback and on a socket in a folder only the server's user can enter.
+    Over TCP (loopback only) every role needs its SCRAM password, the superuser's included: a process
+    that knows only the port cannot log in as anyone. The socket, in a folder only the server's user can
+    enter, lets the superuser in without one: that is how `set_superuser_password` gives each cluster a
+    fresh password, also when the cluster is a copy of the template.
     """
     hba = data / "pg_hba.conf"
     hba.write_text(
-        "# written by workbook.pg (setup_auth): trust on loopback and the private socket only\n"
-        "local all all trust\n"
-        "host all all 127.0.0.1/32 trust\n"
+        "# written by workbook.pg (setup_auth)\n"
+        f"local all {SUPERUSER} trust\n"
+        "local all all reject\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
     )
     run_as.give(hba)
-    return ""
+
+
+def set_superuser_password(run: Path, port: int) -> str:
+    """A fresh random password for the superuser of a started cluster, set over its private socket."""
+    password = secrets.token_urlsafe(24)
+    conn = psycopg2.connect(host=str(run), port=port, user=SUPERUSER, dbname="postgres", connect_timeout=10)
+    try:
+        conn.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
+        with conn.cursor() as cur:
+            cur.execute("SET password_encryption = 'scram-sha-256'")
+            cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(SUPERUSER)), (password,))
+    finally:
+        conn.close()
+    return password
 
 
 def _wait_ready(process: subprocess.Popen[bytes], data: Path, timeout: float) -> bool:
@@ -916,8 +932,9 @@ def local_postgres(bindir: Path, tmp_root: Path | None = None) -> Iterator[Postg
         _copy_tree(template, workdir / "data")
         (workdir / "run").mkdir(mode=0o700)
         run_as.give(workdir / "run")
-        password = setup_auth(workdir / "data", run_as)
+        setup_auth(workdir / "data", run_as)
         postmaster, port = _start_postmaster(bindir, workdir, run_as)
+        password = set_superuser_password(workdir / "run", port)
         yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password, kind="local")
     finally:
         if os.getpid() == owner:  # a forked child leaving the block must not stop its parent's server

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from workbook import pg
 
@@ -73,8 +74,14 @@ def assert_nothing_left(root: Path) -> None:
 def test_local_binaries_as_root_drop_privileges(tmp_root, no_docker):
     with pg.throwaway_postgres() as server:
         assert server.kind == "local"
-        (pid,) = server.execute("SELECT pg_backend_pid()")[0]
-        uid = int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+        conn = psycopg2.connect(server.dsn())  # held open: its backend process lives while it is read
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                (pid,) = cur.fetchone()
+            uid = int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+        finally:
+            conn.close()
         if os.geteuid() == 0:
             assert uid != 0, "expected the PostgreSQL processes to run as an unprivileged user, not root"
         settings = dict(
@@ -99,7 +106,7 @@ def test_databases_are_fresh_and_dropped(tmp_root, no_docker):
 
 def test_explicit_dsn_creates_and_drops_its_databases(tmp_root, no_docker, monkeypatch):
     with pg.throwaway_postgres() as outer:
-        monkeypatch.setenv(pg.ENV_DSN, f"postgresql://postgres@127.0.0.1:{outer.port}/postgres")
+        monkeypatch.setenv(pg.ENV_DSN, outer.dsn())
         with pg.throwaway_postgres() as server:
             assert server.kind == "dsn" and server.port == outer.port
             created = server.create_database()
@@ -160,10 +167,15 @@ def test_docker_path_with_a_faked_daemon(tmp_root, monkeypatch):
         def __init__(self, image, username, password, dbname, driver):
             events.append(f"created {image} user={username} db={dbname} driver={driver}")
             self._cluster = pg.local_postgres(bindir)
+            self._password = password
 
         def start(self):
             events.append("started")
             self._server = self._cluster.__enter__()
+            # A real container's superuser has the password it was created with: so has this one.
+            self._server.execute(
+                sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(self._password))
+            )
             return self
 
         def get_container_host_ip(self):
@@ -180,7 +192,6 @@ def test_docker_path_with_a_faked_daemon(tmp_root, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
     monkeypatch.setattr(docker, "from_env", lambda **kwargs: FakeDockerClient(True))
     monkeypatch.setattr(pg, "_container_class", lambda: FakeContainer)
-    monkeypatch.setattr(pg.PostgresServer, "dsn", lambda self, database=None: _trust_dsn(self, database))
     with pg.throwaway_postgres() as server:
         assert server.kind == "docker"
         assert server.execute("SELECT 1") == [(1,)]
@@ -190,11 +201,6 @@ def test_docker_path_with_a_faked_daemon(tmp_root, monkeypatch):
         "stopped",
     ]
     assert_nothing_left(tmp_root)
-
-
-def _trust_dsn(server: pg.PostgresServer, database: str | None) -> str:
-    # The local stand-in trusts loopback connections and knows no password.
-    return f"host={server.host} port={server.port} user={server.user} dbname={database or 'postgres'}"
 
 
 def test_the_container_class_is_importable():
@@ -550,3 +556,17 @@ def test_clusters_go_to_ram_unless_a_temp_folder_is_named(monkeypatch, tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", None)
     assert pg.cluster_base() == tmp_path.resolve()
     assert pg.cluster_base(tmp_path / "x") == (tmp_path / "x").resolve()
+
+
+def test_the_superuser_needs_a_fresh_password_over_tcp(tmp_root, no_docker):
+    """SCRAM for every role over TCP: knowing the port is not enough, and no two clusters (copies of one
+    template) share the superuser's password."""
+    with pg.throwaway_postgres() as first, pg.throwaway_postgres() as second:
+        assert first.password and second.password and first.password != second.password
+        assert first.execute(
+            "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'"
+        ) == [(True,)]
+        for password in ("", second.password):
+            with pytest.raises(psycopg2.OperationalError):
+                psycopg2.connect(host="127.0.0.1", port=first.port, user="postgres", password=password,
+                                 dbname="postgres", connect_timeout=5)  # fmt: skip
