@@ -13,6 +13,7 @@ import functools
 import html
 import json
 import re
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import psycopg2
+import psycopg2.sql
 import pytest
 
 from workbook.judge.learner_process import Command, Finished, Harness, LearnerGone, LearnerRaised
@@ -273,10 +275,56 @@ class Database:
     # statement cost a suite half a second. It is excluded from the app's connection counts by
     # `pid <> pg_backend_pid()`, since the counts are asked through it.
     _connection: Any = field(default=None, repr=False)
+    # The role the learner's app logs in as (`params`), when the server lets the judge make one.
+    app_role: str = ""
+    app_password: str = field(default="", repr=False)
 
     @property
     def params(self) -> dict[str, Any]:
-        return self.server.params(self.name)
+        """What the learner's config gets: the database's own role, never the judge's superuser."""
+        params = self.server.params(self.name)
+        if self.app_role:
+            params.update(user=self.app_role, password=self.app_password)
+        return params
+
+    def make_app_role(self) -> None:
+        """Hand the database to a login role of its own, if the judge's user may create roles.
+
+        The learner's app then owns its tables and nothing else: it is no superuser, reaches no other
+        database, and has a connection limit and a statement timeout. (In grading the judge itself is such
+        a role already, and the app shares it.)
+        """
+        (may,) = self.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")[
+            0
+        ]
+        if not may:
+            return
+        role, password = f"wb_app_{secrets.token_hex(5)}", secrets.token_urlsafe(18)
+        names = {"role": psycopg2.sql.Identifier(role), "db": psycopg2.sql.Identifier(self.name)}
+        for statement in (
+            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 60 "
+            "PASSWORD {password}",
+            "ALTER ROLE {role} SET statement_timeout = '20s'",
+            "ALTER DATABASE {db} OWNER TO {role}",
+            "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC",
+        ):
+            self.execute(psycopg2.sql.SQL(statement).format(password=psycopg2.sql.Literal(password), **names))
+        self.app_role, self.app_password = role, password
+
+    def empty_schema(self) -> None:
+        """Drop everything in the public schema: a new, empty one, owned by the app's role if it has one."""
+        owner = psycopg2.sql.Identifier(self.app_role or self.server.user)
+        self.execute(
+            psycopg2.sql.SQL("DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION {}").format(
+                owner
+            )
+        )
+
+    def drop_app_role(self) -> None:
+        if self.app_role:
+            self.server.execute(
+                psycopg2.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg2.sql.Identifier(self.app_role))
+            )
 
     def _cursor(self) -> Any:
         if self._connection is None or self._connection.closed:
@@ -293,8 +341,10 @@ class Database:
     def run_sql_file(self, *names: str) -> None:
         """Run tests/sql/*.sql files, in this order, in a single transaction."""
         with self._cursor() as cur:
+            # As the app's role, so that the tables are its own.
+            role = f"SET LOCAL ROLE {self.app_role};\n" if self.app_role else ""
             try:
-                cur.execute("BEGIN;\n" + "\n".join(sql_text(name) for name in names) + "\nCOMMIT;")
+                cur.execute("BEGIN;\n" + role + "\n".join(sql_text(name) for name in names) + "\nCOMMIT;")
             except psycopg2.Error:
                 cur.execute("ROLLBACK")
                 raise
@@ -309,8 +359,10 @@ def pg_database(pg_server: PostgresServer) -> Iterator[Database]:
     """An empty database per test module, dropped afterwards."""
     with pg_server.database() as name:
         database = Database(pg_server, name)
+        database.make_app_role()
         yield database
         database.close()
+    database.drop_app_role()
 
 
 @pytest.fixture
@@ -466,9 +518,7 @@ def around(body: str, needle: str, width: int = 120) -> str:
     return ("..." if start else "") + excerpt + ("..." if end < len(body) else "")
 
 
-async def status_with_a_broken_database(
-    client: aiohttp.ClientSession, database: Database, path: str
-) -> int:
+async def status_with_a_broken_database(client: aiohttp.ClientSession, database: Database, path: str) -> int:
     """The status of GET `path` while a column the views read is renamed: the database is broken, the poll
     is not missing, so the answer must not be a 404 that blames the visitor."""
     database.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
@@ -497,4 +547,3 @@ def recorded_run_app(polls_process: PollsProcess, code: str, host: str, port: in
 def http_session(base_url: str | None = None) -> aiohttp.ClientSession:
     """The judge's HTTP client: a learner's app that hangs fails the check after HTTP_TIMEOUT seconds."""
     return aiohttp.ClientSession(base_url=base_url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
-

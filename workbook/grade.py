@@ -287,6 +287,9 @@ format_points = scoring.format_points
 # --- the learner's database role -------------------------------------------------------------------------
 
 
+_GRANT_LOCK = threading.Lock()
+
+
 class LearnerRole:
     """A login role for one learner: it may create databases and drop only those it owns.
 
@@ -307,6 +310,14 @@ class LearnerRole:
                 sql.Identifier(self.name), sql.Literal(ROLE_CONNECTION_LIMIT), sql.Literal(self.password)
             )
         )
+        # It creates its databases from the admin database, which is closed to other roles by default. One
+        # grant at a time: two at once update the same catalog row, and PostgreSQL refuses the second.
+        with _GRANT_LOCK:
+            self.server.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(self.server.admin_database), sql.Identifier(self.name)
+                )
+            )
         return self
 
     def dsn(self) -> str:
@@ -343,11 +354,18 @@ class LearnerRole:
                     sql.Literal(self.name)
                 )
             )
-            try:
-                self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.name)))
-            except psycopg2.Error:
-                self.server.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(self.name)))
-                self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.name)))
+            role = sql.Identifier(self.name)
+            with _GRANT_LOCK:  # its grant on the admin database goes first; one catalog change at a time
+                self.server.execute(
+                    sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                        sql.Identifier(self.server.admin_database), role
+                    )
+                )
+                try:
+                    self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+                except psycopg2.Error:
+                    self.server.execute(sql.SQL("DROP OWNED BY {}").format(role))
+                    self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
 
 
 # --- running one step in a sandbox -----------------------------------------------------------------------
@@ -826,6 +844,9 @@ def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) ->
             return grade_step(run, step, workbook, workdir, None)
         with LearnerRole(run.server) as role:
             return grade_step(run, step, workbook, workdir, role.dsn())
+    except psycopg2.Error as exc:  # the database refused the grader itself: this step's error, not the run's
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StepGrade.zero(step, f"grader error: PostgreSQL refused: {first}"[:300])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

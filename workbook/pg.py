@@ -865,6 +865,9 @@ def set_superuser_password(run: Path, port: int) -> str:
         with conn.cursor() as cur:
             cur.execute("SET password_encryption = 'scram-sha-256'")
             cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(SUPERUSER)), (password,))
+            # Other roles connect only where they are let in: their own databases (see tests/conftest.py and
+            # grade.LearnerRole), not the admin database every cluster has.
+            cur.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC")
     finally:
         conn.close()
     return password

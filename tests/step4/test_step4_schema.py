@@ -124,7 +124,7 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
         pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper ON question")
         pg_database.execute(f"DELETE FROM question WHERE question_text = '{INTERLOPER}'")
     else:
-        pg_database.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        pg_database.empty_schema()
         params = pg_database.params
         dsn = {key: params[key] for key in ("host", "port", "user", "password") if params[key]}
         dsn["dbname"] = params["database"]

@@ -570,3 +570,30 @@ def test_the_superuser_needs_a_fresh_password_over_tcp(tmp_root, no_docker):
             with pytest.raises(psycopg2.OperationalError):
                 psycopg2.connect(host="127.0.0.1", port=first.port, user="postgres", password=password,
                                  dbname="postgres", connect_timeout=5)  # fmt: skip
+
+
+def test_an_app_role_reaches_only_its_own_database(tmp_root, no_docker):
+    """The learner's app logs in as a role that owns its database and can enter no other, nor log in as
+    the superuser (the checks' Database fixture, tests/conftest.py)."""
+    from tests.conftest import Database
+
+    with pg.throwaway_postgres() as server, server.database() as mine, server.database() as theirs:
+        database, other = Database(server, mine), Database(server, theirs)  # two test modules' databases
+        database.make_app_role()
+        other.make_app_role()
+        params = database.params
+        assert params["user"] != server.user and params["password"] != server.password
+        app = psycopg2.connect(**params, connect_timeout=5)
+        try:
+            with app.cursor() as cur:
+                cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                assert cur.fetchone() == (False,)
+        finally:
+            app.close()
+        for elsewhere in (theirs, server.admin_database):
+            with pytest.raises(psycopg2.OperationalError, match="permission denied"):
+                psycopg2.connect(**{**params, "database": elsewhere}, connect_timeout=5)
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(**{**params, "user": server.user}, connect_timeout=5)
+        database.close()
+        other.close()
