@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .untrusted import read_capped
+from .untrusted import load_json, read_capped
 
 HARNESS = Path(__file__).resolve().parent.parent / "learner_side" / "harness.py"
 LAUNCHER = HARNESS.with_name("launcher.py")
@@ -123,14 +123,35 @@ def _check_error(error: Any) -> dict[str, str]:
     return checked
 
 
+def read_line(stream: Any, pending: bytearray, timeout: float) -> bytes:
+    """The next line from a learner process's pipe, without ever blocking on it: what follows the line
+    stays in `pending` for the next call. LearnerGone (its message finishes "the learner's process ...")
+    when the process sends more than MAX_REPLY bytes without a line, says nothing for `timeout` seconds,
+    or closes the pipe."""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while b"\n" not in pending:
+            if len(pending) > MAX_REPLY:
+                raise LearnerGone(f"sent more than {MAX_REPLY} bytes")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LearnerGone(f"gave no answer within {timeout:.0f}s")
+            if selector.select(min(left, 0.5)):
+                chunk = os.read(stream.fileno(), 65536)
+                if not chunk:
+                    raise LearnerGone("exited")
+                pending += chunk
+    line, _, rest = bytes(pending).partition(b"\n")
+    pending[:] = rest
+    return line
+
+
 def parse_reply(line: bytes, expected_id: int) -> tuple[bool, Any]:
     """(True, value) or (False, error fields) from one reply line; LearnerGone if it is malformed."""
-    try:
-        message = json.loads(line)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise LearnerGone(
-            f"the learner's process sent a reply that is not JSON ({type(exc).__name__})"
-        ) from None
+    message = load_json(line)  # None too for nesting deep enough to recurse out
+    if message is None:
+        raise LearnerGone("the learner's process sent a reply that is not JSON")
     if not isinstance(message, dict) or message.get("id") != expected_id:
         raise LearnerGone("the learner's process sent a reply to a request the judge did not make")
     if ("ok" in message) == ("error" in message):
@@ -154,6 +175,14 @@ PR_SET_PDEATHSIG = 1
 MAX_FILE_BYTES = 64 << 20
 
 
+def log_tail(fd: int, start: int = 0) -> str:
+    """What a learner process wrote to the log file `fd` since offset `start`: at most the last MAX_LOG
+    bytes, read through the judge's own descriptor, control characters shown escaped."""
+    size = os.fstat(fd).st_size
+    start = max(start, size - MAX_LOG)
+    return printable(os.pread(fd, size - start, start).decode("utf-8", "replace"))
+
+
 class _Process:
     """A learner process in its own process group, its output kept in a temp file the judge reads."""
 
@@ -173,9 +202,7 @@ class _Process:
 
     def log_text(self, start: int = 0) -> str:
         """What the process printed since `start` (a log_size() taken earlier), at most MAX_LOG bytes."""
-        size = self.log_size()
-        start = max(start, size - MAX_LOG)
-        return printable(os.pread(self.log.fileno(), size - start, start).decode("utf-8", "replace"))
+        return log_tail(self.log.fileno(), start)
 
     def kill(self, grace: float = 0.0) -> None:
         """End the process and everything in its group (its children, a server it started)."""
@@ -205,14 +232,14 @@ class Harness:
         self.process: _Process | None = None
         self.next_id = 1
         self.hello: dict[str, Any] | None = None
-        self._buffer = b""
+        self._pending = bytearray()
 
     def start(self) -> None:
         """Start the process: it preloads the libraries, then waits for `wait_ready` to import the package."""
         command = [sys.executable, "-I", "-B", "-u", "-W", "error", str(HARNESS), "--tree", str(self.tree),
                    "--preload", ",".join(PRELOAD)]  # fmt: skip
         self.process = _Process(command, self.tree, learner_env(), stdin=subprocess.PIPE)
-        self._buffer = b""
+        self._pending = bytearray()
         self.hello = None
 
     def wait_ready(self) -> dict[str, Any]:
@@ -264,23 +291,10 @@ class Harness:
 
     def _read(self, request_id: int, timeout: float, what: str) -> tuple[bool, Any]:
         assert self.process is not None and self.process.popen.stdout is not None
-        stream = self.process.popen.stdout
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(stream, selectors.EVENT_READ)
-            while b"\n" not in self._buffer:
-                if len(self._buffer) > MAX_REPLY:
-                    raise self._gone(f"{what}: the learner's process sent more than {MAX_REPLY} bytes")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._gone(f"{what}: the learner's process gave no answer within {timeout:.0f}s")
-                if not selector.select(min(left, 0.5)):
-                    continue
-                chunk = os.read(stream.fileno(), 65536)
-                if not chunk:
-                    raise self._gone(f"{what}: the learner's process exited")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            line = read_line(self.process.popen.stdout, self._pending, timeout)
+        except LearnerGone as exc:
+            raise self._gone(f"{what}: the learner's process {exc}") from None
         return parse_reply(line, request_id)
 
     def _gone(self, reason: str) -> LearnerGone:
@@ -331,7 +345,7 @@ class Launcher:
             command, self.folder, learner_env(), stdin=subprocess.PIPE, death_signal=signal.SIGTERM
         )
         self.next_id = 1
-        self._buffer = b""
+        self._pending = bytearray()
 
     def launch(
         self, tree: Path, args: tuple[str, ...], env: dict[str, str] | None
@@ -366,10 +380,10 @@ class Launcher:
             assert self.process.popen.stdin is not None and self.process.popen.stdout is not None
             self.process.popen.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.popen.stdin.flush()
-            line = self._readline(self.process.popen.stdout, START_TIMEOUT)
+            line = read_line(self.process.popen.stdout, self._pending, START_TIMEOUT)
         except (OSError, LearnerGone):
             return None
-        reply = load_reply(line)
+        reply = load_json(line)
         if (
             not isinstance(reply, dict)
             or reply.get("id") != request["id"]
@@ -378,21 +392,6 @@ class Launcher:
             return None
         pid = reply["pid"]
         return pid if pid > 1 else None
-
-    def _readline(self, stream: Any, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(stream, selectors.EVENT_READ)
-            while b"\n" not in self._buffer:
-                if len(self._buffer) > MAX_REPLY or time.monotonic() > deadline:
-                    raise LearnerGone("the launcher gave no usable answer")
-                if selector.select(0.5):
-                    chunk = os.read(stream.fileno(), 65536)
-                    if not chunk:
-                        raise LearnerGone("the launcher exited")
-                    self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
 
     def close(self) -> None:
         self.process.close()
@@ -406,13 +405,6 @@ def use_launcher(launcher: Launcher | None) -> None:
     """Let every Command of this process fork from `launcher` (the plugin starts one per suite)."""
     global _launcher
     _launcher = launcher
-
-
-def load_reply(line: bytes) -> Any:
-    try:
-        return json.loads(line)
-    except (ValueError, RecursionError):
-        return None
 
 
 class Command:
@@ -450,9 +442,7 @@ class Command:
         if self.process is not None:
             return self.process.log_text()
         with contextlib.suppress(OSError):
-            size = os.fstat(self.log_fd).st_size
-            start = max(0, size - MAX_LOG)
-            return printable(os.pread(self.log_fd, size - start, start).decode("utf-8", "replace"))
+            return log_tail(self.log_fd)
         return ""
 
     def _wait(self, timeout: float) -> int | None:
