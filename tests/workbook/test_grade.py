@@ -161,6 +161,11 @@ def build_class(submissions: Path, scratch: Path) -> dict[str, list[Fraction]]:
     )
     expected[NASTY] = [full[0] - points(1, 3), full[1], full[2]]
 
+    lee = finished_copy(submissions / "lee")  # hands in step 1 as a link to a classmate's (ada's) work
+    shutil.rmtree(lee / "steps" / "step1")
+    (lee / "steps" / "step1").symlink_to(submissions / "ada" / "steps" / "step1")
+    expected["lee"] = [Fraction(0), full[1], full[2]]
+
     copy_of_the_workbook(submissions / "sam")  # hands in the starters untouched
     mallory = copy_of_the_workbook(submissions / "mallory")  # the starters, plus forgery from the package
     for step in STEPS:
@@ -277,6 +282,7 @@ def test_each_problem_is_recorded_with_a_short_reason(graded_class):
     assert f"step 2: timed out after {HANGS_AFTER}s" in problems("cleo")
     assert "step 2: SyntaxError in steps/step2/aiohttpdemo_polls/views.py, line 3" in problems("dan")
     assert "step 2: the code deleted tests/step2" in problems("eve")
+    assert "step 1: steps/step1 is a link, not the learner's own folder" in problems("lee")
     assert "step 1: importing aiohttpdemo_polls: the learner's process exited (exit status 0)" in problems(
         "finn"
     )
