@@ -6,10 +6,9 @@ The learner's code runs in its own process: the view, an app wired by `setup_rou
 
 import random
 
-import aiohttp
 import pytest
 
-from tests.conftest import recorded_run_app
+from tests.conftest import http_session, recorded_run_app
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
@@ -17,7 +16,7 @@ INDEX = "aiohttpdemo_polls.views.index"
 
 
 async def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as session, session.request(method, url) as response:
+    async with http_session() as session, session.request(method, url) as response:
         return response.status, response.content_type, await response.text()
 
 

@@ -12,11 +12,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import raised_text, why_it_ended
+from tests.conftest import http_session, raised_text, why_it_ended
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
@@ -343,7 +342,7 @@ async def test_init_app_keeps_config_under_app_key(learner):
         f"{stored.get('value') if stored.get('exists') else 'nothing under CONFIG_KEY'}. "
         "Hint: app[CONFIG_KEY] = config."
     )
-    async with aiohttp.ClientSession() as session, session.get(app.url + "/") as response:
+    async with http_session() as session, session.get(app.url + "/") as response:
         status, body = response.status, await response.text()
     assert (status, body) == (200, HELLO), f"expected GET / to answer 200 {HELLO!r}, got {status} {body!r}"
 
@@ -416,7 +415,7 @@ async def test_main_serves_on_configured_host_and_port(polls_process, tmp_path):
         hint = " Hint: serve on config['host'] and config['port'], not fixed values." if where else ""
         pytest.fail(f"python -m aiohttpdemo_polls --config polls.yaml (host: {host}, port: {port}): {exc}."
                     + hint, pytrace=False)  # fmt: skip
-    async with aiohttp.ClientSession() as session, session.get(f"http://{host}:{port}/") as response:
+    async with http_session() as session, session.get(f"http://{host}:{port}/") as response:
         status, body = response.status, await response.text()
     assert (status, body) == (200, HELLO), (
         f"expected the app on {host}:{port} (from the config) to answer 200 {HELLO!r}, got {status} {body!r}"

@@ -13,7 +13,6 @@ import random
 import secrets
 from dataclasses import dataclass
 
-import aiohttp
 import markupsafe
 import pytest
 from psycopg2 import sql
@@ -156,7 +155,7 @@ async def test_templates_are_found_from_another_directory(polls_process, polls_d
     code = FROM_ANOTHER_DIRECTORY.format(tree=str(tree), config=config, port=port)
     command = polls_process.start_python(code)
     polls_process.wait_for_port(command, port)
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as response:
+    async with http_session() as session, session.get(f"http://127.0.0.1:{port}/") as response:
         status, content_type, body = response.status, response.content_type, await response.text()
     if status == 200 and content_type != "text/html":
         pytest.fail(f"expected GET / to answer an HTML page, got {content_type}: {body[:200]!r}. Hint: "

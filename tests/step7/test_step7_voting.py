@@ -104,7 +104,7 @@ def busy_app(learner, polls_db, make_config):
 
 @pytest.fixture
 async def busy_client(busy_app):
-    async with aiohttp.ClientSession(base_url=busy_app.url) as session:
+    async with http_session(busy_app.url) as session:
         yield session
 
 

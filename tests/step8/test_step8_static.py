@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, valid_config, why_it_ended
+from tests.conftest import Learner, ServedApp, http_session, valid_config, why_it_ended
 from workbook.pg import free_port
 
 # Requests that try to climb out of static/, sent byte for byte (an HTTP client would tidy them up first).
@@ -58,7 +58,7 @@ def site(module_learner: Learner, pg_database) -> ServedApp:
 
 @pytest.fixture
 async def client(site: ServedApp) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=site.url) as session:
+    async with http_session(site.url) as session:
         yield session
 
 
@@ -181,7 +181,7 @@ async def test_stylesheet_is_served_when_started_from_another_directory(tree, po
     except pytest.fail.Exception:
         pytest.fail(f"started from the folder / (not the step folder), the app did not start: "
                     f"{why_it_ended(command.output())}\n{FROM_THE_CODE_HINT}", pytrace=False)  # fmt: skip
-    async with aiohttp.ClientSession() as session:
+    async with http_session() as session:
         status, _, body = await fetch(session, f"http://127.0.0.1:{port}/static/style.css")
     assert status == 200 and body == (static_dir(tree) / "style.css").read_bytes(), (
         f"started from the folder / (not the step folder), the app answered GET /static/style.css with "
@@ -308,7 +308,7 @@ async def test_stylesheet_address_comes_from_the_router(learner, site, pg_databa
     """The app served under a random prefix: an address from the router moves with it, a written one not."""
     prefix = f"/moved-{secrets.token_hex(3)}"
     app = learner.serve(valid_config(pg_database), mount=prefix)
-    async with aiohttp.ClientSession() as session:
+    async with http_session() as session:
         async with session.get(f"{app.url}{prefix}/") as response:
             status, body = response.status, await response.text()
         expected = f"{prefix}/static/style.css"

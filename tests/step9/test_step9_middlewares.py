@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, valid_config
+from tests.conftest import Learner, ServedApp, http_session, valid_config
 
 # What identifies the site's error pages (templates/404.html and 500.html, both given, extend base.html).
 PAGES = {404: ("404.html", "Page not found"), 500: ("500.html", "Something went wrong")}
@@ -47,7 +47,7 @@ def site(module_learner: Learner, pg_database) -> Site:
 
 @pytest.fixture
 async def client(site: Site) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=site.app.url) as session:
+    async with http_session(site.app.url) as session:
         yield session
 
 
