@@ -20,6 +20,7 @@ second where initdb alone takes about one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import glob
 import hashlib
@@ -80,7 +81,12 @@ class PostgresServer:
     password: str = ""
     admin_database: str = "postgres"
     kind: str = "dsn"
+    socket: str = ""  # a socket folder reachable without TCP (grading's confined learners), if any
     _databases: list[str] = field(default_factory=list, repr=False)
+
+    def over_socket(self) -> PostgresServer:
+        """The same server reached through its socket folder, no TCP: what confined grading hands out."""
+        return dataclasses.replace(self, host=self.socket) if self.socket else self
 
     def params(self, database: str | None = None) -> dict[str, Any]:
         """Connection keywords in the shape the polls config's `postgres` section uses."""
@@ -841,19 +847,51 @@ def _forget_stale_templates(home: Path, current: Path, bindir: Path) -> None:
 def setup_auth(data: Path, run_as: _RunAs) -> None:
     """Decide who may connect to a new cluster: the one place that sets up authentication.
 
-    Over TCP (loopback only) every role needs its SCRAM password, the superuser's included: a process
-    that knows only the port cannot log in as anyone. The socket, in a folder only the server's user can
-    enter, lets the superuser in without one: that is how `set_superuser_password` gives each cluster a
-    fresh password, also when the cluster is a copy of the template.
+    Every role needs its SCRAM password, over TCP (loopback only) and over the sockets alike, so a process
+    that finds a socket or the port cannot log in as anyone. One exception, until `lock_down`: the
+    operating-system user who started the cluster (peer authentication, checked by the kernel) may enter
+    as the superuser over a socket without a password. That is how `set_superuser_password` gives each
+    cluster a fresh password, also when the cluster is a copy of the template; a process under any other
+    uid, a confined learner's, is refused.
+    """
+    hba, ident = data / "pg_hba.conf", data / "pg_ident.conf"
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    hba.write_text(
+        f"# written by workbook.pg (setup_auth)\nlocal all {SUPERUSER} peer map=workbook\n" + _PASSWORD_RULES
+    )
+    ident.write_text(f"# written by workbook.pg (setup_auth)\nworkbook {me} {SUPERUSER}\n")
+    run_as.give(hba)
+    run_as.give(ident)
+
+
+_PASSWORD_RULES = "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
+
+
+def lock_down(data: Path, run: Path, port: int, password: str) -> None:
+    """Passwords only from now on, the superuser's too: drop the peer rule and wait until it is gone.
+
+    Needed where a learner's process shares the grader's uid (bubblewrap without root): peer would let it
+    in as the superuser. The reload is asynchronous, so this waits until a password-less login fails.
     """
     hba = data / "pg_hba.conf"
-    hba.write_text(
-        "# written by workbook.pg (setup_auth)\n"
-        f"local all {SUPERUSER} trust\n"
-        "local all all reject\n"
-        "host all all 127.0.0.1/32 scram-sha-256\n"
-    )
-    run_as.give(hba)
+    hba.write_text("# written by workbook.pg (lock_down)\n" + _PASSWORD_RULES)
+    conn = psycopg2.connect(host=str(run), port=port, user=SUPERUSER, password=password, dbname="postgres",
+                            connect_timeout=10)  # fmt: skip
+    try:
+        conn.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_catalog.pg_reload_conf()")
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            psycopg2.connect(host=str(run), port=port, user=SUPERUSER, dbname="postgres",
+                             connect_timeout=5).close()  # fmt: skip
+        except psycopg2.OperationalError:
+            return
+        time.sleep(0.005)
+    raise NoPostgresAvailable("PostgreSQL did not take its password-only rules within 5 s")
 
 
 def set_superuser_password(run: Path, port: int) -> str:
@@ -866,7 +904,7 @@ def set_superuser_password(run: Path, port: int) -> str:
             cur.execute("SET password_encryption = 'scram-sha-256'")
             cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(SUPERUSER)), (password,))
             # Other roles connect only where they are let in: their own databases (see tests/conftest.py and
-            # grade.LearnerRole), not the admin database every cluster has.
+            # grading's LearnerRole), not the admin database every cluster has.
             cur.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC")
     finally:
         conn.close()
@@ -899,12 +937,14 @@ def _stop_child(process: subprocess.Popen[bytes] | None) -> None:
     process.wait()
 
 
-def _start_postmaster(bindir: Path, workdir: Path, run_as: _RunAs) -> tuple[subprocess.Popen[bytes], int]:
+def _start_postmaster(
+    bindir: Path, workdir: Path, run_as: _RunAs, sockets: str
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start `postgres` on a free loopback port; retry on another port if someone took it meanwhile."""
-    data, run, log_path = workdir / "data", workdir / "run", workdir / "server.log"
+    data, log_path = workdir / "data", workdir / "server.log"
     for attempt in range(3):
         port = free_port()
-        args = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(run),
+        args = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", sockets,
                 "-c", "listen_addresses=127.0.0.1"]  # fmt: skip
         for name, value in FAST_START.items():
             args += ["-c", f"{name}={value}"]
@@ -920,8 +960,14 @@ def _start_postmaster(bindir: Path, workdir: Path, run_as: _RunAs) -> tuple[subp
 
 
 @contextlib.contextmanager
-def local_postgres(bindir: Path, tmp_root: Path | None = None) -> Iterator[PostgresServer]:
-    """A private cluster copied from the template: loopback only, a free port, fsync off."""
+def local_postgres(
+    bindir: Path, tmp_root: Path | None = None, socket_dir: Path | None = None
+) -> Iterator[PostgresServer]:
+    """A private cluster copied from the template: loopback only, a free port, fsync off.
+
+    `socket_dir` adds a socket in a folder of the caller's (grading hands it to confined learners, who
+    reach no TCP listener); password rules apply there as on TCP, the superuser's included.
+    """
     run_as = _RunAs.for_this_process()
     parent = private_root(tmp_root, run_as)
     assert parent is not None
@@ -935,10 +981,16 @@ def local_postgres(bindir: Path, tmp_root: Path | None = None) -> Iterator[Postg
         _copy_tree(template, workdir / "data")
         (workdir / "run").mkdir(mode=0o700)
         run_as.give(workdir / "run")
+        sockets = str(workdir / "run")
+        if socket_dir is not None:
+            run_as.give(socket_dir)
+            sockets += f",{socket_dir}"
         setup_auth(workdir / "data", run_as)
-        postmaster, port = _start_postmaster(bindir, workdir, run_as)
+        postmaster, port = _start_postmaster(bindir, workdir, run_as, sockets)
         password = set_superuser_password(workdir / "run", port)
-        yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password, kind="local")
+        lock_down(workdir / "data", workdir / "run", port, password)
+        yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password, kind="local",
+                             socket=str(socket_dir or ""))  # fmt: skip
     finally:
         if os.getpid() == owner:  # a forked child leaving the block must not stop its parent's server
             _stop_child(postmaster)
@@ -971,8 +1023,11 @@ def describe(server: PostgresServer) -> str:
 
 
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[PostgresServer]:
-    """The one way the workbook gets a database server; see the module docstring for the order."""
+def throwaway_postgres(socket_dir: Path | None = None) -> Iterator[PostgresServer]:
+    """The one way the workbook gets a database server; see the module docstring for the order.
+
+    `socket_dir`: where a local cluster also puts its socket (see local_postgres); other servers ignore it.
+    """
     with _terminate_as_exit():
         dsn = os.environ.get(ENV_DSN, "").strip()
         if dsn:
@@ -994,7 +1049,7 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
             return
         bindir = find_bindir()
         if bindir is not None:
-            with local_postgres(bindir) as server:
+            with local_postgres(bindir, socket_dir=socket_dir) as server:
                 yield server
             return
         tried = "\n".join(f"  - {source}: {path}" for source, path in candidate_bindirs()) or "  (none found)"

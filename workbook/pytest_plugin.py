@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from . import catalogue, scoring
+from .grading.confinement import Confinement, enter_private_network
 from .judge import guard
-from .judge.learner_process import Harness, Launcher, LearnerGone, use_launcher
+from .judge.learner_process import Harness, Launcher, LearnerGone, use_confinement, use_launcher
 from .judge.logs import last_exception
 from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
@@ -93,6 +94,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--workbook-report", default=None, help="write per-task results as JSON to this file")
     group.addoption("--task", type=int, default=None, help="run only the checks of this task")
+    group.addoption(
+        "--confinement",
+        default=None,
+        help="(grading) the grader's confinement file for the learner's processes",
+    )
 
 
 def resolve_tree(target: str, step: catalogue.Step) -> Path:
@@ -132,12 +138,39 @@ def pytest_configure(config: pytest.Config) -> None:
     if not (tree / catalogue.PACKAGE).is_dir():
         raise pytest.UsageError(f"There is no {catalogue.PACKAGE} package in {tree} (--target {target}).")
     guard.install(tree, catalogue.PACKAGE)
+    if config.getoption("--confinement"):
+        confine(Confinement.load(Path(config.getoption("--confinement"))))
     run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree))
     run.harness.start()  # preloads the libraries while pytest collects; no learner code runs yet
     run.launcher = Launcher()  # the same, for the learner's commands: forked from it, warm
     use_launcher(run.launcher)
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")
+
+
+def confine(confinement: Confinement) -> None:
+    """Grading: the learner's processes start confined, and this judge first moves into the run's own
+    network, which it shares with them and nobody else (see grading.confinement)."""
+    enter_private_network()
+    use_confinement(confinement)
+    if confinement.gid is not None:
+        _open_temp_folders_to(confinement.gid)
+
+
+def _open_temp_folders_to(gid: int) -> None:
+    """pytest makes its temp folders private (0700, since pytest 7.3), so a learner's uid could not read a
+    configuration the judge writes there for it. Here every folder tmp_path and tmp_path_factory make
+    becomes root's, readable by the run's group only: pytest has no option for that, hence the wrapper."""
+    original = pytest.TempPathFactory.mktemp
+
+    def mktemp(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+        path = original(self, basename, numbered)
+        for folder in (self.getbasetemp(), path):
+            os.chown(folder, 0, gid)
+            os.chmod(folder, 0o750)
+        return path
+
+    pytest.TempPathFactory.mktemp = mktemp  # type: ignore[method-assign]
 
 
 def start_postgres(config: pytest.Config, run: StepRun) -> None:

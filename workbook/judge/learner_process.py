@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..grading.confinement import Confinement
 from .untrusted import load_json, read_capped
 
 HARNESS = Path(__file__).resolve().parent.parent / "learner_side" / "harness.py"
@@ -161,14 +162,36 @@ def parse_reply(line: bytes, expected_id: int) -> tuple[bool, Any]:
     return False, _check_error(message["error"])
 
 
-def _die_with_judge(death_signal: int = signal.SIGKILL) -> None:
-    """In the child before exec: signal it when the judge dies (Linux), so no learner process outlives a
-    judge that was killed (its process group is killed by the judge on a normal end); and cap the size of
+def _die_with_judge(death_signal: int = signal.SIGKILL, confinement: Confinement | None = None) -> None:
+    """In the child before exec (after it took the confined uid, which would clear the death signal): the
+    confinement's limits; a signal when the judge dies (Linux), so no learner process outlives a judge
+    that was killed (its process group is killed by the judge on a normal end); and a cap on the size of
     any file it writes, its log included, so that printing without end fills no disk."""
+    if confinement is not None:
+        confinement.limit()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, death_signal)
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
+
+
+_confinement: Confinement | None = None
+
+
+def use_confinement(confinement: Confinement | None) -> None:
+    """Start every learner process of this judge so confined (the grader's choice: grading.confinement)."""
+    global _confinement
+    _confinement = confinement
+
+
+def confined() -> Confinement | None:
+    return _confinement
+
+
+def learner_script(path: Path) -> str:
+    """Where a learner process finds one of workbook/learner_side's scripts: the confinement's copy, which
+    its uid can reach, or the script itself."""
+    return _confinement.script(path.name) if _confinement is not None else str(path)
 
 
 PR_SET_PDEATHSIG = 1
@@ -192,9 +215,14 @@ class _Process:
     ):  # fmt: skip
         self.log = tempfile.TemporaryFile(prefix="workbook-learner-log-")
         stdout = subprocess.PIPE if stdin == subprocess.PIPE else self.log
+        confinement, credentials = _confinement, {}
+        if confinement is not None:
+            command, env = confinement.command(command, cwd), confinement.environment(env)
+            credentials = confinement.credentials()
         self.popen = subprocess.Popen(
             command, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=self.log, start_new_session=True,
-            close_fds=True, preexec_fn=functools.partial(_die_with_judge, death_signal),
+            close_fds=True, preexec_fn=functools.partial(_die_with_judge, death_signal, confinement),
+            **credentials,
         )  # fmt: skip
 
     def log_size(self) -> int:
@@ -236,8 +264,8 @@ class Harness:
 
     def start(self) -> None:
         """Start the process: it preloads the libraries, then waits for `wait_ready` to import the package."""
-        command = [sys.executable, "-I", "-B", "-u", "-W", "error", str(HARNESS), "--tree", str(self.tree),
-                   "--preload", ",".join(PRELOAD)]  # fmt: skip
+        command = [sys.executable, "-I", "-B", "-u", "-W", "error", learner_script(HARNESS),
+                   "--tree", str(self.tree), "--preload", ",".join(PRELOAD)]  # fmt: skip
         self.process = _Process(command, self.tree, learner_env(), stdin=subprocess.PIPE)
         self._pending = bytearray()
         self.hello = None
@@ -334,11 +362,17 @@ class Launcher:
             "-u",
             "-W",
             "error",
-            str(LAUNCHER),
+            learner_script(LAUNCHER),
             "--preload",
             ",".join(PRELOAD),
         ]
-        self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-"))
+        confinement = _confinement
+        if confinement is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-"))
+        else:  # in root's spool, so the learner's uid can write its logs there and replace nothing else
+            self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-", dir=confinement.spool))
+            if confinement.uid is not None:
+                os.chown(self.folder, confinement.uid, confinement.gid or -1)
         command += ["--folder", str(self.folder)]
         # SIGTERM, not SIGKILL, when the judge dies: the launcher then ends its commands, removes its folder.
         self.process = _Process(
@@ -361,7 +395,11 @@ class Launcher:
         except OSError:  # planted there by a learner's process: this Command starts a fresh interpreter
             self.next_id += 1
             return None
+        if _confinement is not None and _confinement.uid is not None:  # the confined launcher writes it
+            os.fchown(log_fd, _confinement.uid, _confinement.gid or -1)
         launched = self._launch(tree, args, env, log)
+        if launched is not None and _confinement is not None:
+            launched = host_pid(launched, self.process.popen.pid, _confinement)
         if launched is None:
             os.close(log_fd)
             return None
@@ -396,6 +434,40 @@ class Launcher:
     def close(self) -> None:
         self.process.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def host_pid(reported: int, sandbox: int, confinement: Confinement) -> int | None:
+    """The judge's view of a pid the confined launcher reported, or None.
+
+    The judge signals that pid as root, so the launcher (learner code could have taken it over) must not
+    be able to name any process but its own children: the pid must be a descendant of the launcher's own
+    process (`sandbox`, the bwrap or launcher the judge started) running under the run's uid. Inside
+    bubblewrap the launcher sees its pid namespace, where pids differ: its number is looked up in the last
+    field of NSpid (the pid as seen from the innermost namespace).
+    """
+    uid = confinement.uid if confinement.uid is not None else os.geteuid()
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _status(int(entry.name))
+        nspid = fields.get("NSpid", "").split()
+        if not nspid or int(nspid[-1]) != reported or fields.get("Uid", "").split()[:1] != [str(uid)]:
+            continue
+        if confinement.namespaces != (len(nspid) > 1):
+            continue
+        pid, seen = int(entry.name), 0
+        while pid > 1 and seen < 64:  # up the tree to the sandbox's process
+            pid = int(_status(pid).get("PPid", "0") or 0)
+            if pid == sandbox:
+                return int(entry.name)
+            seen += 1
+    return None
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
 _launcher: Launcher | None = None
