@@ -265,6 +265,22 @@ def sql_text(name: str) -> str:
     return (SQL_DIR / name).read_text()
 
 
+# The judge's search_path, fixed when it connects. The app's role owns the database, so it may create a
+# schema named after the judge's role (searched first as "$user"), put pg_catalog after public with
+# ALTER ROLE/DATABASE ... SET search_path, and define look-alikes there (a view pg_stat_activity, a count
+# aggregate, an `=` operator). Options sent at connection time outrank those stored defaults, and with
+# pg_catalog listed first, the real catalog's names and operators win. Names in the judge's own SQL are
+# still qualified (pg_catalog.count, public.question): a function with a closer argument type in public
+# could otherwise beat pg_catalog's. Anything the judge creates names its schema, since the first schema
+# of this path is pg_catalog.
+JUDGE_OPTIONS = "-c search_path=pg_catalog,public"
+
+
+def judge_connect(dsn: str) -> Any:
+    """A connection of the judge's to a learner's database, its search_path pinned (see above)."""
+    return psycopg2.connect(dsn, connect_timeout=10, options=JUDGE_OPTIONS)
+
+
 @dataclass
 class Database:
     """A fresh database on the throwaway server, with the keywords the polls config expects."""
@@ -294,9 +310,9 @@ class Database:
         database, and has a connection limit and a statement timeout. (In grading the judge itself is such
         a role already, and the app shares it.)
         """
-        (may,) = self.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")[
-            0
-        ]
+        (may,) = self.execute(
+            "SELECT rolsuper OR rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = current_user"
+        )[0]
         if not may:
             return
         role, password = f"wb_app_{secrets.token_hex(5)}", secrets.token_urlsafe(18)
@@ -328,7 +344,7 @@ class Database:
 
     def _cursor(self) -> Any:
         if self._connection is None or self._connection.closed:
-            self._connection = psycopg2.connect(self.server.dsn(self.name), connect_timeout=10)
+            self._connection = judge_connect(self.server.dsn(self.name))
             self._connection.autocommit = True
         return self._connection.cursor()
 
@@ -521,12 +537,12 @@ def around(body: str, needle: str, width: int = 120) -> str:
 async def status_with_a_broken_database(client: aiohttp.ClientSession, database: Database, path: str) -> int:
     """The status of GET `path` while a column the views read is renamed: the database is broken, the poll
     is not missing, so the answer must not be a 404 that blames the visitor."""
-    database.execute("ALTER TABLE choice RENAME COLUMN choice_text TO renamed_by_the_judge")
+    database.execute("ALTER TABLE public.choice RENAME COLUMN choice_text TO renamed_by_the_judge")
     try:
         async with client.get(path) as response:
             return response.status
     finally:
-        database.execute("ALTER TABLE choice RENAME COLUMN renamed_by_the_judge TO choice_text")
+        database.execute("ALTER TABLE public.choice RENAME COLUMN renamed_by_the_judge TO choice_text")
 
 
 def recorded_run_app(polls_process: PollsProcess, code: str, host: str, port: int) -> dict[str, Any]:

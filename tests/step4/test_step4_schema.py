@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 import yaml
 
-from tests.conftest import Database, step_run, valid_config, why_it_ended
+from tests.conftest import Database, judge_connect, step_run, valid_config, why_it_ended
 from workbook.judge.learner_process import Command, Finished
 from workbook.pg import free_port
 
@@ -93,12 +93,13 @@ class Built:
 
 
 def tables(db: Database) -> set[str]:
-    return {name for (name,) in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    rows = db.execute("SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'public'")
+    return {name for (name,) in rows}
 
 
 def table_rows(db: Database) -> tuple[list[tuple], list[tuple]]:
-    questions = db.execute("SELECT id, question_text, pub_date FROM question ORDER BY id")
-    choices = db.execute("SELECT id, choice_text, votes, question_id FROM choice ORDER BY id")
+    questions = db.execute("SELECT id, question_text, pub_date FROM public.question ORDER BY id")
+    choices = db.execute("SELECT id, choice_text, votes, question_id FROM public.choice ORDER BY id")
     return questions, choices
 
 
@@ -121,8 +122,8 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
     questions, choices = table_rows(pg_database) if built_tables else ([], [])
     fallback = None
     if built_tables:  # the judge's own extras go; the learner's rows stay as init_db left them
-        pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper ON question")
-        pg_database.execute(f"DELETE FROM question WHERE question_text = '{INTERLOPER}'")
+        pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper ON public.question")
+        pg_database.execute(f"DELETE FROM public.question WHERE question_text = '{INTERLOPER}'")
     else:
         pg_database.empty_schema()
         params = pg_database.params
@@ -149,7 +150,7 @@ def schema(built: Built) -> Database:
 @contextlib.contextmanager
 def rolled_back(db: Database) -> Iterator[psycopg2.extensions.cursor]:
     """A cursor in a transaction that is rolled back at the end: the tables stay as init_db left them."""
-    conn = psycopg2.connect(db.server.dsn(db.name), connect_timeout=10)
+    conn = judge_connect(db.server.dsn(db.name))
     try:
         with conn.cursor() as cur:
             yield cur
@@ -266,9 +267,9 @@ def test_question_columns_in_postgres(schema):
 @pytest.mark.task(1)
 def test_question_id_is_a_generated_primary_key(schema):
     primary = schema.execute(
-        "SELECT a.attname FROM pg_constraint c "
-        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
-        "WHERE c.conrelid = 'question'::regclass AND c.contype = 'p'"
+        "SELECT a.attname FROM pg_catalog.pg_constraint c "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
+        "WHERE c.conrelid = 'public.question'::regclass AND c.contype = 'p'"
     )
     assert primary == [("id",)], f"expected the primary key of question to be (id), got {primary}"
     default = columns(schema, "question")["id"][3] or ""
@@ -281,9 +282,9 @@ def test_question_id_is_a_generated_primary_key(schema):
 @pytest.mark.task(1)
 def test_question_refuses_a_missing_date_or_text(schema):
     check_defaults(schema, "question", {"question_text": None, "pub_date": None})
-    refuse_missing(schema, "INSERT INTO question (question_text) VALUES ('When?')",
+    refuse_missing(schema, "INSERT INTO public.question (question_text) VALUES ('When?')",
                    "a question without pub_date", "nullable=False makes the column NOT NULL.")  # fmt: skip
-    refuse_missing(schema, "INSERT INTO question (pub_date) VALUES ('2020-01-01')",
+    refuse_missing(schema, "INSERT INTO public.question (pub_date) VALUES ('2020-01-01')",
                    "a question without question_text", "nullable=False makes it NOT NULL.")  # fmt: skip
 
 
@@ -325,9 +326,9 @@ def test_votes_default_to_zero_in_the_database(schema):
 @pytest.mark.task(2)
 def test_question_id_references_question_with_cascade(schema):
     keys = schema.execute(
-        "SELECT a.attname, c.confrelid::regclass::text, c.confdeltype FROM pg_constraint c "
-        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
-        "WHERE c.conrelid = 'choice'::regclass AND c.contype = 'f'"
+        "SELECT a.attname, c.confrelid::regclass::text, c.confdeltype FROM pg_catalog.pg_constraint c "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
+        "WHERE c.conrelid = 'public.choice'::regclass AND c.contype = 'f'"
     )
     assert [key[:2] for key in keys] == [("question_id", "question")], (
         f"expected one foreign key, choice.question_id -> question, got {[key[:2] for key in keys]}. "
@@ -345,17 +346,18 @@ def test_deleting_a_question_deletes_its_choices(schema):
     with rolled_back(schema) as cur:
         try:
             cur.execute(
-                "WITH q AS (INSERT INTO question (question_text, pub_date) VALUES (%s, '2020-01-01') "
-                "RETURNING id) INSERT INTO choice (choice_text, question_id) SELECT answer, q.id FROM q, "
+                "WITH q AS (INSERT INTO public.question (question_text, pub_date) "
+                "VALUES (%s, '2020-01-01') RETURNING id) "
+                "INSERT INTO public.choice (choice_text, question_id) SELECT answer, q.id FROM q, "
                 "(VALUES ('Yes'), ('No')) AS answers (answer) RETURNING question_id",
                 (text,),
             )
             (question_id,) = cur.fetchone()
-            cur.execute("SELECT votes FROM choice WHERE question_id = %s", (question_id,))
+            cur.execute("SELECT votes FROM public.choice WHERE question_id = %s", (question_id,))
             votes = cur.fetchall()
             assert votes == [(0,), (0,)], f"expected new choices to start with 0 votes, got {votes}"
-            cur.execute("DELETE FROM question WHERE id = %s", (question_id,))
-            cur.execute("SELECT choice_text FROM choice WHERE question_id = %s", (question_id,))
+            cur.execute("DELETE FROM public.question WHERE id = %s", (question_id,))
+            cur.execute("SELECT choice_text FROM public.choice WHERE question_id = %s", (question_id,))
             left = cur.fetchall()
         except psycopg2.Error as exc:
             pytest.fail(
@@ -364,7 +366,7 @@ def test_deleting_a_question_deletes_its_choices(schema):
                 pytrace=False,
             )
     assert left == [], f"expected a question's choices to go with it, these stayed: {left}"
-    refuse_missing(schema, "INSERT INTO choice (choice_text) VALUES ('Nobody''s')",
+    refuse_missing(schema, "INSERT INTO public.choice (choice_text) VALUES ('Nobody''s')",
                    "a choice without question_id", "Column('question_id', ..., nullable=False).")  # fmt: skip
 
 
@@ -436,8 +438,10 @@ def test_init_db_twice_gives_the_same_database(built, tree):
     if not built.init_db_built_tables or built.init_db.status != 0:
         pytest.fail(init_db_failure(built.init_db, "succeed a first time"), pytrace=False)
     first = sample_polls([q for q in built.questions if q[1] != INTERLOPER], built.choices)
-    built.db.execute("UPDATE choice SET votes = 7")
-    built.db.execute("INSERT INTO question (question_text, pub_date) VALUES ('Left over?', '2020-01-01')")
+    built.db.execute("UPDATE public.choice SET votes = 7")
+    built.db.execute(
+        "INSERT INTO public.question (question_text, pub_date) VALUES ('Left over?', '2020-01-01')"
+    )
     again = finish(Command(tree, *INIT_DB, str(built.config_path)))
     assert again.status == 0, init_db_failure(again, "succeed a second time, on the database it built")
     second = sample_polls(*table_rows(built.db))

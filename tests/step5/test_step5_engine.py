@@ -47,8 +47,9 @@ runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 def app_connections(database: Database) -> int:
     """Client connections to `database`, not counting the one asking."""
     rows = database.execute(  # asked through the judge's own connection, which the count leaves out
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity "
+        "WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() "
+        "AND backend_type = 'client backend'"
     )
     return rows[0][0]
 
@@ -104,7 +105,7 @@ async def json_of(response: aiohttp.ClientResponse) -> dict:
 
 
 def expected_questions(database: Database) -> list[dict]:
-    rows = database.execute("SELECT id, question_text, pub_date FROM question ORDER BY id")
+    rows = database.execute("SELECT id, question_text, pub_date FROM public.question ORDER BY id")
     return [{"id": i, "question_text": text, "pub_date": day.isoformat()} for i, text, day in rows]
 
 
@@ -217,9 +218,9 @@ def test_engine_connects_whatever_the_names(learner, pg_server):
 async def test_index_lists_the_questions_ordered_by_id(polls_client, polls_db):
     # A question the learner cannot know, and question 1 rewritten so that PostgreSQL stores it last:
     # without ORDER BY it would come out last.
-    polls_db.execute(f"INSERT INTO question (question_text, pub_date) VALUES ('{random_text('Tea')}', "
+    polls_db.execute(f"INSERT INTO public.question (question_text, pub_date) VALUES ('{random_text('Tea')}', "
                      "'2024-02-29')")  # fmt: skip
-    polls_db.execute(f"UPDATE question SET question_text = '{random_text('Still new')}' WHERE id = 1")
+    polls_db.execute(f"UPDATE public.question SET question_text = '{random_text('Still new')}' WHERE id = 1")
     got = await json_of(await polls_client.get("/"))
     expected = {"questions": expected_questions(polls_db)}
     assert got == expected, (
@@ -232,8 +233,8 @@ async def test_index_lists_the_questions_ordered_by_id(polls_client, polls_db):
 async def test_index_follows_the_database(polls_client, polls_db):
     await json_of(await polls_client.get("/"))  # a first answer, which must not be kept for later
     text = random_text("Brand new")
-    polls_db.execute("DELETE FROM question WHERE id = 3")
-    polls_db.execute(f"INSERT INTO question (question_text, pub_date) VALUES ('{text}', '2024-02-29')")
+    polls_db.execute("DELETE FROM public.question WHERE id = 3")
+    polls_db.execute(f"INSERT INTO public.question (question_text, pub_date) VALUES ('{text}', '2024-02-29')")
     got = await json_of(await polls_client.get("/"))
     texts = [q.get("question_text") for q in got.get("questions", [])]
     assert text in texts and "Which colour do you like best?" not in texts, (
@@ -244,7 +245,7 @@ async def test_index_follows_the_database(polls_client, polls_db):
 
 @pytest.mark.task(2)
 async def test_index_with_no_questions(polls_client, polls_db):
-    polls_db.execute("TRUNCATE question CASCADE")
+    polls_db.execute("TRUNCATE public.question CASCADE")
     got = await json_of(await polls_client.get("/"))
     assert got == {"questions": []}, f"expected {{'questions': []}} for an empty database, got {got}"
 

@@ -57,10 +57,11 @@ def insert_poll(db, rng: random.Random | None = None) -> Poll:
     ids = sorted(rng.sample(range(1000, 999999), 3))
     texts = [f'<script>alert("{b}")</script>', f"{c} & {a}", f"<i>{a}</i> or {b}"]
     choices = list(zip(ids, texts, strict=True))
-    db.execute(sql.SQL("INSERT INTO question (id, question_text, pub_date) VALUES ({}, {}, '2024-02-29')")
+    db.execute(sql.SQL("INSERT INTO public.question (id, question_text, pub_date) "
+                       "VALUES ({}, {}, '2024-02-29')")
                .format(sql.Literal(question_id), sql.Literal(text)))  # fmt: skip
     for choice_id, choice_text in reversed(choices):
-        db.execute(sql.SQL("INSERT INTO choice (id, choice_text, question_id) VALUES ({}, {}, {})")
+        db.execute(sql.SQL("INSERT INTO public.choice (id, choice_text, question_id) VALUES ({}, {}, {})")
                    .format(sql.Literal(choice_id), sql.Literal(choice_text), sql.Literal(question_id)))
     return Poll(question_id, text, f"<b>{a}</b>", choices)
 
@@ -72,7 +73,7 @@ def judge_poll(polls_db) -> Poll:
 
 def missing_id(db) -> int:
     """An id no question has, different on every run."""
-    taken = {row[0] for row in db.execute("SELECT id FROM question")}
+    taken = {row[0] for row in db.execute("SELECT id FROM public.question")}
     return random.choice([n for n in random.sample(range(100, 999999), 20) if n not in taken])
 
 
@@ -124,11 +125,11 @@ def assert_escaped(body: str, raw: str, where: str) -> None:
 
 
 def questions(db) -> list[tuple[int, str]]:
-    return db.execute("SELECT id, question_text FROM question ORDER BY id")
+    return db.execute("SELECT id, question_text FROM public.question ORDER BY id")
 
 
 def choices_of(db, question_id: int) -> list[str]:
-    rows = db.execute(sql.SQL("SELECT choice_text FROM choice WHERE question_id = {} ORDER BY id")
+    rows = db.execute(sql.SQL("SELECT choice_text FROM public.choice WHERE question_id = {} ORDER BY id")
                       .format(sql.Literal(question_id)))  # fmt: skip
     return [text for (text,) in rows]
 
@@ -218,9 +219,9 @@ async def test_index_page_escapes_question_text(polls_client, judge_poll):
 
 @pytest.mark.task(1)
 async def test_index_page_follows_the_database(polls_client, polls_db):
-    polls_db.execute("DELETE FROM question WHERE id = 1")
+    polls_db.execute("DELETE FROM public.question WHERE id = 1")
     text = f"Tabs or spaces, {word(random.Random())}?"
-    polls_db.execute(sql.SQL("INSERT INTO question (question_text, pub_date) VALUES ({}, '2024-1-1')")
+    polls_db.execute(sql.SQL("INSERT INTO public.question (question_text, pub_date) VALUES ({}, '2024-1-1')")
                      .format(sql.Literal(text)))  # fmt: skip
     body = await page(polls_client, "/")
     assert_shows(body, text, "the index page")
@@ -232,7 +233,7 @@ async def test_index_page_follows_the_database(polls_client, polls_db):
 
 @pytest.mark.task(1)
 async def test_index_page_without_polls_has_no_links(polls_client, polls_db):
-    polls_db.execute("TRUNCATE question CASCADE")
+    polls_db.execute("TRUNCATE public.question CASCADE")
     body = await page(polls_client, "/")
     assert "/poll/" not in body, (
         f"expected no poll links for an empty database, got: {around(body, '/poll/')}"
@@ -241,7 +242,7 @@ async def test_index_page_without_polls_has_no_links(polls_client, polls_db):
 
 @pytest.mark.task(1)
 async def test_index_page_without_polls_says_so(polls_client, polls_db):
-    polls_db.execute("TRUNCATE question CASCADE")
+    polls_db.execute("TRUNCATE public.question CASCADE")
     text = page_text(await page(polls_client, "/"))
     assert "no polls" in text.lower(), (
         f"expected the index of an empty database to say so (\"No polls are available yet.\"), it shows "
@@ -389,7 +390,7 @@ async def test_missing_poll_is_404_naming_it(polls_client, polls_db):
 
 @pytest.mark.task(3)
 async def test_deleted_poll_is_404_naming_it(polls_client, polls_db, judge_poll):
-    polls_db.execute(sql.SQL("DELETE FROM question WHERE id = {}").format(sql.Literal(judge_poll.id)))
+    polls_db.execute(sql.SQL("DELETE FROM public.question WHERE id = {}").format(sql.Literal(judge_poll.id)))
     await assert_404_names(polls_client, judge_poll.id, "a poll that was just deleted")
 
 

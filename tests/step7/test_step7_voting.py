@@ -64,12 +64,12 @@ def judge_poll(polls_db) -> Poll:
     texts = [f'<script>alert("{b}")</script>', f"{c} & {a}", f"{b} or not"]
     choices = [(choice_id, texts[n], rng.randint(1, 60)) for n, choice_id in enumerate(ids)]
     polls_db.execute(
-        sql.SQL("INSERT INTO question (id, question_text, pub_date) VALUES ({}, {}, '2024-02-29')")
+        sql.SQL("INSERT INTO public.question (id, question_text, pub_date) VALUES ({}, {}, '2024-02-29')")
         .format(sql.Literal(question_id), sql.Literal(text))
     )  # fmt: skip
     for choice_id, choice_text, count in reversed(choices):
         polls_db.execute(
-            sql.SQL("INSERT INTO choice (id, choice_text, votes, question_id) VALUES ({}, {}, {}, {})")
+            sql.SQL("INSERT INTO public.choice (id, choice_text, votes, question_id) VALUES ({}, {}, {}, {})")
             .format(*map(sql.Literal, (choice_id, choice_text, count, question_id)))
         )  # fmt: skip
     return Poll(question_id, text, choices)
@@ -77,7 +77,8 @@ def judge_poll(polls_db) -> Poll:
 
 def missing(db, table: str) -> int:
     """An id that no row of `table` has, different on every run."""
-    taken = {row[0] for row in db.execute(sql.SQL("SELECT id FROM {}").format(sql.Identifier(table)))}
+    rows = db.execute(sql.SQL("SELECT id FROM {}").format(sql.Identifier("public", table)))
+    taken = {row[0] for row in rows}
     return next(n for n in random.sample(range(100, 999999), 50) if n not in taken)
 
 
@@ -86,7 +87,7 @@ def missing(db, table: str) -> int:
 
 def votes(db) -> dict[int, int]:
     """choice id -> votes, as PostgreSQL holds them now."""
-    return dict(db.execute("SELECT id, votes FROM choice ORDER BY id"))
+    return dict(db.execute("SELECT id, votes FROM public.choice ORDER BY id"))
 
 
 def changes(before: dict[int, int], after: dict[int, int]) -> dict[int, str]:
@@ -448,7 +449,7 @@ async def test_results_show_every_choice_with_its_votes(polls_client, judge_poll
 @pytest.mark.task(3)
 async def test_results_follow_the_votes(polls_client, polls_db):
     count = random.randint(11, 999)
-    polls_db.execute(f"UPDATE choice SET votes = {count} WHERE id = 3")
+    polls_db.execute(f"UPDATE public.choice SET votes = {count} WHERE id = 3")
     text = page_text(await results_page(polls_client, 1))
     assert_counts(text, 1, [("Just hacking again", count)])
 
@@ -470,7 +471,7 @@ async def test_results_escape_the_texts(polls_client, judge_poll):
 @pytest.mark.task(3)
 async def test_results_list_choices_without_votes(polls_client, polls_db, judge_poll):
     nobody = random.choice(judge_poll.choice_ids)
-    polls_db.execute(sql.SQL("UPDATE choice SET votes = 0 WHERE id = {}").format(sql.Literal(nobody)))
+    polls_db.execute(sql.SQL("UPDATE public.choice SET votes = 0 WHERE id = {}").format(sql.Literal(nobody)))
     counts = [(text, 0 if choice_id == nobody else count) for choice_id, text, count in judge_poll.choices]
     text = page_text(await results_page(polls_client, judge_poll.id))
     hint = "{% for choice in choices %} with no condition: a choice without votes shows 0."
