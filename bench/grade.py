@@ -189,18 +189,21 @@ def become_subreaper() -> bool:
         return False
 
 
-def reap_orphans(patience: float = 15.0) -> int:
-    """Wait for the processes the grader left to us; how many still run after `patience` seconds."""
-    deadline = time.monotonic() + patience
+def reap_orphans(patience: float = 15.0) -> tuple[int, int]:
+    """Wait for the processes the grader left to us: how many were reaped, and how many still ran after
+    `patience` seconds (left alone: their CPU time is then missing from the figure)."""
+    deadline, reaped = time.monotonic() + patience, 0
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return 0
-        if pid == 0:
-            if time.monotonic() > deadline:
-                tasks = Path(f"/proc/{os.getpid()}/task").glob("*/children")
-                return sum(len(task.read_text().split()) for task in tasks)
+            return reaped, 0
+        if pid:
+            reaped += 1
+        elif time.monotonic() > deadline:
+            tasks = Path(f"/proc/{os.getpid()}/task").glob("*/children")
+            return reaped, sum(len(task.read_text().split()) for task in tasks)
+        else:
             time.sleep(0.05)
 
 
@@ -215,6 +218,7 @@ class GraderRun:
     wall: float
     cpu: float
     subreaper: bool
+    orphans: int
     left_running: int
 
 
@@ -243,8 +247,8 @@ def run_grader(
     cpu_before, started = cpu_seconds(), time.perf_counter()
     done = subprocess.run([*command, *extra], cwd=ROOT, env=env, check=False)
     wall = time.perf_counter() - started
-    left = reap_orphans() if subreaper else 0
-    return GraderRun(done.returncode, wall, cpu_seconds() - cpu_before, subreaper, left)
+    orphans, left = reap_orphans() if subreaper else (0, 0)
+    return GraderRun(done.returncode, wall, cpu_seconds() - cpu_before, subreaper, orphans, left)
 
 
 def read_run_info(out: Path) -> dict[str, str]:
@@ -274,6 +278,7 @@ def report(
     for piece in pieces:
         by_learner.setdefault(piece.learner, []).append(piece)
     full = sum(step.points for step in steps)
+    print("kinds: so = solution, st = starter, mi = known mistake, br = broken; != marks a wrong score")
     print("learner     expected  got     / max   steps (kind: got, expected when known)")
     for name, own in by_learner.items():
         row = book.get(name)
@@ -347,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "met" if ran.wall <= GOAL_SECONDS else "NOT met"
     goal = f"goal: at most {GOAL_SECONDS} s on 2 cores, {verdict}"
     print(f"wall time: {ran.wall:.1f} s for {runs} step runs ({goal})")
-    reaped = "with the grader's orphans reaped" if ran.subreaper else "the grader's orphans not counted"
+    reaped = f"{ran.orphans} orphans of the grader reaped" if ran.subreaper else "orphans not counted"
     print(f"CPU: {ran.cpu:.1f} s in all, {ran.cpu / runs:.2f} s per step run ({reaped})")
     if ran.left_running:
         print(f"note: {ran.left_running} process(es) the grader left were still running after 15 s")
