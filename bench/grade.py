@@ -20,7 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workbook import catalogue, grade  # noqa: E402 - needs ROOT on sys.path first
+from workbook import catalogue  # noqa: E402 - needs ROOT on sys.path first
+from workbook.grading.outputs import write_outputs  # noqa: E402
+from workbook.grading.progress import Progress  # noqa: E402
+from workbook.grading.running import DEFAULT_JOBS, DEFAULT_TIMEOUT, grade_submissions  # noqa: E402
+from workbook.grading.scores import format_points  # noqa: E402
+from workbook.grading.submissions import discover  # noqa: E402
 from workbook.starter import strip_markers_into  # noqa: E402
 
 
@@ -42,8 +47,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--learners", type=int, default=30)
     parser.add_argument("--steps", help="a range such as 1-3 (default: every step)")
-    parser.add_argument("--jobs", type=int, default=grade.DEFAULT_JOBS)
-    parser.add_argument("--timeout", type=float, default=grade.DEFAULT_TIMEOUT)
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS)
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     args = parser.parse_args()
     steps = catalogue.parse_step_range(args.steps) if args.steps else list(catalogue.steps())
 
@@ -52,14 +57,12 @@ def main() -> int:
         first = finished_workbook(submissions / "learner-01", steps)
         for number in range(2, args.learners + 1):
             shutil.copytree(first, submissions / f"learner-{number:02d}")
-        found, _ = grade.discover(submissions)
-        progress = grade.Progress(len(found), len(steps))
+        found, _ = discover(submissions)
+        progress = Progress(len(found), len(steps))
         started = time.perf_counter()
-        grades = grade.grade_submissions(
-            found, steps, jobs=args.jobs, timeout=args.timeout, progress=progress
-        )
+        grades = grade_submissions(found, steps, jobs=args.jobs, timeout=args.timeout, progress=progress)
         wall = time.perf_counter() - started
-        grade.write_outputs(Path(tmp) / "grades", grades, steps)
+        write_outputs(Path(tmp) / "grades", grades, steps)
 
     full = sum(step.points for step in steps)
     wrong = [g for g in grades if g.total != full]
@@ -77,7 +80,7 @@ def main() -> int:
     if wrong:
         print(f"NOT FULL MARKS for {len(wrong)} learners (a grader bug or a flaky test):")
         for g in wrong:
-            print(f"  {g.name}: {grade.format_points(g.total)}/{full} {g.all_problems()}")
+            print(f"  {g.name}: {format_points(g.total)}/{full} {g.all_problems()}")
         return 1
     print(f"every learner got {full}/{full}")
     return 0

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from . import catalogue, grade, gradescope, integrity, learner, scoring, starter
+from . import catalogue, gradescope, integrity, learner, scoring, starter
+from .grading import cli as grade_cli
 from .runner import JUDGE_ENV, pytest_command, run_many
 
 
@@ -141,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     solutions.set_defaults(handler=_solutions)
 
     grading = commands.add_parser("grade", help="grade a folder of learners' workbooks (nox -s grade)")
-    grade.add_arguments(grading)
-    grading.set_defaults(handler=grade.run)
+    grade_cli.add_arguments(grading)
+    grading.set_defaults(handler=grade_cli.run)
 
     bundle = commands.add_parser("gradescope", help="build a Gradescope autograder zip (nox -s gradescope)")
     gradescope.add_arguments(bundle)
