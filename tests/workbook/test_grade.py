@@ -343,6 +343,16 @@ def test_report_is_escaped_and_self_contained(graded_class):
     assert 'class="bar"' in report
 
 
+def test_run_json_says_how_the_class_was_graded(graded_class):
+    out = graded_class["out"]
+    run = json.loads((out / "run.json").read_text())
+    assert set(run) == {"tier", "database", "learners", "steps", "seconds"}
+    assert run["tier"] == "unconfined" and run["database"] == "dsn"  # the fixture's server comes by DSN
+    assert run["learners"] == len(graded_class["expected"]) and run["steps"] == [1, 2, 3]
+    assert 0 < run["seconds"] < 600
+    assert "ran <b>unconfined</b>; database: <b>dsn</b>" in (out / "report.html").read_text()
+
+
 def test_progress_goes_to_stderr_without_a_tty(graded_class):
     completed = graded_class["completed"]
     assert "grading [" in completed.stderr and "\r" not in completed.stderr
@@ -497,6 +507,20 @@ def test_outputs_are_the_same_for_the_same_grades(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     rows = (tmp_path / "a" / "gradebook.csv").read_text().splitlines()
     assert rows == ["learner,step1,total", "'=cmd,0,0", f"zed,{step.points},{step.points}"]
+
+
+def test_run_json_is_written_with_a_record_of_the_run_and_only_then(tmp_path):
+    step = catalogue.step(1)
+    grades = [scores.LearnerGrade("zed", [scores.StepGrade(step, [full_marks(t) for t in step.tasks])])]
+    record = running.RunRecord(tier="uid", database="local", learners=1, steps=[1], seconds=12.5)
+    outputs.write_outputs(tmp_path, grades, [step], record)
+    assert json.loads((tmp_path / "run.json").read_text()) == {
+        "tier": "uid", "database": "local", "learners": 1, "steps": [1], "seconds": 12.5,
+    }  # fmt: skip
+    assert "ran <b>uid</b>; database: <b>local</b>" in (tmp_path / "report.html").read_text()
+    outputs.write_outputs(tmp_path, grades, [step])  # grades without a run: no run.json tells of another
+    assert not (tmp_path / "run.json").exists()
+    assert "ran <b>" not in (tmp_path / "report.html").read_text()
 
 
 # --- submissions that are not the learner's own plain files -----------------------------------------------

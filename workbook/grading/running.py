@@ -246,6 +246,8 @@ class Launcher:
         assert process.pid is not None
         with self._lock:
             self._active.add(process.pid)
+            if self.stopping.is_set():  # kill_all came while this one started: it must not run its course
+                _kill_now(process.pid)
         try:
             process.join(timeout)
             timed_out = process.exitcode is None
@@ -273,11 +275,19 @@ class Launcher:
         )
 
     def kill_all(self) -> None:
-        """Ctrl+C: every running test process goes, with its group."""
+        """Ctrl+C, SIGTERM, SIGHUP: every running test process goes, with its group; none starts after."""
         self.stopping.set()
         with self._lock:
             for pid in self._active:
-                kill_group(pid)
+                _kill_now(pid)
+
+
+def _kill_now(pid: int) -> None:
+    """SIGKILL a test process and its group, the process too in case it has not made its group yet (setsid
+    is the first thing it does): a kill must never leave it to run until its timeout."""
+    kill_group(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
