@@ -7,6 +7,8 @@ once per learner finished instead.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import threading
 import time
@@ -17,6 +19,17 @@ from tqdm import tqdm
 from .scores import StepGrade, format_points
 
 BAR_FORMAT = "{desc} [{bar:30}] {n_fmt}/{total_fmt} steps{postfix} ({elapsed}<{remaining})"
+UNSIZED = {"ncols": 120, "nrows": 24}  # for a terminal that reports a size of 0x0
+
+
+def _sized(stream: TextIO) -> bool:
+    """Whether the terminal reports its size. A bare pseudo-terminal (`script`, some CI runners) says 0x0,
+    which tqdm takes literally: it would draw nothing at all."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return True  # not a real terminal (a test's stand-in): tqdm asks, gets no answer, and draws
+    return size.columns > 0 and size.lines > 0
 
 
 class Progress:
@@ -33,14 +46,15 @@ class Progress:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         # Off a terminal tqdm draws nothing (disable): line() formats the same bar for a log instead.
+        screen = {"dynamic_ncols": True} if not self.tty or _sized(self.stream) else UNSIZED
         self.bar = tqdm(
             total=self.total,
             desc="grading",
             file=self.stream,
             bar_format=BAR_FORMAT,
             ascii=True,
-            dynamic_ncols=True,
             disable=not self.tty,
+            **screen,
             postfix=self._learners(),
         )
 
