@@ -3,12 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 
-from . import catalogue, grade, gradescope, integrity, learner, scoring, starter
+from . import STARTED_BY, catalogue, gradescope, integrity, learner, scoring, starter
+from .grading import cli as grade_cli
 from .runner import JUDGE_ENV, pytest_command, run_many
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ENDING_SIGNALS = ("SIGTERM", "SIGHUP")
+_ending: list[int] = []  # the signal that is ending this command, once one came
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """End the command as SystemExit(128 + signal), so `finally` blocks and context managers clean up (test
+    processes, the database server, temp folders); a second signal does not cut that cleanup short."""
+    if not _ending:
+        _ending.append(signum)
+        raise SystemExit(128 + signum)
+
+
+def end_with_parent() -> None:
+    """SIGTERM and SIGHUP end a command cleanly, and so does its parent's death (Linux).
+
+    nox passes neither signal on to the `python -m workbook` it runs: killed, it would leave this process
+    running, and with it the grader's test processes, its PostgreSQL and its temp folders. PR_SET_PDEATHSIG
+    makes the kernel send SIGTERM here when the parent dies. Elsewhere, or without prctl, this is a no-op.
+    """
+    for name in ENDING_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_on_signal)
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != STARTED_BY:  # the parent died before the kernel was asked: no signal will come
+        _exit_on_signal(signal.SIGTERM, None)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -141,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     solutions.set_defaults(handler=_solutions)
 
     grading = commands.add_parser("grade", help="grade a folder of learners' workbooks (nox -s grade)")
-    grade.add_arguments(grading)
-    grading.set_defaults(handler=grade.run)
+    grade_cli.add_arguments(grading)
+    grading.set_defaults(handler=grade_cli.run)
 
     bundle = commands.add_parser("gradescope", help="build a Gradescope autograder zip (nox -s gradescope)")
     gradescope.add_arguments(bundle)
@@ -206,4 +240,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    end_with_parent()
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""A Gradescope autograder for the workbook, built from this checkout and grading with workbook.grade.
+"""A Gradescope autograder for the workbook, built from this checkout and grading with workbook.grading.
 
 `nox -s gradescope -- --steps 1-9` (`python -m workbook gradescope`) writes a zip to upload as the
 assignment's autograder. It holds:
@@ -27,7 +27,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import catalogue, grade
+from . import catalogue
+from .grading.outputs import gradescope_results
+from .grading.running import DEFAULT_JOBS, GradingError, grade_submissions
+from .grading.sandbox import suite_files
+from .grading.submissions import Submission
 from .pg import NoPostgresAvailable
 
 if sys.version_info >= (3, 11):
@@ -112,7 +116,7 @@ def requirements(pyproject: Path, group: str = "test") -> list[str]:
 def _files(root: Path, steps: Sequence[catalogue.Step]) -> list[tuple[str, Path]]:
     """(name in the zip, path) of everything the autograder needs from this checkout, sorted."""
     found = []
-    for source in [root / name for name in BUNDLED] + grade.suite_files(root, steps):
+    for source in [root / name for name in BUNDLED] + suite_files(root, steps):
         paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
         for path in paths:
             relative = path.relative_to(root)
@@ -165,10 +169,10 @@ def autograde(
     root: Path, steps: Sequence[catalogue.Step], timeout: float = DEFAULT_TIMEOUT, jobs: int | None = None
 ) -> dict[str, Any]:
     """Grade ROOT/submission and write ROOT/results/results.json, as Gradescope expects."""
-    submission = grade.Submission("submission", root / "submission")
-    jobs = jobs or grade.DEFAULT_JOBS
-    [graded] = grade.grade_submissions([submission], steps, jobs=jobs, timeout=timeout)
-    results = grade.gradescope_results(graded)
+    submission = Submission("submission", root / "submission")
+    jobs = jobs or DEFAULT_JOBS
+    [graded] = grade_submissions([submission], steps, jobs=jobs, timeout=timeout)
+    results = gradescope_results(graded)
     (root / "results").mkdir(parents=True, exist_ok=True)
     (root / "results" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
@@ -206,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
 def _autograde(args: argparse.Namespace) -> int:
     try:
         results = autograde(args.root, _steps(args.steps), args.timeout, args.jobs)
-    except (grade.GradingError, NoPostgresAvailable) as exc:  # no results.json: Gradescope shows a failure
+    except (GradingError, NoPostgresAvailable) as exc:  # no results.json: Gradescope shows a failure
         print(f"The autograder could not grade: {exc}", file=sys.stderr)
         return 1
     print(f"{results['score']:g} points: {args.root / 'results' / 'results.json'}\n{results['output']}")

@@ -18,7 +18,8 @@ import psycopg2
 import pytest
 
 from tests.workbook.conftest import FORGERY
-from workbook import catalogue, grade
+from workbook import catalogue
+from workbook.grading import database, outputs, progress, running, scores, submissions
 from workbook.pg import ENV_DSN, PostgresServer, throwaway_postgres
 from workbook.runner import run_step
 from workbook.starter import strip_markers_into
@@ -185,10 +186,10 @@ def starter_points(step: catalogue.Step) -> Fraction:
     return earned
 
 
-def full_marks(task: catalogue.Task) -> grade.TaskScore:
+def full_marks(task: catalogue.Task) -> scores.TaskScore:
     """A task whose every check passed (one earning check is enough for full marks)."""
-    earning = [grade.Check(f"check{n}", task.number, "passed") for n in range(3)]
-    return grade.TaskScore(task, 3, 3, earning)
+    earning = [scores.Check(f"check{n}", task.number, "passed") for n in range(3)]
+    return scores.TaskScore(task, 3, 3, earning)
 
 
 def tree_digest(path: Path) -> str:
@@ -205,7 +206,7 @@ def marked_processes() -> list[int]:
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if grade.RUN_MARKER.encode() + b"=" in (entry / "environ").read_bytes():
+            if running.RUN_MARKER.encode() + b"=" in (entry / "environ").read_bytes():
                 found.append(int(entry.name))
         except OSError:
             continue
@@ -225,7 +226,7 @@ def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict:
         server.execute("CREATE DATABASE instructor_sentinel")
         databases_before = {row[0] for row in server.execute("SELECT datname FROM pg_database")}
         command = [
-            sys.executable, "-c", "import sys; from workbook.grade import main; sys.exit(main(sys.argv[1:]))",
+            sys.executable, "-c", "import sys, workbook.grading.cli as c; sys.exit(c.main(sys.argv[1:]))",
             str(submissions), "--steps", "1-3", "--out", str(out), "--jobs", "2",
             "--timeout", str(HANGS_AFTER),
         ]  # fmt: skip
@@ -265,11 +266,11 @@ def test_every_learner_gets_exactly_the_expected_scores(graded_class):
     assert completed.returncode == 0, completed.stderr[-3000:]
     rows = gradebook(graded_class["out"])
     expected = graded_class["expected"]
-    assert [row["learner"] for row in rows] == sorted(expected, key=grade.sort_key)
+    assert [row["learner"] for row in rows] == sorted(expected, key=submissions.sort_key)
     for row in rows:
         steps = expected[row["learner"]]
-        assert [row["step1"], row["step2"], row["step3"]] == [grade.format_points(s) for s in steps], row
-        assert row["total"] == grade.format_points(sum(steps)), row
+        assert [row["step1"], row["step2"], row["step3"]] == [scores.format_points(s) for s in steps], row
+        assert row["total"] == scores.format_points(sum(steps)), row
     assert list(rows[0]) == ["learner", "step1", "step2", "step3", "total"]
 
 
@@ -342,12 +343,24 @@ def test_report_is_escaped_and_self_contained(graded_class):
     assert 'class="bar"' in report
 
 
+def test_run_json_says_how_the_class_was_graded(graded_class):
+    out = graded_class["out"]
+    run = json.loads((out / "run.json").read_text())
+    assert set(run) == {"tier", "database", "learners", "steps", "seconds"}
+    assert run["tier"] == "unconfined" and run["database"] == "dsn"  # the fixture's server comes by DSN
+    assert run["learners"] == len(graded_class["expected"]) and run["steps"] == [1, 2, 3]
+    assert 0 < run["seconds"] < 600
+    assert "ran <b>unconfined</b>; database: <b>dsn</b>" in (out / "report.html").read_text()
+
+
 def test_progress_goes_to_stderr_without_a_tty(graded_class):
     completed = graded_class["completed"]
     assert "grading [" in completed.stderr and "\r" not in completed.stderr
     assert "notes.txt is neither a folder nor a .zip" in completed.stderr
     assert "grading [" not in completed.stdout
-    assert completed.stderr.strip().splitlines()[-1].startswith("grading [##############################]")
+    lines = [line for line in completed.stderr.splitlines() if line.startswith("grading [")]
+    assert len(lines) == len(graded_class["expected"]), "one line per learner"
+    assert lines[-1].startswith("grading [##############################]")
 
 
 # --- the parts, one at a time ----------------------------------------------------------------------------
@@ -360,15 +373,15 @@ def test_discover_names_learners_by_folder_or_zip_and_sorts_them(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "readme.txt").write_text("")
     (tmp_path / ".hidden").mkdir()
-    found, skipped = grade.discover(tmp_path)
+    found, skipped = submissions.discover(tmp_path)
     assert [s.name for s in found] == ["Alice", "bob", "bob.zip", "carol", "dave", "Eve"]
     assert skipped == ["readme.txt"]
 
 
 def test_discover_refuses_a_single_workbook(tmp_path):
     (tmp_path / "steps").mkdir()
-    with pytest.raises(grade.SubmissionError, match="one workbook, not a folder of submissions"):
-        grade.discover(tmp_path)
+    with pytest.raises(submissions.SubmissionError, match="one workbook, not a folder of submissions"):
+        submissions.discover(tmp_path)
 
 
 def test_unpack_finds_the_workbook_in_every_usual_layout(tmp_path):
@@ -381,46 +394,46 @@ def test_unpack_finds_the_workbook_in_every_usual_layout(tmp_path):
     (tmp_path / "wrapped" / "inner").mkdir(parents=True)
     shutil.copytree(tmp_path / "book", tmp_path / "wrapped" / "inner", dirs_exist_ok=True)
     for name, path in [("top", "top.zip"), ("nested", "nested.zip"), ("gs", "gradescope"), ("w", "wrapped")]:
-        root = grade.unpack(grade.Submission(name, tmp_path / path), tmp_path / f"out-{name}")
+        root = submissions.unpack(submissions.Submission(name, tmp_path / path), tmp_path / f"out-{name}")
         assert (root / "steps" / "step1").is_dir(), name
     assert not any((tmp_path / "gradescope").glob("*/"))  # the zip was unpacked elsewhere
 
 
 def test_unpack_explains_what_it_cannot_grade(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(grade.SubmissionError, match="no steps/ folder"):
-        grade.unpack(grade.Submission("empty", tmp_path / "empty"), tmp_path / "x")
+    with pytest.raises(submissions.SubmissionError, match="no steps/ folder"):
+        submissions.unpack(submissions.Submission("empty", tmp_path / "empty"), tmp_path / "x")
     (tmp_path / "broken.zip").write_bytes(b"not a zip")
-    with pytest.raises(grade.SubmissionError, match="not a readable zip"):
-        grade.unpack(grade.Submission("broken", tmp_path / "broken.zip"), tmp_path / "y")
+    with pytest.raises(submissions.SubmissionError, match="not a readable zip"):
+        submissions.unpack(submissions.Submission("broken", tmp_path / "broken.zip"), tmp_path / "y")
     (tmp_path / "book" / "steps").mkdir(parents=True)
     (tmp_path / "book" / "steps" / "big.txt").write_text("x" * 5000)
     zip_folder(tmp_path / "book", tmp_path / "bomb.zip")
-    monkeypatch.setattr(grade, "ZIP_MAX_BYTES", 1000)
-    with pytest.raises(grade.SubmissionError, match="too big to grade"):
-        grade.unpack(grade.Submission("bomb", tmp_path / "bomb.zip"), tmp_path / "z")
+    monkeypatch.setattr(submissions, "ZIP_MAX_BYTES", 1000)
+    with pytest.raises(submissions.SubmissionError, match="too big to grade"):
+        submissions.unpack(submissions.Submission("bomb", tmp_path / "bomb.zip"), tmp_path / "z")
 
 
 def test_partial_credit_and_its_format():
     task = catalogue.step(1).task(1)  # one check, which fails on the starter
-    passing = [grade.Check("test_index_view_says_hello", 1, "passed")]
-    assert grade.TaskScore(task, passed=1, total=1, checks=passing).earned == task.points
-    assert grade.TaskScore(task, passed=0, total=0).earned == 0
-    assert grade.TaskScore(task, passed=3, total=3).done
-    assert [grade.format_points(x) for x in (Fraction(8), Fraction(5, 2), Fraction(8, 3), Fraction(0))] == [
+    passing = [scores.Check("test_index_view_says_hello", 1, "passed")]
+    assert scores.TaskScore(task, passed=1, total=1, checks=passing).earned == task.points
+    assert scores.TaskScore(task, passed=0, total=0).earned == 0
+    assert scores.TaskScore(task, passed=3, total=3).done
+    assert [scores.format_points(x) for x in (Fraction(8), Fraction(5, 2), Fraction(8, 3), Fraction(0))] == [
         "8", "2.5", "2.67", "0",
     ]  # fmt: skip
 
 
-def as_role(server: PostgresServer, role: grade.LearnerRole) -> PostgresServer:
+def as_role(server: PostgresServer, role: database.LearnerRole) -> PostgresServer:
     return PostgresServer(host=server.host, port=server.port, user=role.name, password=role.password)
 
 
 def test_a_role_can_drop_only_its_own_databases(monkeypatch):
     with (
         throwaway_postgres() as server,
-        grade.LearnerRole(server) as mine,
-        grade.LearnerRole(server) as theirs,
+        database.LearnerRole(server) as mine,
+        database.LearnerRole(server) as theirs,
     ):
         server.create_database("instructor_db")
         # the provider's DSN path works for such a role: the suites' fixtures create and drop through it
@@ -443,7 +456,7 @@ def test_a_role_can_drop_only_its_own_databases(monkeypatch):
         server.drop_database("instructor_db")
     with throwaway_postgres() as server:
         before = {row[0] for row in server.execute("SELECT datname FROM pg_database")}
-        with grade.LearnerRole(server) as role:
+        with database.LearnerRole(server) as role:
             as_role(server, role).create_database()  # left behind on purpose: the role's exit drops it
         assert server.execute(f"SELECT count(*) FROM pg_roles WHERE rolname = '{role.name}'") == [(0,)]
         assert {row[0] for row in server.execute("SELECT datname FROM pg_database")} == before
@@ -451,7 +464,7 @@ def test_a_role_can_drop_only_its_own_databases(monkeypatch):
 
 def test_capture_keeps_the_head_and_the_tail():
     read, write = os.pipe()
-    capture = grade._Capture(read, limit=1000)
+    capture = running._Capture(read, limit=1000)
     capture.start()
     with os.fdopen(write, "wb") as pipe:
         pipe.write(b"HEAD" + b"x" * 100_000 + b"TAIL")
@@ -469,29 +482,45 @@ def test_progress_bar_on_a_terminal_and_off_it():
 
     step = catalogue.step(1)
     for stream in (io.StringIO(), Terminal()):
-        progress = grade.Progress(learners=2, steps=1, stream=stream)
-        progress.step_done("a", grade.StepGrade.zero(step, "timed out after 5s"))
-        progress.step_done("b", grade.StepGrade.zero(step, "x"))
-        progress.close()
+        bar = progress.Progress(learners=2, steps=1, stream=stream)
+        bar.step_done("a", scores.StepGrade.zero(step, "timed out after 5s"))
+        bar.step_done("b", scores.StepGrade.zero(step, "x"))
+        bar.close()
         text = stream.getvalue()
         assert "2/2 steps, 2/2 learners" in text
-        assert ("\r" in text) == isinstance(stream, Terminal)
-        if not isinstance(stream, Terminal):
-            assert text.count("\n") == 2 and "grading [###############---------------] 1/2" in text
+        assert ("\r" in text) == isinstance(stream, Terminal)  # redrawn in place only on a terminal
+        if isinstance(stream, Terminal):
+            assert f"b: step 1 0/{step.points} (x)" in text  # the step just graded, beside the bar
+        else:  # a line per learner finished, no more
+            assert text.count("\n") == 2 and "grading [###############               ] 1/2 steps" in text
 
 
 def test_outputs_are_the_same_for_the_same_grades(tmp_path):
     step = catalogue.step(1)
     grades = [
-        grade.LearnerGrade("=cmd", [grade.StepGrade.zero(step, "no steps/step1 folder in the submission")]),
-        grade.LearnerGrade("zed", [grade.StepGrade(step, [full_marks(t) for t in step.tasks])]),
+        scores.LearnerGrade("=cmd", [scores.StepGrade.zero(step, "no steps/step1 folder in the submission")]),
+        scores.LearnerGrade("zed", [scores.StepGrade(step, [full_marks(t) for t in step.tasks])]),
     ]
-    grade.write_outputs(tmp_path / "a", grades, [step])
-    grade.write_outputs(tmp_path / "b", grades, [step])
+    outputs.write_outputs(tmp_path / "a", grades, [step])
+    outputs.write_outputs(tmp_path / "b", grades, [step])
     for name in ("gradebook.csv", "report.html", "learners/zed/results.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     rows = (tmp_path / "a" / "gradebook.csv").read_text().splitlines()
     assert rows == ["learner,step1,total", "'=cmd,0,0", f"zed,{step.points},{step.points}"]
+
+
+def test_run_json_is_written_with_a_record_of_the_run_and_only_then(tmp_path):
+    step = catalogue.step(1)
+    grades = [scores.LearnerGrade("zed", [scores.StepGrade(step, [full_marks(t) for t in step.tasks])])]
+    record = running.RunRecord(tier="uid", database="local", learners=1, steps=[1], seconds=12.5)
+    outputs.write_outputs(tmp_path, grades, [step], record)
+    assert json.loads((tmp_path / "run.json").read_text()) == {
+        "tier": "uid", "database": "local", "learners": 1, "steps": [1], "seconds": 12.5,
+    }  # fmt: skip
+    assert "ran <b>uid</b>; database: <b>local</b>" in (tmp_path / "report.html").read_text()
+    outputs.write_outputs(tmp_path, grades, [step])  # grades without a run: no run.json tells of another
+    assert not (tmp_path / "run.json").exists()
+    assert "ran <b>" not in (tmp_path / "report.html").read_text()
 
 
 # --- submissions that are not the learner's own plain files -----------------------------------------------
@@ -502,12 +531,12 @@ def test_a_linked_step_folder_is_refused(tmp_path):
     cheat = copy_of_the_workbook(tmp_path / "cheat")
     shutil.rmtree(cheat / "steps" / "step1")
     (cheat / "steps" / "step1").symlink_to(classmate / "steps" / "step1")
-    with pytest.raises(grade.SubmissionError, match="steps/step1 is a link"):
-        grade.vet_tree(cheat / "steps" / "step1", cheat)
+    with pytest.raises(submissions.SubmissionError, match="steps/step1 is a link"):
+        submissions.vet_tree(cheat / "steps" / "step1", cheat)
     shutil.rmtree(cheat / "steps")
     (cheat / "steps").symlink_to(ROOT / "solutions")
-    with pytest.raises(grade.SubmissionError, match="steps is a link"):
-        grade.vet_tree(cheat / "steps" / "step1", cheat)
+    with pytest.raises(submissions.SubmissionError, match="steps is a link"):
+        submissions.vet_tree(cheat / "steps" / "step1", cheat)
 
 
 def test_links_inside_the_step_are_followed_only_within_the_submission(tmp_path):
@@ -515,22 +544,22 @@ def test_links_inside_the_step_are_followed_only_within_the_submission(tmp_path)
     views = package(copy, 2) / "views.py"
     views.unlink()
     views.symlink_to(ROOT / "solutions" / "step2" / catalogue.PACKAGE / "views.py")
-    with pytest.raises(grade.SubmissionError, match="leads out of the submission"):
-        grade.vet_tree(copy / "steps" / "step2", copy)
+    with pytest.raises(submissions.SubmissionError, match="leads out of the submission"):
+        submissions.vet_tree(copy / "steps" / "step2", copy)
     views.unlink()
     (copy / "my-views.py").write_text("# mine\n")
     views.symlink_to(copy / "my-views.py")
-    grade.vet_tree(copy / "steps" / "step2", copy)  # inside the submission: followed
+    submissions.vet_tree(copy / "steps" / "step2", copy)  # inside the submission: followed
     (package(copy, 2) / "inner").symlink_to(copy / "steps")
-    with pytest.raises(grade.SubmissionError, match="link to a folder"):
-        grade.vet_tree(copy / "steps" / "step2", copy)
+    with pytest.raises(submissions.SubmissionError, match="link to a folder"):
+        submissions.vet_tree(copy / "steps" / "step2", copy)
 
 
 def test_special_files_and_oversized_steps_are_refused(tmp_path, monkeypatch):
     copy = copy_of_the_workbook(tmp_path / "bo")
     os.mkfifo(package(copy, 1) / "pipe")
-    with pytest.raises(grade.SubmissionError, match="not a plain file"):
-        grade.vet_tree(copy / "steps" / "step1", copy)
-    monkeypatch.setattr(grade, "FOLDER_MAX_FILES", 3)
-    with pytest.raises(grade.SubmissionError, match="too big to grade"):
-        grade.vet_tree(copy / "steps" / "step2", copy)
+    with pytest.raises(submissions.SubmissionError, match="not a plain file"):
+        submissions.vet_tree(copy / "steps" / "step1", copy)
+    monkeypatch.setattr(submissions, "FOLDER_MAX_FILES", 3)
+    with pytest.raises(submissions.SubmissionError, match="too big to grade"):
+        submissions.vet_tree(copy / "steps" / "step2", copy)

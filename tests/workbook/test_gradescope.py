@@ -48,9 +48,8 @@ def test_bundle_holds_the_scripts_suites_and_tooling_but_no_solutions(tmp_path):
         setup = bundle.read("setup.sh").decode()
         bundle.extractall(tmp_path / "source")
     assert {"setup.sh", "run_autograder", "requirements.txt", "pyproject.toml"} <= set(names)
-    assert {"workbook/grade.py", "workbook/catalogue.toml", "tests/conftest.py", "config/polls.yaml"} <= set(
-        names
-    )
+    assert {"workbook/grading/running.py", "workbook/catalogue.toml"} <= set(names)
+    assert {"tests/conftest.py", "config/polls.yaml"} <= set(names)
     assert "tests/step1/test_step1_hello.py" in names and "tests/step2/test_step2_routes.py" in names
     assert not [n for n in names if n.startswith(("solutions/", "steps/", "tests/workbook/", "tests/step3/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]

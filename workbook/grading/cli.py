@@ -1,0 +1,101 @@
+"""Grades a class: every learner's steps against the instructor's own suites, into a gradebook.
+
+`nox -s grade -- SUBMISSIONS` (`python -m workbook grade SUBMISSIONS`) takes a folder holding one copy of
+the workbook, or a .zip of one, per learner, and writes the outputs that outputs.py lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import catalogue
+from ..pg import NoPostgresAvailable
+from .outputs import RUN_FILE, write_outputs
+from .progress import Progress
+from .running import DEFAULT_JOBS, DEFAULT_TIMEOUT, GradingError, RunRecord, grade_submissions
+from .scores import format_points
+from .submissions import SubmissionError, discover
+
+DEFAULT_OUT = "grades"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m workbook grade` (shared with this module's own entry point)."""
+    parser.add_argument(
+        "submissions", type=Path, help="a folder with one workbook copy (or .zip) per learner"
+    )
+    parser.add_argument("--steps", help="which steps to grade, such as 1-3 or 1,4-9 (default: all)")
+    parser.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT), help="where to write (default: grades)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        help=f"steps graded at once (default {DEFAULT_JOBS}: twice the CPUs)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds one step of one learner may take (default {DEFAULT_TIMEOUT:.0f})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Grade a class and write the outputs; the exit status is 0 even when learners fail (that is data)."""
+    steps = catalogue.parse_step_range(args.steps) if args.steps else list(catalogue.steps())
+    try:
+        submissions, skipped = discover(args.submissions)
+    except SubmissionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name in skipped:
+        print(f"note: {name} is neither a folder nor a .zip: not graded", file=sys.stderr)
+    if not submissions:
+        print(f"error: no submissions (folders or .zip files) in {args.submissions}", file=sys.stderr)
+        return 2
+    print(
+        f"Grading {len(submissions)} learners on steps {', '.join(str(s.number) for s in steps)} "
+        f"({args.jobs} at a time, {args.timeout:.0f}s per step)...",
+        file=sys.stderr,
+    )
+    progress = Progress(len(submissions), len(steps))
+    record = RunRecord()
+    try:
+        grades = grade_submissions(
+            submissions, steps, jobs=args.jobs, timeout=args.timeout, progress=progress, record=record
+        )
+    except (GradingError, NoPostgresAvailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted: the test processes and the database are gone, nothing was written.",
+            file=sys.stderr,
+        )
+        return 130
+    write_outputs(args.out, grades, steps, record)
+    width = max(len(g.name) for g in grades)
+    for grade in grades:
+        problems = grade.all_problems()
+        note = f"  ({len(problems)} problem{'s' * (len(problems) != 1)})" if problems else ""
+        print(f"  {grade.name:<{width}}  {format_points(grade.total):>6}/{grade.max_points}{note}")
+    print(
+        f"Wrote {args.out / 'gradebook.csv'}, {args.out / 'report.html'}, {args.out / RUN_FILE} "
+        "and a results.json per learner."
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workbook grade", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KeyError as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2

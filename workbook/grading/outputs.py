@@ -1,0 +1,222 @@
+"""What grading writes to ``--out`` (default ``grades/``):
+
+    gradebook.csv                one row per learner: a column per step and the total
+    learners/NAME/results.json   the learner's results in Gradescope's autograder format, one test per task
+    learners/NAME/stepN.log      what pytest printed for that step (capped)
+    report.html                  the class overview, pass rates per task and a section per learner
+    run.json                     how the run went: confinement tier, database, learners, steps, wall time
+
+The same grades always give the same bytes in the first four; run.json describes this one run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import markupsafe
+
+from .. import catalogue
+from .scores import LearnerGrade, StepGrade, TaskScore, format_points
+
+if TYPE_CHECKING:
+    from .running import RunRecord
+
+LEARNERS_DIR = "learners"
+RUN_FILE = "run.json"
+
+MAX_MESSAGE = 2000  # characters of one failing check's message in results.json and the report
+
+
+def _csv_cell(text: str) -> str:
+    """Keep a spreadsheet from reading a learner's name as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_gradebook(path: Path, grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["learner", *(step.name for step in steps), "total"])
+        for grade in grades:
+            by_step = {s.step.number: s for s in grade.steps}
+            writer.writerow(
+                [
+                    _csv_cell(grade.name),
+                    *(format_points(by_step[s.number].earned) for s in steps),
+                    format_points(grade.total),
+                ]
+            )
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+def task_feedback(score: TaskScore, step: StepGrade) -> str:
+    """What a learner reads under one task: how many checks pass, what failed and why, step problems."""
+    lines = [f"{score.passed}/{score.total} checks pass." if score.total else "No check of this task ran."]
+    for check in score.checks:
+        if check.outcome != "passed":
+            message = _clip(check.message.strip()) or check.outcome
+            lines.append(f"- {check.name}: {message}")
+    if not score.done:  # why the checks may not have run at all
+        lines += [f"Problem with step {step.step.number}: {problem}" for problem in step.problems]
+    return "\n".join(lines)
+
+
+def gradescope_results(grade: LearnerGrade) -> dict[str, Any]:
+    """Gradescope's autograder results: one test per task, partial credit, feedback as its output."""
+    tests = []
+    for step in grade.steps:
+        for score in step.tasks:
+            tests.append(
+                {
+                    "name": f"Step {step.step.number}, task {score.task.number}: {score.task.title}",
+                    "number": f"{step.step.number}.{score.task.number}",
+                    "score": round(float(score.earned), 2),
+                    "max_score": score.task.points,
+                    "status": "passed" if score.done else "failed",
+                    "output": task_feedback(score, step),
+                    "visibility": "visible",
+                }
+            )
+    summary = [f"{format_points(grade.total)}/{grade.max_points} points."]
+    summary += [f"- {problem}" for problem in grade.all_problems()]
+    return {
+        "score": round(float(grade.total), 2),
+        "output": "\n".join(summary),
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
+
+
+def write_learner(folder: Path, grade: LearnerGrade) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(gradescope_results(grade), indent=1) + "\n")
+    for step in grade.steps:
+        if step.log:
+            (folder / f"{step.step.name}.log").write_text(step.log, errors="replace")
+
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _code_spans(text: str) -> markupsafe.Markup:
+    """A catalogue title as HTML: escaped, with `code` spans."""
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
+
+
+def _task_rows(grade: LearnerGrade) -> list[dict[str, Any]]:
+    rows = []
+    for graded in grade.steps:
+        for score in graded.tasks:
+            failing = [c for c in score.checks if c.outcome != "passed"]
+            rows.append({
+                "label": f"{graded.step.number}.{score.task.number}",
+                "title": score.task.title,
+                "state": "done" if score.done else "failing",
+                "passed": score.passed,
+                "total": score.total,
+                "points": format_points(score.earned),
+                "max_points": score.task.points,
+                "failing": [f"{c.name}: {_clip(c.message.strip()) or c.outcome}" for c in failing],
+            })  # fmt: skip
+    return rows
+
+
+def _pass_rates(grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step]) -> list[dict[str, Any]]:
+    rates = []
+    for step in steps:
+        for task in step.tasks:
+            scores = [
+                score
+                for grade in grades
+                for graded in grade.steps
+                if graded.step.number == step.number
+                for score in graded.tasks
+                if score.task.number == task.number
+            ]
+            done = sum(score.done for score in scores)
+            shares = [score.passed / score.total for score in scores if score.total]
+            rates.append({
+                "label": f"{step.number}.{task.number}",
+                "title": task.title,
+                "done": done,
+                "count": len(scores),
+                "share_done": done / len(scores) if scores else 0.0,
+                "share_checks": sum(shares) / len(scores) if scores else 0.0,
+            })  # fmt: skip
+    return rates
+
+
+def render_report(
+    grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step], record: RunRecord | None = None
+) -> str:
+    """The class at a glance, pass rates per task, then every learner's details, from
+    workbook/templates/report.html; its header names the confinement tier and the database when a
+    `record` of the run is given. Jinja2 escapes every value: a submission's name, messages and output
+    cannot inject markup into the instructor's page."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    environment.filters["code_spans"] = _code_spans
+    overview = []
+    for grade in grades:
+        by_step = {s.step.number: s for s in grade.steps}
+        overview.append({
+            "name": grade.name,
+            "steps": [format_points(by_step[s.number].earned) for s in steps],
+            "total": format_points(grade.total),
+            "problems": len(grade.all_problems()),
+        })  # fmt: skip
+    learners = [
+        {"name": grade.name, "total": format_points(grade.total), "max_points": grade.max_points,
+         "problems": grade.all_problems(), "tasks": _task_rows(grade)}
+        for grade in grades
+    ]  # fmt: skip
+    return environment.get_template("report.html").render(
+        grades=grades,
+        steps=steps,
+        max_points=sum(step.points for step in steps),
+        overview=overview,
+        rates=_pass_rates(grades, steps),
+        learners=learners,
+        run=record,
+    )
+
+
+def write_run(path: Path, record: RunRecord) -> None:
+    """run.json: the facts about the run that the grades alone do not show (tier, database, wall time)."""
+    path.write_text(json.dumps(dataclasses.asdict(record), indent=1) + "\n", encoding="utf-8")
+
+
+def write_outputs(
+    out: Path,
+    grades: Sequence[LearnerGrade],
+    steps: Sequence[catalogue.Step],
+    record: RunRecord | None = None,
+) -> None:
+    """gradebook.csv, report.html and learners/NAME/ with results.json and the step logs; run.json too
+    when there is a `record` of the run (an older one never stays beside grades it does not describe)."""
+    out.mkdir(parents=True, exist_ok=True)
+    learners = out / LEARNERS_DIR
+    if learners.is_dir():  # a learner graded last time but not now must not linger; only our folders go
+        for old in learners.iterdir():
+            if old.is_dir() and (old / "results.json").is_file():
+                shutil.rmtree(old)
+    write_gradebook(out / "gradebook.csv", grades, steps)
+    (out / "report.html").write_text(render_report(grades, steps, record), encoding="utf-8")
+    if record is not None:
+        write_run(out / RUN_FILE, record)
+    else:
+        (out / RUN_FILE).unlink(missing_ok=True)
+    for grade in grades:
+        write_learner(learners / grade.name, grade)

@@ -1,0 +1,487 @@
+"""Running the class: every step of every learner as a test process of its own, `--jobs` at a time.
+
+- Each run is a separate process in its own process group, killed as a group on timeout (and any process
+  left with the run's marker in its environment after it), with its output read through a pipe and
+  capped, so a runaway learner costs time, never the run.
+- The processes are forked from a warm interpreter (multiprocessing's forkserver) that has already
+  imported pytest, aiohttp, SQLAlchemy and friends, saving the 0.2-0.8 s a new interpreter spends on
+  that. The child forgets the instructor's own `workbook` and `tests` modules and runs pytest inside the
+  sandbox as `python -m pytest tests/stepN --target steps` would.
+- The unit of work is one step of one learner, run `--jobs` at a time (default: twice the CPUs, because
+  steps spend much of their time waiting on sockets and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+
+from .. import catalogue
+from ..pg import ENV_DSN, PostgresServer, throwaway_postgres
+from ..runner import JUDGE_ARGS, JUDGE_ENV, kill_group
+from .database import LearnerRole
+from .sandbox import make_sandbox, sandbox_damage, take_snapshot
+from .scores import MAX_OUTPUT, Completed, LearnerGrade, StepGrade, read_report, read_stream, score_step
+from .submissions import Submission, SubmissionError, sort_key, unpack, vet_tree
+
+if TYPE_CHECKING:
+    from .progress import Progress
+
+
+DEFAULT_TIMEOUT = 120.0
+# Steps wait on sockets, timeouts and PostgreSQL much of the time: two runs per CPU keep the CPUs busy.
+DEFAULT_JOBS = 2 * (os.cpu_count() or 1)
+
+RUN_MARKER = "WORKBOOK_GRADE_RUN"  # every process of one step run inherits it: how stragglers are found
+
+# What the step suites import: loaded once in the fork server so that every test process starts warm.
+PRELOAD = (
+    "pytest",
+    "_pytest.pytester",
+    "aiohttp",
+    "aiohttp.web",
+    "aiohttp.test_utils",
+    "pytest_aiohttp",
+    "pytest_asyncio",
+    "psycopg2",
+    "psycopg2.extras",
+    "yaml",
+    "trafaret",
+    "sqlalchemy",
+    "aiopg",
+    "aiopg.sa",
+    "jinja2",
+    "aiohttp_jinja2",
+)
+
+
+class GradingError(RuntimeError):
+    """Grading cannot start at all (no usable database server); the message says what to do."""
+
+
+def plugin_modules() -> set[str]:
+    """Top-level modules of installed pytest plugins. pytest rewrites their asserts when it loads them and,
+    with warnings as errors, refuses to start if they were imported before: they must not be preloaded."""
+    from importlib.metadata import distributions
+
+    names = set()
+    for dist in distributions():
+        if not any(entry.group == "pytest11" for entry in dist.entry_points):
+            continue
+        for file in dist.files or []:
+            parts = file.parts
+            if len(parts) == 1 and file.suffix == ".py":
+                names.add(file.stem)
+            elif len(parts) == 2 and parts[1] == "__init__.py":
+                names.add(parts[0])
+            elif len(parts) == 3 and parts[2] == "__init__.py":  # a src/ layout
+                names.add(parts[1])
+        names.update(entry.module.split(".")[0] for entry in dist.entry_points if entry.group == "pytest11")
+    return names
+
+
+def preload_modules(plugins: set[str]) -> list[str]:
+    """What the fork server imports once: PRELOAD but the pytest plugins, and this module."""
+    return [name for name in PRELOAD if name.split(".")[0] not in plugins] + ["workbook.grading.running"]
+
+
+class _Capture(threading.Thread):
+    """Drains a pipe, keeping the first and last half of MAX_OUTPUT bytes: output never blocks the child."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.half = fd, limit // 2
+        self.head, self.tail = bytearray(), bytearray()
+        self.total = 0
+
+    def run(self) -> None:
+        try:
+            while chunk := os.read(self.fd, 65536):
+                self.total += len(chunk)
+                room = self.half - len(self.head)
+                if room > 0:
+                    self.head += chunk[:room]
+                    chunk = chunk[room:]
+                if chunk:
+                    self.tail += chunk
+                    del self.tail[: max(0, len(self.tail) - self.half)]
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode(errors="replace")
+        if not self.truncated:
+            return head + self.tail.decode(errors="replace")
+        cut = self.total - len(self.head) - len(self.tail)
+        return f"{head}\n[... {cut} bytes of output cut ...]\n{self.tail.decode(errors='replace')}"
+
+
+class _Stream:
+    """A pytest plugin for the child: appends every collected test and every outcome to a file at once.
+
+    What is written survives a SIGKILL, so a run that times out or dies still shows what passed.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def _write(self, **data: Any) -> None:
+        os.write(self.fd, (json.dumps(data) + "\n").encode())
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        for item in session.items:
+            marker = item.get_closest_marker("task")
+            self._write(collected=item.nodeid, task=marker.args[0] if marker and marker.args else None)
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        self._write(nodeid=report.nodeid, when=report.when, outcome=report.outcome)
+
+
+def _forget_modules(prefixes: Sequence[str]) -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in prefixes:
+            del sys.modules[name]
+
+
+def _child(request: dict[str, Any], output: Any) -> None:
+    """The test process (runs in the fork server's child): one pytest session inside one sandbox."""
+    code = 70
+    try:
+        os.setsid()  # its own process group: a timeout kills it and everything it started
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        output.close()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sandbox = request["sandbox"]
+        # The fork server imported the instructor's `workbook`; the suite must use the sandbox's copies.
+        _forget_modules(("workbook", "tests", catalogue.PACKAGE, *request["plugins"]))
+        instructor = {str(Path(p).resolve()) for p in request["forget_paths"]}
+        sys.path[:] = [sandbox] + [p for p in sys.path if p and str(Path(p).resolve()) not in instructor]
+        sys.path_importer_cache.clear()
+        importlib.invalidate_caches()
+        os.chdir(sandbox)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        tempfile.tempdir = None
+        import pytest
+
+        code = int(pytest.main(request["args"], plugins=[_Stream(request["stream"])]))
+    except BaseException:  # anything at all: say what, and leave with a code the grader recognises
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def kill_marked(token: str) -> int:
+    """SIGKILL every process whose environment carries this run's marker (ones that left the group)."""
+    needle = f"{RUN_MARKER}={token}".encode()
+    killed = 0
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError):
+            if needle in (entry / "environ").read_bytes().split(b"\0") and int(entry.name) != os.getpid():
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+class Launcher:
+    """Starts test processes from a warm fork server, watches their time and kills what they leave."""
+
+    def __init__(self, start_method: str | None = None) -> None:
+        available = multiprocessing.get_all_start_methods()
+        method = start_method or ("forkserver" if "forkserver" in available else "spawn")
+        # aiopg's SQLAlchemy reads this when imported, which the fork server does before any test runs.
+        os.environ.setdefault("SQLALCHEMY_WARN_20", "1")
+        self.context = multiprocessing.get_context(method)
+        self.plugins = sorted(plugin_modules())
+        if method == "forkserver":
+            self.context.set_forkserver_preload(preload_modules(set(self.plugins)))
+        self._active: set[int] = set()
+        self._lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def run(self, request: dict[str, Any], timeout: float, max_output: int = MAX_OUTPUT) -> Completed:
+        """Run `_child(request)`; kill its process group on timeout; keep at most max_output bytes."""
+        token = request["env"][RUN_MARKER]
+        request = {**request, "plugins": self.plugins}
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_child, args=(request, writer), name="workbook-grade")
+        started = time.monotonic()
+        process.start()
+        writer.close()
+        capture = _Capture(os.dup(reader.fileno()), max_output)
+        reader.close()
+        capture.start()
+        assert process.pid is not None
+        with self._lock:
+            self._active.add(process.pid)
+            if self.stopping.is_set():  # kill_all came while this one started: it must not run its course
+                _kill_now(process.pid)
+        try:
+            process.join(timeout)
+            timed_out = process.exitcode is None
+        finally:
+            kill_group(process.pid)  # on timeout; and stragglers such as a server the tests left running
+            if process.exitcode is None:
+                process.kill()
+            process.join()
+            kill_marked(token)
+            with self._lock:
+                self._active.discard(process.pid)
+        seconds = time.monotonic() - started
+        capture.join(10)
+        returncode = None if timed_out else process.exitcode
+        with contextlib.suppress(ValueError):
+            process.close()
+        return Completed(
+            returncode,
+            capture.text(),
+            capture.total,
+            capture.truncated,
+            timed_out,
+            seconds,
+            timeout,
+        )
+
+    def kill_all(self) -> None:
+        """Ctrl+C, SIGTERM, SIGHUP: every running test process goes, with its group; none starts after."""
+        self.stopping.set()
+        with self._lock:
+            for pid in self._active:
+                _kill_now(pid)
+
+
+def _kill_now(pid: int) -> None:
+    """SIGKILL a test process and its group, the process too in case it has not made its group yet (setsid
+    is the first thing it does): a kill must never leave it to run until its timeout."""
+    kill_group(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Run:
+    """What every step's grading shares: the server, the launcher, the workspace and the settings.
+
+    `snapshot` is what sandboxes are copied from; `root` is the instructor's checkout, kept off the test
+    processes' sys.path."""
+
+    server: PostgresServer | None
+    launcher: Launcher
+    workspace: Path
+    timeout: float
+    snapshot: Path
+    root: Path = catalogue.ROOT
+    max_output: int = MAX_OUTPUT
+    # How learner processes are confined; run.json and the report say it, so a grade can be weighed by it.
+    tier: str = "unconfined"
+
+
+@dataclass
+class RunRecord:
+    """What run.json says about one grading run: how confined, on which database, what, and how long."""
+
+    tier: str = ""
+    database: str = ""
+    learners: int = 0
+    steps: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _base_env(sandbox: Path, tmp: Path, dsn: str | None, token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_DSN, "PYTHONPATH", "WORKBOOK_TARGET")}
+    env.update(
+        PYTHONPATH=str(sandbox),
+        TMPDIR=str(tmp),
+        SQLALCHEMY_WARN_20="1",
+        **JUDGE_ENV,
+        **{RUN_MARKER: token},
+    )
+    if dsn:
+        env[ENV_DSN] = dsn
+    return env
+
+
+def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, dsn: str | None) -> StepGrade:
+    """Copy one step of a learner into a fresh sandbox and run the instructor's suite for it there."""
+    tree = step.tree(workbook, "steps")
+    try:
+        vet_tree(tree, workbook)
+    except SubmissionError as exc:
+        return StepGrade.zero(step, str(exc))
+    if not tree.is_dir():
+        return StepGrade.zero(step, f"no steps/{step.name} folder in the submission")
+    if not (tree / catalogue.PACKAGE).is_dir():
+        return StepGrade.zero(step, f"no {catalogue.PACKAGE} package in steps/{step.name}")
+    sandbox, tmp = workdir / "sandbox", workdir / "tmp"
+    try:
+        make_sandbox(sandbox, tree, step, run.snapshot)
+        tmp.mkdir()
+    except OSError as exc:
+        return StepGrade.zero(step, f"steps/{step.name} could not be copied ({exc.strerror or exc})")
+    report_path, stream_path = workdir / "report.json", workdir / "progress.jsonl"
+    token = secrets.token_hex(8)
+    request = {
+        "sandbox": str(sandbox),
+        "stream": str(stream_path),
+        "forget_paths": [str(run.root)],
+        "env": _base_env(sandbox, tmp, dsn, token),
+        "args": [
+            f"tests/{step.name}", "--target", "steps", "--workbook-report", str(report_path),
+            "--basetemp", str(tmp / "pytest"), "-q", "--tb=short", "--color=no", *JUDGE_ARGS,
+        ],
+    }  # fmt: skip
+    completed = run.launcher.run(request, run.timeout, run.max_output)
+    try:
+        graded = score_step(step, completed, read_report(report_path), read_stream(stream_path))
+    except Exception as exc:  # a report of an unexpected shape costs this step, never the run
+        return StepGrade.zero(step, f"grader error: {type(exc).__name__}: {exc}"[:300])
+    graded.problems += sandbox_damage(sandbox, step)
+    return graded
+
+
+def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
+    """One step of one learner, with a database role of its own that is dropped with its databases after."""
+    if run.launcher.stopping.is_set():
+        return StepGrade.zero(step, "grading was interrupted")
+    workdir.mkdir(parents=True)
+    try:
+        if run.server is None:
+            return grade_step(run, step, workbook, workdir, None)
+        with LearnerRole(run.server) as role:
+            return grade_step(run, step, workbook, workdir, role.dsn())
+    except psycopg2.Error as exc:  # the database refused the grader itself: this step's error, not the run's
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StepGrade.zero(step, f"grader error: PostgreSQL refused: {first}"[:300])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def grading_run(
+    steps: Sequence[catalogue.Step],
+    timeout: float,
+    root: Path = catalogue.ROOT,
+    start_method: str | None = None,
+) -> Iterator[Run]:
+    """One server, one fork server and one workspace for a whole grading run; all gone afterwards."""
+    launcher = Launcher(start_method)
+    with (
+        tempfile.TemporaryDirectory(prefix="workbook-grade-", ignore_cleanup_errors=True) as workspace,
+        throwaway_postgres() as server,
+    ):
+        # The fork server starts with this process's environment: keep an instructor's superuser DSN out
+        # of what learner code could read in /proc/self/environ. Each learner gets a role's DSN instead.
+        instructor_dsn = os.environ.pop(ENV_DSN, None)
+        try:
+            try:
+                with LearnerRole(server):
+                    pass
+            except psycopg2.Error as exc:
+                raise GradingError(
+                    f"Grading gives every learner a PostgreSQL role of their own, and this server refused to "
+                    f"create one ({str(exc).strip()}). Point {ENV_DSN} at a superuser, or unset it."
+                ) from None
+            snapshot = take_snapshot(root, Path(workspace) / "instructor", steps)
+            yield Run(server, launcher, Path(workspace), timeout, snapshot, root)
+        finally:
+            launcher.kill_all()
+            if instructor_dsn is not None:
+                os.environ[ENV_DSN] = instructor_dsn
+
+
+def grade_submissions(
+    submissions: Sequence[Submission],
+    steps: Sequence[catalogue.Step],
+    *,
+    jobs: int = 2,
+    timeout: float = DEFAULT_TIMEOUT,
+    root: Path = catalogue.ROOT,
+    progress: Progress | None = None,
+    start_method: str | None = None,
+    record: RunRecord | None = None,
+) -> list[LearnerGrade]:
+    """Grade every step of every submission, `jobs` at a time; the result is sorted by learner name.
+
+    The unit of work is one step of one learner, so that a slow step of one learner overlaps with quick
+    ones of others. Called from a script, that script needs the `if __name__ == "__main__":` guard that
+    multiprocessing asks for. A `record`, if given, is filled in with what run.json tells.
+    """
+    started = time.monotonic()
+    with grading_run(steps, timeout, root, start_method) as run:
+        if record is not None:
+            record.tier = run.tier
+            record.database = run.server.kind if run.server else "none"
+            record.learners = len(submissions)
+            record.steps = [step.number for step in steps]
+        workbooks: list[Path | SubmissionError] = []
+        for index, submission in enumerate(submissions):
+            try:
+                workbooks.append(unpack(submission, run.workspace / f"unpacked-{index:04d}"))
+            except SubmissionError as exc:
+                workbooks.append(exc)
+        graded: dict[tuple[int, int], StepGrade] = {}
+
+        def finish(index: int, result: StepGrade) -> None:
+            graded[index, result.step.number] = result
+            if progress:
+                progress.step_done(submissions[index].name, result)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade") as pool:
+            futures = {}
+            for index, workbook in enumerate(workbooks):
+                for step in steps:
+                    if isinstance(workbook, SubmissionError):
+                        finish(index, StepGrade.zero(step, str(workbook)))
+                        continue
+                    workdir = run.workspace / f"learner-{index:04d}" / step.name
+                    futures[pool.submit(grade_unit, run, step, workbook, workdir)] = index
+            try:
+                for future in as_completed(futures):
+                    finish(futures[future], future.result())
+            except BaseException:
+                run.launcher.kill_all()
+                for future in futures:
+                    future.cancel()
+                raise
+            finally:
+                if progress:
+                    progress.close()
+    results = []
+    for index, (submission, workbook) in enumerate(zip(submissions, workbooks, strict=True)):
+        problems = [str(workbook)] if isinstance(workbook, SubmissionError) else []
+        results.append(LearnerGrade(submission.name, [graded[index, s.number] for s in steps], problems))
+    if record is not None:
+        record.seconds = round(time.monotonic() - started, 1)
+    return sorted(results, key=lambda g: sort_key(g.name))
