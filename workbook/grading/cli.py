@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import catalogue
 from ..pg import NoPostgresAvailable
+from . import confinement
 from .outputs import RUN_FILE, write_outputs
 from .progress import Progress
 from .running import DEFAULT_JOBS, DEFAULT_TIMEOUT, GradingError, RunRecord, grade_submissions
@@ -42,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TIMEOUT,
         help=f"seconds one step of one learner may take (default {DEFAULT_TIMEOUT:.0f})",
     )
+    parser.add_argument(
+        "--trusted",
+        action="store_true",
+        help="grade even where learners' code cannot be confined (no root, no bubblewrap), or on a "
+        "server other than a private local cluster: only for a class you trust",
+    )
+    parser.add_argument(
+        "--tier",
+        choices=confinement.TIERS,
+        help="a weaker confinement than the strongest this machine allows (to compare, or to test)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     record = RunRecord()
     try:
         grades = grade_submissions(
-            submissions, steps, jobs=args.jobs, timeout=args.timeout, progress=progress, record=record
-        )
+            submissions, steps, jobs=args.jobs, timeout=args.timeout, progress=progress, record=record,
+            trusted=args.trusted, tier=args.tier, private=[args.submissions.resolve(), args.out.resolve()],
+        )  # fmt: skip
     except (GradingError, NoPostgresAvailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ strongest first (`detect_tier`):
   bubblewrap's own user namespace maps the inner uid onto that fresh uid, never onto root.
 - ``uid``: root without bubblewrap: the fresh uid, its limits and its private HOME and TMPDIR only.
   Permissions are then the only wall: the grader refuses unless the checkout, the submissions and the
-  outputs are unreadable to other users (`unreadable_to_strangers`).
+  outputs are unreadable to other users (`readable_by_strangers`).
 - ``bwrap``: bubblewrap as an unprivileged user: the namespaces, but the grader's own uid.
 - ``none``: neither; grading refuses unless the instructor says the class is trusted.
 
@@ -102,6 +102,11 @@ class Confinement:
     writable: list[str] = field(default_factory=list)  # bound read-write
     env: dict[str, str] = field(default_factory=dict)
     bwrap: str = ""
+
+    @property
+    def python_home(self) -> str:
+        """The runtime folder (interpreter, packages, learner side) that bubblewrap mounts read-only."""
+        return str(Path(self.learner_side).parent)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -378,7 +383,7 @@ def give(path: Path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid)
 
 
-def unreadable_to_strangers(paths: list[Path], uid: int) -> list[Path]:
+def readable_by_strangers(paths: list[Path], uid: int) -> list[Path]:
     """Which of `paths` a process under `uid` (no groups) could list or read: asked of the kernel itself,
     in a child that takes that uid, so ACLs and odd modes are judged as they really apply."""
     readable = []
@@ -425,7 +430,9 @@ def kill_uid(uid: int, deadline: float = 10.0) -> int:
     return first
 
 
-def remove_files_of(uid: int, roots: tuple[str, ...] = SHARED_WRITABLE) -> list[str]:
+def remove_files_of(
+    uid: int, roots: tuple[str, ...] = SHARED_WRITABLE, skip: tuple[str, ...] = ()
+) -> list[str]:
     """Remove what `uid` left where anyone may write (/tmp, /dev/shm, ...): its files and folders, and
     everything inside its folders. Links are removed, never followed. Folders a stranger cannot enter
     (no execute bit for others) are not searched: the uid could not have written below them."""
@@ -439,7 +446,7 @@ def remove_files_of(uid: int, roots: tuple[str, ...] = SHARED_WRITABLE) -> list[
                 except OSError:
                     continue
                 if info.st_uid != uid:
-                    if stat.S_ISDIR(info.st_mode) and not info.st_mode & stat.S_IXOTH:
+                    if stat.S_ISDIR(info.st_mode) and (not info.st_mode & stat.S_IXOTH or full in skip):
                         dirs.remove(name)
                     continue
                 if stat.S_ISDIR(info.st_mode):
@@ -467,8 +474,10 @@ def _remove_ipc_of(uid: int) -> None:
                                    capture_output=True, check=False)  # fmt: skip
 
 
-def clean_up(uid: int) -> dict[str, Any]:
-    """Everything a run's uid left: processes killed, files removed. What was found, for the record."""
+def clean_up(uid: int, files: bool = True, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Everything a run's uid left: processes killed and, where it could write outside its folders (the
+    uid tier: bubblewrap gives it a /tmp and /dev of its own), files removed. What was found, for the
+    record. `skip`: folders not to search (the grading workspace, removed whole anyway)."""
     killed = kill_uid(uid)
-    removed = remove_files_of(uid)
+    removed = remove_files_of(uid, skip=skip) if files else []
     return {"killed": killed, "removed": removed[:20]}

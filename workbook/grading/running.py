@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 
 from .. import catalogue
-from ..pg import ENV_DSN, PostgresServer, throwaway_postgres
+from ..pg import ENV_DSN, PostgresServer, describe, throwaway_postgres
 from ..runner import JUDGE_ARGS, JUDGE_ENV, kill_group
+from . import confinement
+from .confinement import Confinement, UidPool
 from .database import LearnerRole
 from .sandbox import make_sandbox, sandbox_damage, take_snapshot
 from .scores import MAX_OUTPUT, Completed, LearnerGrade, StepGrade, read_report, read_stream, score_step
@@ -305,7 +307,19 @@ class Run:
     root: Path = catalogue.ROOT
     max_output: int = MAX_OUTPUT
     # How learner processes are confined; run.json and the report say it, so a grade can be weighed by it.
-    tier: str = "unconfined"
+    tier: str = confinement.NONE
+    # What every run's Confinement shares (the runtime interpreter, bwrap); None when not confined.
+    base: Confinement | None = None
+    uids: UidPool | None = None
+    socket_dir: Path | None = None
+
+    @property
+    def database(self) -> PostgresServer | None:
+        """The server as the judges reach it: through its socket folder when confined (their network has
+        no way to the TCP listener), else as it is."""
+        if self.server is not None and self.base is not None:
+            return self.server.over_socket()
+        return self.server
 
 
 @dataclass
@@ -351,6 +365,7 @@ def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, ds
     except OSError as exc:
         return StepGrade.zero(step, f"steps/{step.name} could not be copied ({exc.strerror or exc})")
     report_path, stream_path = workdir / "report.json", workdir / "progress.jsonl"
+    confined = _confine(run, step, workdir, sandbox, tmp) if run.base is not None else None
     token = secrets.token_hex(8)
     request = {
         "sandbox": str(sandbox),
@@ -362,13 +377,58 @@ def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, ds
             "--basetemp", str(tmp / "pytest"), "-q", "--tb=short", "--color=no", *JUDGE_ARGS,
         ],
     }  # fmt: skip
-    completed = run.launcher.run(request, run.timeout, run.max_output)
+    if confined is not None:
+        request["args"] += ["--confinement", str(workdir / "confinement.json")]
+    try:
+        completed = run.launcher.run(request, run.timeout, run.max_output)
+    finally:
+        if confined is not None and confined.uid is not None:
+            confinement.clean_up(confined.uid, files=run.tier == confinement.UID, skip=(str(run.workspace),))
     try:
         graded = score_step(step, completed, read_report(report_path), read_stream(stream_path))
     except Exception as exc:  # a report of an unexpected shape costs this step, never the run
         return StepGrade.zero(step, f"grader error: {type(exc).__name__}: {exc}"[:300])
     graded.problems += sandbox_damage(sandbox, step)
     return graded
+
+
+def _confine(run: Run, step: catalogue.Step, workdir: Path, sandbox: Path, tmp: Path) -> Confinement:
+    """Lay out one run's folders for its confined learner processes and write their Confinement.
+
+    Under a fresh uid, the learner can read the step's code, the configuration folder and the judge's
+    temp folder (root's, open to the run's group), write its HOME, TMPDIR and launcher logs, and nothing
+    else: the instructor's suite and tooling in the sandbox are root's alone, and every folder above is
+    root's with traverse-only rights, so a classmate's run (another uid and group) gets nowhere.
+    """
+    assert run.base is not None
+    tree, config = step.tree(sandbox, "steps"), sandbox / "config"
+    home, learner_tmp, spool = workdir / "home", workdir / "learner-tmp", workdir / "spool"
+    uid = run.uids.take() if run.uids is not None else None
+    if uid is None:  # bubblewrap under our own uid: its mounts are the wall
+        for folder in (home, learner_tmp, spool):
+            folder.mkdir(mode=0o700)
+    else:
+        for folder in (workdir, workdir.parent, sandbox, sandbox / "steps", tmp):
+            os.chmod(folder, 0o711)
+        for private in ("tests", "workbook", "pyproject.toml"):
+            os.chmod(sandbox / private, 0o700 if (sandbox / private).is_dir() else 0o600)
+        for shared in (tree, config):
+            if shared.is_dir():
+                confinement.open_to_group(shared, uid)
+        confinement.give(home, uid, uid)
+        confinement.give(learner_tmp, uid, uid)
+        spool.mkdir(mode=0o710)
+        os.chown(spool, 0, uid)
+    readable = [run.base.python_home, str(tree), str(config), str(tmp)]
+    if run.socket_dir is not None:
+        readable.append(str(run.socket_dir))
+    confined = Confinement(
+        tier=run.tier, python=run.base.python, learner_side=run.base.learner_side, uid=uid, gid=uid,
+        home=str(home), tmp=str(learner_tmp), spool=str(spool), readable=readable,
+        writable=[str(home), str(learner_tmp), str(spool)], env=run.base.env, bwrap=run.base.bwrap,
+    )  # fmt: skip
+    confined.save(workdir / "confinement.json")
+    return confined
 
 
 def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
@@ -379,7 +439,7 @@ def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) ->
     try:
         if run.server is None:
             return grade_step(run, step, workbook, workdir, None)
-        with LearnerRole(run.server) as role:
+        with LearnerRole(run.database) as role:
             return grade_step(run, step, workbook, workdir, role.dsn())
     except psycopg2.Error as exc:  # the database refused the grader itself: this step's error, not the run's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -394,13 +454,49 @@ def grading_run(
     timeout: float,
     root: Path = catalogue.ROOT,
     start_method: str | None = None,
+    *,
+    trusted: bool = False,
+    tier: str | None = None,
+    private: Sequence[Path] = (),
 ) -> Iterator[Run]:
-    """One server, one fork server and one workspace for a whole grading run; all gone afterwards."""
+    """One server, one fork server and one workspace for a whole grading run; all gone afterwards.
+
+    The strongest confinement the machine allows (`tier` may ask for a weaker one); no confinement, or a
+    database server that is not a private local cluster, only when the instructor says the class is
+    `trusted`. In the uid-only tier, the checkout (`root`) and the `private` folders (submissions,
+    outputs) must be unreadable to a stranger's uid, which is all that stands between them and the
+    learners' processes there.
+    """
+    chosen, bwrap = confinement.detect_tier(tier)
+    if tier == confinement.NONE and not trusted:
+        raise GradingError("--tier none grades learners' code unconfined: say --trusted too if you mean it.")
+    if chosen == confinement.NONE and not trusted:
+        raise GradingError(
+            "Grading runs every learner's code, and this machine can confine it neither under a uid of its "
+            f"own (that needs root) nor with bubblewrap. {confinement.INSTALL_HINT} If you trust every "
+            "learner of this class, grade unconfined with --trusted."
+        )
     launcher = Launcher(start_method)
-    with (
-        tempfile.TemporaryDirectory(prefix="workbook-grade-", ignore_cleanup_errors=True) as workspace,
-        throwaway_postgres() as server,
-    ):
+    with contextlib.ExitStack() as stack:
+        workspace = Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="workbook-grade-", ignore_cleanup_errors=True)
+        ))  # fmt: skip
+        socket_dir = None
+        if chosen != confinement.NONE:
+            os.chmod(workspace, 0o711)
+            socket_dir = workspace / "postgres"
+            socket_dir.mkdir(mode=0o755)
+        server = stack.enter_context(throwaway_postgres(socket_dir=socket_dir))
+        if chosen != confinement.NONE and not server.socket and not trusted:
+            raise GradingError(
+                "Confined grading needs its own private PostgreSQL cluster (local server binaries); this run "
+                f"found {describe(server)}, which the learners' processes could not reach, or could reach "
+                f"beyond their own databases. Unset {ENV_DSN}, or pass --trusted."
+            )
+        if socket_dir is not None and not server.socket:
+            chosen = confinement.NONE  # trusted, on a server we cannot hand over by socket
+        if socket_dir is not None:
+            os.chmod(socket_dir, 0o755)
         # The fork server starts with this process's environment: keep an instructor's superuser DSN out
         # of what learner code could read in /proc/self/environ. Each learner gets a role's DSN instead.
         instructor_dsn = os.environ.pop(ENV_DSN, None)
@@ -413,12 +509,40 @@ def grading_run(
                     f"Grading gives every learner a PostgreSQL role of their own, and this server refused to "
                     f"create one ({str(exc).strip()}). Point {ENV_DSN} at a superuser, or unset it."
                 ) from None
-            snapshot = take_snapshot(root, Path(workspace) / "instructor", steps)
-            yield Run(server, launcher, Path(workspace), timeout, snapshot, root)
+            snapshot = take_snapshot(root, workspace / "instructor", steps)
+            os.chmod(snapshot, 0o700)
+            run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen)
+            if chosen != confinement.NONE:
+                _prepare_confinement(run, bwrap, socket_dir, [root, *private], trusted)
+            yield run
         finally:
             launcher.kill_all()
             if instructor_dsn is not None:
                 os.environ[ENV_DSN] = instructor_dsn
+
+
+def _prepare_confinement(
+    run: Run, bwrap: str | None, socket_dir: Path | None, private: list[Path], trusted: bool
+) -> None:
+    """The interpreter learners' uids can reach, their uid pool, and the uid tier's check of permissions."""
+    python, learner_side, env = confinement.build_runtime(
+        run.workspace / "runtime", run.snapshot / "workbook" / "learner_side"
+    )
+    run.base = Confinement(
+        tier=run.tier, python=python, learner_side=learner_side, env=env, bwrap=bwrap or ""
+    )
+    run.socket_dir = socket_dir
+    if run.tier in (confinement.BWRAP_UID, confinement.UID):
+        run.uids = UidPool()
+    if run.tier == confinement.UID and run.uids is not None:
+        exposed = confinement.readable_by_strangers([p for p in private if p.exists()], run.uids.take())
+        if exposed and not trusted:
+            shown = "\n".join(f"  {path}" for path in exposed)
+            raise GradingError(
+                "Without bubblewrap, a learner's processes run under a uid of their own and only file "
+                f"permissions keep them out, but any user can read:\n{shown}\nMake them private (for "
+                "example chmod o-rwx on each, or on a folder above), install bubblewrap, or pass --trusted."
+            )
 
 
 def grade_submissions(
@@ -431,6 +555,9 @@ def grade_submissions(
     progress: Progress | None = None,
     start_method: str | None = None,
     record: RunRecord | None = None,
+    trusted: bool = False,
+    tier: str | None = None,
+    private: Sequence[Path] = (),
 ) -> list[LearnerGrade]:
     """Grade every step of every submission, `jobs` at a time; the result is sorted by learner name.
 
@@ -439,7 +566,7 @@ def grade_submissions(
     multiprocessing asks for. A `record`, if given, is filled in with what run.json tells.
     """
     started = time.monotonic()
-    with grading_run(steps, timeout, root, start_method) as run:
+    with grading_run(steps, timeout, root, start_method, trusted=trusted, tier=tier, private=private) as run:
         if record is not None:
             record.tier = run.tier
             record.database = run.server.kind if run.server else "none"
