@@ -215,7 +215,10 @@ def marked_processes() -> list[int]:
 
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Grade the class once (steps 1-3, 2 at a time) on a server that also holds an instructor's database."""
+    """Grade the class once (steps 1-3, 2 at a time) on a server that also holds an instructor's database.
+
+    An instructor's own server (WORKBOOK_PG_DSN) is graded on only with --trusted: confined learners reach
+    nothing but a private cluster's socket (tests/workbook/test_grade_attacks.py grades confined)."""
     base = tmp_path_factory.mktemp("class")
     submissions, out = base / "submissions", base / "grades"
     submissions.mkdir()
@@ -228,7 +231,7 @@ def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict:
         command = [
             sys.executable, "-c", "import sys, workbook.grading.cli as c; sys.exit(c.main(sys.argv[1:]))",
             str(submissions), "--steps", "1-3", "--out", str(out), "--jobs", "2",
-            "--timeout", str(HANGS_AFTER),
+            "--timeout", str(HANGS_AFTER), "--trusted",
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), ENV_DSN: server.dsn()}
         completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -347,10 +350,11 @@ def test_run_json_says_how_the_class_was_graded(graded_class):
     out = graded_class["out"]
     run = json.loads((out / "run.json").read_text())
     assert set(run) == {"tier", "database", "learners", "steps", "seconds"}
-    assert run["tier"] == "unconfined" and run["database"] == "dsn"  # the fixture's server comes by DSN
+    assert run["tier"] == "none" and run["database"] == "dsn"  # --trusted, on the fixture's server by DSN
     assert run["learners"] == len(graded_class["expected"]) and run["steps"] == [1, 2, 3]
     assert 0 < run["seconds"] < 600
-    assert "ran <b>unconfined</b>; database: <b>dsn</b>" in (out / "report.html").read_text()
+    header = "Confinement: <b>none</b> (not confined: the class was declared trusted); database: <b>dsn</b>"
+    assert header in (out / "report.html").read_text()
 
 
 def test_progress_goes_to_stderr_without_a_tty(graded_class):
@@ -517,7 +521,7 @@ def test_run_json_is_written_with_a_record_of_the_run_and_only_then(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text()) == {
         "tier": "uid", "database": "local", "learners": 1, "steps": [1], "seconds": 12.5,
     }  # fmt: skip
-    assert "ran <b>uid</b>; database: <b>local</b>" in (tmp_path / "report.html").read_text()
+    assert "Confinement: <b>uid</b> (a fresh uid per learner and step" in (tmp_path / "report.html").read_text()
     outputs.write_outputs(tmp_path, grades, [step])  # grades without a run: no run.json tells of another
     assert not (tmp_path / "run.json").exists()
     assert "ran <b>" not in (tmp_path / "report.html").read_text()
@@ -563,3 +567,17 @@ def test_special_files_and_oversized_steps_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(submissions, "FOLDER_MAX_FILES", 3)
     with pytest.raises(submissions.SubmissionError, match="too big to grade"):
         submissions.vet_tree(copy / "steps" / "step2", copy)
+
+
+def test_an_instructors_server_is_refused_for_an_untrusted_class(tmp_path, monkeypatch):
+    """A server named by WORKBOOK_PG_DSN is not a private cluster: confined learners could not reach it by
+    socket, and its superuser is the instructor's. Grading says so and stops, unless told --trusted."""
+    if os.geteuid() != 0 and not shutil.which("bwrap"):
+        pytest.skip("no confinement here: grading refuses for that reason first")
+    with throwaway_postgres() as server:
+        monkeypatch.setenv(ENV_DSN, server.dsn())
+        with (
+            pytest.raises(running.GradingError, match=r"private PostgreSQL cluster.*--trusted"),
+            running.grading_run([catalogue.step(1)], 10.0),
+        ):
+            pass

@@ -24,6 +24,7 @@ import jinja2
 import markupsafe
 
 from .. import catalogue
+from . import confinement
 from .scores import LearnerGrade, StepGrade, TaskScore, format_points
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ def render_report(
         rates=_pass_rates(grades, steps),
         learners=learners,
         run=record,
+        tiers=confinement.DESCRIPTIONS,
     )
 
 
