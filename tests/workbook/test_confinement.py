@@ -196,7 +196,8 @@ def test_it_reaches_no_tcp_listener_outside_its_network(confined):
     )
     try:
         judge = subprocess.run(
-            [sys.executable, "-c", judge_code, json.dumps(dataclasses.asdict(confined)), textwrap.dedent(script)],
+            [sys.executable, "-c", judge_code, json.dumps(dataclasses.asdict(confined)),
+             textwrap.dedent(script)],
             cwd=catalogue.ROOT, env={**os.environ, "PYTHONPATH": str(catalogue.ROOT)},
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip

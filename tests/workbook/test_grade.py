@@ -521,7 +521,8 @@ def test_run_json_is_written_with_a_record_of_the_run_and_only_then(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text()) == {
         "tier": "uid", "database": "local", "learners": 1, "steps": [1], "seconds": 12.5,
     }  # fmt: skip
-    assert "Confinement: <b>uid</b> (a fresh uid per learner and step" in (tmp_path / "report.html").read_text()
+    report = (tmp_path / "report.html").read_text()
+    assert "Confinement: <b>uid</b> (a fresh uid per learner and step" in report
     outputs.write_outputs(tmp_path, grades, [step])  # grades without a run: no run.json tells of another
     assert not (tmp_path / "run.json").exists()
     assert "ran <b>" not in (tmp_path / "report.html").read_text()
