@@ -299,3 +299,54 @@ def test_no_role_enters_postgresql_without_its_password_over_the_socket():
                                  dbname="postgres", connect_timeout=5)  # fmt: skip
         psycopg2.connect(server.over_socket().dsn()).close()
     shutil.rmtree(sockets, ignore_errors=True)
+
+
+@ROOT_ONLY
+def test_an_unprivileged_grader_confines_with_bubblewrap():
+    """The `bwrap` tier: an instructor without root grades with bubblewrap's namespaces under their own uid.
+    Played here by `nobody` (PostgreSQL's initdb wants a user it can look up) running the grader from a copy
+    of the checkout, with the runtime interpreter (this one lives under /root, which nobody can enter)."""
+    best, _ = confinement.detect_tier()
+    if best != confinement.BWRAP_UID:
+        pytest.skip("bubblewrap is not usable here")
+    base = Path(tempfile.mkdtemp(prefix="workbook-unprivileged-"))
+    try:
+        os.chmod(base, 0o755)
+        python, _, env = confinement.build_runtime(
+            base / "runtime", catalogue.ROOT / "workbook" / "learner_side"
+        )
+        instructor = pwd.getpwnam("nobody").pw_uid
+        checkout, submissions, home = base / "checkout", base / "submissions", base / "home"
+        for name in ("workbook", "tests", "config", "pyproject.toml"):
+            source = catalogue.ROOT / name
+            if source.is_dir():
+                shutil.copytree(
+                    source, checkout / name, ignore=shutil.ignore_patterns("__pycache__", "browser")
+                )
+            else:
+                shutil.copy(source, checkout / name)
+        from workbook.starter import strip_markers_into
+
+        for number in (1, 2):
+            step = catalogue.step(number)
+            strip_markers_into(
+                step.tree(catalogue.ROOT, "solutions"), step.tree(submissions / "ann", "steps"), number
+            )
+        home.mkdir()
+        for folder in (checkout, submissions, home):
+            for path in [folder, *folder.rglob("*")]:
+                os.chown(path, instructor, instructor, follow_symlinks=False)
+        out = home / "grades"
+        completed = subprocess.run(
+            [python, "-m", "workbook", "grade", str(submissions), "--steps", "1-2", "--out", str(out)],
+            cwd=checkout, capture_output=True, text=True, timeout=600, user=instructor, group=instructor,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(checkout), **env},
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        assert json.loads((out / "run.json").read_text())["tier"] == confinement.BWRAP
+        points = sum(catalogue.step(n).points for n in (1, 2))
+        assert f"{points}/{points}" in completed.stdout, completed.stdout
+        assert confinement.pids_of(instructor) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
