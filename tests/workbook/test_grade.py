@@ -8,8 +8,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -582,3 +584,26 @@ def test_an_instructors_server_is_refused_for_an_untrusted_class(tmp_path, monke
             running.grading_run([catalogue.step(1)], 10.0),
         ):
             pass
+
+
+def test_a_dead_database_server_is_started_again_and_the_step_graded_once_more(tmp_path):
+    """The server dies between steps (the memory killer, say): the next step's first try fails on it, the
+    grader starts a fresh cluster and grades that step again, in full."""
+    step = catalogue.step(1)
+    learner = tmp_path / "ann"
+    strip_markers_into(step.tree(ROOT, "solutions"), step.tree(learner, "steps"), step.number)
+    with running.grading_run([step], 60.0, trusted=True) as run:
+        dead = run.server
+        assert dead is not None and dead.kind == "local"
+        postmaster = next(
+            int(entry.name) for entry in Path("/proc").glob("[0-9]*")
+            if (entry / "cmdline").exists()
+            and f"\0-p\0{dead.port}\0".encode() in (entry / "cmdline").read_bytes()
+        )  # fmt: skip
+        os.kill(postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while run.database_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        graded = running.grade_unit(run, step, learner, run.workspace / "ann-step1")
+        assert run.server is not dead and run.database_alive()
+        assert graded.earned == step.points and not graded.problems, graded.problems

@@ -312,6 +312,32 @@ class Run:
     base: Confinement | None = None
     uids: UidPool | None = None
     socket_dir: Path | None = None
+    # Where a replacement server is entered, so that it is stopped with the run (see revive_database).
+    servers: contextlib.ExitStack | None = None
+    _server_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def database_alive(self) -> bool:
+        server = self.database
+        if server is None:
+            return True
+        try:
+            server.execute("SELECT 1")
+        except psycopg2.Error:
+            return False
+        return True
+
+    def revive_database(self) -> bool:
+        """Replace a server that died (true if it did): one lost server must not cost every later step.
+
+        Only a private local cluster can be started again; another server is the instructor's to mind.
+        """
+        with self._server_lock:
+            if self.server is None or self.servers is None or self.server.kind != "local":
+                return False
+            if self.database_alive():
+                return False
+            self.server = self.servers.enter_context(throwaway_postgres(socket_dir=self.socket_dir))
+            return True
 
     @property
     def database(self) -> PostgresServer | None:
@@ -432,7 +458,20 @@ def _confine(run: Run, step: catalogue.Step, workdir: Path, sandbox: Path, tmp: 
 
 
 def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
-    """One step of one learner, with a database role of its own that is dropped with its databases after."""
+    """One step of one learner, with a database role of its own that is dropped with its databases after.
+
+    If the database server died meanwhile (nothing a learner's role can do; the machine's memory killer
+    can), it is started again and the step graded once more, so its checks are not failed for it.
+    """
+    for attempt in (1, 2):
+        graded = _grade_unit_once(run, step, workbook, workdir)
+        if attempt == 1 and not run.database_alive() and run.revive_database():
+            continue
+        return graded
+    raise AssertionError("unreachable")
+
+
+def _grade_unit_once(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
     if run.launcher.stopping.is_set():
         return StepGrade.zero(step, "grading was interrupted")
     workdir.mkdir(parents=True)
@@ -511,7 +550,7 @@ def grading_run(
                 ) from None
             snapshot = take_snapshot(root, workspace / "instructor", steps)
             os.chmod(snapshot, 0o700)
-            run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen)
+            run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen, servers=stack)
             if chosen != confinement.NONE:
                 _prepare_confinement(run, bwrap, socket_dir, [root, *private], trusted)
             yield run
