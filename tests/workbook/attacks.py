@@ -241,18 +241,21 @@ def _sabotage(conn, who):
         except Exception as exc:
             _say(f"as {{who}} refused: {{statement.split()[0]}} ({{str(exc).splitlines()[0][:80]}})")
     try:
-        cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")
+        cur.execute(  # others' databases: its own it may drop, as the suites' fixtures do
+            "SELECT datname FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid"
+            " WHERE NOT datistemplate AND r.rolname <> current_user"
+        )
         databases = [row[0] for row in cur.fetchall()]
         cur.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'wb_grade%' AND rolname <> current_user")
         roles = [row[0] for row in cur.fetchall()]
     except Exception as exc:
         _say(f"as {{who}}: cannot list: {{exc}}")
         return
-    _say(f"as {{who}} sees {{len(databases)}} databases and {{len(roles)}} other learner roles")
+    _say(f"as {{who}} sees {{len(databases)}} others' databases and {{len(roles)}} other learner roles")
     for name in databases:
         try:
             cur.execute(f'DROP DATABASE "{{name}}" WITH (FORCE)')
-            _say(f"AS {{who}} DROPPED a database that was not its own? {{name}}")
+            _say(f"AS {{who}} DROPPED a database that is not its own: {{name}}")
         except Exception:
             pass
     for role in roles:
