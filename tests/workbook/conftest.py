@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from workbook import catalogue
+from workbook.starter import strip_markers_into
 
 COPIED = ("workbook", "tests", "steps", "solutions", "config", "pyproject.toml", "README.md")
 
@@ -29,6 +30,28 @@ def workbook_copy(tmp_path: Path) -> Path:
         else:
             shutil.copy(source, copy / name)
     return copy
+
+
+def copy_of_the_workbook(into: Path) -> Path:
+    """What a learner hands in: the workbook as given out, starters and all, without solutions."""
+    into.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("steps", "tests", "config"):
+        shutil.copytree(catalogue.ROOT / name, into / name, ignore=ignore)
+    for name in ("README.md", "pyproject.toml"):
+        shutil.copy2(catalogue.ROOT / name, into / name)
+    return into
+
+
+def finish(copy: Path, number: int) -> None:
+    """Finish step N the honest way: its reference solution, markers removed."""
+    tree = copy / "steps" / f"step{number}"
+    shutil.rmtree(tree)
+    strip_markers_into(catalogue.ROOT / "solutions" / f"step{number}", tree, number)
+
+
+def package(copy: Path, number: int) -> Path:
+    return copy / "steps" / f"step{number}" / catalogue.PACKAGE
 
 
 def run_workbook(copy: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

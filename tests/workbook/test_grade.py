@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.workbook.conftest import FORGERY
+from tests.workbook.conftest import FORGERY, copy_of_the_workbook, finish, package
 from workbook import catalogue
 from workbook.grading import database, outputs, progress, running, scores, submissions
 from workbook.pg import ENV_DSN, PostgresServer, throwaway_postgres
@@ -37,33 +37,11 @@ def points(step: int, task: int | None = None) -> int:
     return chosen.points if task is None else chosen.task(task).points
 
 
-def copy_of_the_workbook(into: Path) -> Path:
-    """What a learner hands in: the workbook as given out, starters and all, without solutions."""
-    into.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("steps", "tests", "config"):
-        shutil.copytree(ROOT / name, into / name, ignore=ignore)
-    for name in ("README.md", "pyproject.toml"):
-        shutil.copy2(ROOT / name, into / name)
-    return into
-
-
-def finish(copy: Path, number: int) -> None:
-    """Finish step N the honest way: its reference solution, markers removed."""
-    tree = copy / "steps" / f"step{number}"
-    shutil.rmtree(tree)
-    strip_markers_into(ROOT / "solutions" / f"step{number}", tree, number)
-
-
 def finished_copy(into: Path) -> Path:
     copy = copy_of_the_workbook(into)
     for step in STEPS:
         finish(copy, step.number)
     return copy
-
-
-def package(copy: Path, number: int) -> Path:
-    return copy / "steps" / f"step{number}" / catalogue.PACKAGE
 
 
 SABOTAGE = """

@@ -1,0 +1,341 @@
+"""The hostile class (issue 11): honest learners beside one attacker per kind of attack, graded confined.
+
+The class is graded once per tier (bwrap+uid, uid) on steps 1 and 5, and everything is judged from
+outside: the grades, the outputs, the processes and files left behind, the canaries the instructor's side
+holds. The attackers' code is in attacks.py; each says what it achieved in its learner log, which the
+judge shows beside a failing check.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from tests.workbook.attacks import ATTACKS, planted_code
+from tests.workbook.conftest import copy_of_the_workbook, finish, package
+from workbook import catalogue, mistakes, pg
+from workbook.grading import confinement, outputs, running, submissions
+from workbook.runner import run_step
+
+TIERS = (confinement.BWRAP_UID, confinement.UID)
+STEPS = [catalogue.step(1), catalogue.step(5)]
+CHECKOUT_PARTS = ("tests", "workbook", "config", "pyproject.toml", "steps", "solutions")
+TIMEOUT = 90.0
+PARTIAL_MISTAKE = "wrong-case"  # step 1, task 1: the greeting's case
+# What an attacker prints when it got somewhere it must not (attacks.py writes these words in capitals).
+SUCCESS_WORDS = ("SUCCEEDED", "LOGGED IN AS", "FORGED", "WROTE", "PLANTED A F", "LEAKED", "DROPPED")
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the confined tiers need root (CI grades as root)"),
+    pytest.mark.skipif(
+        confinement.find_bwrap() is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"
+    ),
+]
+
+
+@dataclass
+class HostileRun:
+    """One tier's grading of the class, and everything observed around it."""
+
+    tier: str
+    out: Path
+    expected: dict[str, list[Fraction]]  # honest learners: exactly this
+    ceiling: dict[str, list[Fraction]]  # attackers: at most this
+    grades: dict[str, list[Fraction]]
+    problems: dict[str, str]
+    canaries: dict[str, str]
+    record: running.RunRecord
+    uids: list[int]
+    seconds: float
+    leftovers: dict[str, list[str]] = field(default_factory=dict)
+    reports: list[str] = field(default_factory=list)
+    untouched: dict[str, bool] = field(default_factory=dict)
+
+
+def tree_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        digest.update(str(file.relative_to(path)).encode())
+        if file.is_file() and not file.is_symlink():
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def checkout_copy(into: Path, canaries: dict[str, str]) -> Path:
+    """The instructor's checkout for `root=`: the parts grading reads, with a canary in each place."""
+    into.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for name in CHECKOUT_PARTS:
+        source = catalogue.ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, into / name, ignore=ignore)
+        else:
+            shutil.copy2(source, into / name)
+    (into / "CANARY.txt").write_text(canaries["checkout"])
+    (into / "tests" / "canary.txt").write_text(canaries["suite"])  # copied into the snapshot and sandboxes
+    (into / "workbook" / "canary.txt").write_text(canaries["tooling"])
+    return into
+
+
+def expected_points(copy: Path) -> list[Fraction]:
+    """What a trusted, unconfined run of the suites gives this learner's copy, step by step."""
+    return [run_step(step, str(copy)).points for step in STEPS]
+
+
+def build_class(subs: Path, scratch: Path, canaries: dict[str, str], targets: dict[str, list], pwned: str
+                ) -> tuple[dict[str, list[Fraction]], dict[str, list[Fraction]]]:  # fmt: skip
+    """Three honest learners and one attacker per kind; (exact scores, ceilings)."""
+    full = [Fraction(step.points) for step in STEPS]
+    ada = copy_of_the_workbook(subs / "ada")
+    for step in STEPS:
+        finish(ada, step.number)
+    (ada / "canary.txt").write_text(canaries["classmate"])
+    (ada / "steps" / "step1" / "secret.txt").write_text(canaries["classmate-step"])
+    bea = copy_of_the_workbook(subs / "bea")  # step 1 with a known mistake, step 5 finished
+    finish(bea, 5)
+    shutil.rmtree(bea / "steps" / "step1")
+    mistake = next(m for m in mistakes.load([STEPS[0]]) if m.name == PARTIAL_MISTAKE)
+    mistakes.apply(mistake, bea)
+    copy_of_the_workbook(subs / "sam")
+    expected = {"ada": full, "bea": expected_points(bea), "sam": [Fraction(0)] * len(STEPS)}
+    assert expected["bea"][0] < full[0] and expected["bea"][1] == full[1], expected["bea"]
+    ceiling: dict[str, list[Fraction]] = {}
+    for kind in ATTACKS:
+        copy = copy_of_the_workbook(subs / f"x-{kind}")
+        for step in STEPS:
+            finish(copy, step.number)
+            init = package(copy, step.number) / "__init__.py"
+            init.write_text(init.read_text() + planted_code(kind, targets, pwned))
+        ceiling[f"x-{kind}"] = full
+    linked = copy_of_the_workbook(subs / "x-symlink")  # step 5 is a link to a classmate's
+    finish(linked, 1)
+    shutil.rmtree(linked / "steps" / "step5")
+    (linked / "steps" / "step5").symlink_to("../../ada/steps/step5")
+    ceiling["x-symlink"] = [full[0], Fraction(0)]
+    return expected, ceiling
+
+
+def processes_of(uids: set[int]) -> list[str]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        uid = confinement.process_uid(int(entry.name), zombies=False)
+        if uid in uids or (uid is not None and confinement.UID_RANGE[0] <= uid < confinement.UID_RANGE[1]):
+            found.append(f"{entry.name} (uid {uid})")
+    return found
+
+
+def files_of(uids: set[int]) -> list[str]:
+    found = []
+    for root in ("/tmp", "/var/tmp", "/dev/shm"):
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                try:
+                    owner = os.lstat(path).st_uid
+                except OSError:
+                    continue
+                if owner in uids:
+                    found.append(path)
+    return found
+
+
+def our_clusters() -> set[str]:
+    """Cluster folders (of any run) in root's private folders: compared before and after."""
+    found = set()
+    for base in {pg.cluster_base(), Path(tempfile.gettempdir())}:
+        for folder in base.glob(f"{pg.TMP_PREFIX}*/{pg.CLUSTER_PREFIX}*"):
+            found.add(str(folder))
+    return found
+
+
+def attack_reports(out: Path) -> list[str]:
+    """Every line in which an attacker said what it achieved, as the outputs carry them."""
+    lines = []
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                if "ATTACK-REPORT" in line:
+                    lines.append(f"{path.relative_to(out)}: {line.strip()[:400]}")
+    return lines
+
+
+def alive(pid: int) -> bool:
+    return confinement.process_uid(pid, zombies=False) is not None
+
+
+@pytest.fixture(scope="module", params=TIERS)
+def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
+    """Grade the hostile class once at one tier; collect what is left and what the attackers said."""
+    tier = request.param
+    if tier == confinement.BWRAP_UID:  # world-readable: only bubblewrap's mounts keep the learners out
+        base = Path(tempfile.mkdtemp(prefix="hostile-class-"))
+        os.chmod(base, 0o755)
+    else:  # the uid tier asks for private folders: pytest's are (0700)
+        base = tmp_path_factory.mktemp("hostile")
+    canaries = {
+        name: f"CANARY-{secrets.token_hex(12)}"
+        for name in ("checkout", "suite", "tooling", "classmate", "classmate-step", "outputs", "env")
+    }
+    subs, out = base / "submissions", base / "grades"
+    subs.mkdir()
+    out.mkdir()
+    (out / "notes-of-the-instructor.txt").write_text(canaries["outputs"])
+    checkout = checkout_copy(base / "checkout", canaries)
+    decoy = subprocess.Popen(["sleep", "900"])  # a root process a planted postmaster.pid names
+    try:
+        pwned = f"/tmp/workbook-attack-pwned-{secrets.token_hex(4)}"
+        targets = {
+            "read": [str(checkout / "CANARY.txt"), str(checkout / "tests" / "canary.txt"),
+                     str(checkout / "workbook" / "canary.txt"), str(subs / "ada" / "canary.txt"),
+                     str(subs / "ada" / "steps" / "step1" / "secret.txt"),
+                     str(out / "notes-of-the-instructor.txt"), "/work/main/README.md",
+                     str(catalogue.ROOT / "README.md"), "/etc/shadow", "/root/.bash_history"],
+            "list": [str(checkout), str(subs), str(out), str(catalogue.ROOT / "solutions")],
+            "outputs": [str(out)],
+            "decoys": [decoy.pid],
+        }  # fmt: skip
+        expected, ceiling = build_class(subs, base / "scratch", canaries, targets, pwned)
+        found, _ = submissions.discover(subs)
+        digest_before = {"submissions": tree_digest(subs), "checkout": tree_digest(checkout)}
+        before = set(Path(tempfile.gettempdir()).glob("workbook-grade-*"))
+        clusters_before = our_clusters()
+        uids: list[int] = []
+        take = confinement.UidPool.take
+
+        def recording_take(pool: confinement.UidPool) -> int:
+            uid = take(pool)
+            uids.append(uid)
+            return uid
+
+        record = running.RunRecord()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(confinement.UidPool, "take", recording_take)
+            patch.setenv("INSTRUCTOR_CANARY", canaries["env"])
+            grades = running.grade_submissions(
+                found, STEPS, jobs=2, timeout=TIMEOUT, root=checkout, tier=tier, record=record,
+                private=[subs, out],
+            )  # fmt: skip
+            outputs.write_outputs(out, grades, STEPS, record)
+        run = HostileRun(
+            tier=tier, out=out, expected=expected, ceiling=ceiling,
+            grades={g.name: [s.earned for s in g.steps] for g in grades},
+            problems={g.name: "\n".join(g.all_problems()) for g in grades},
+            canaries=canaries, record=record, uids=uids, seconds=record.seconds,
+        )  # fmt: skip
+        run.leftovers = {
+            "processes": processes_of(set(uids)),
+            "files": files_of(set(uids)),
+            "workspaces": sorted(
+                map(str, set(Path(tempfile.gettempdir()).glob("workbook-grade-*")) - before)
+            ),
+            "clusters": sorted(our_clusters() - clusters_before),
+            "pwned": [pwned] if os.path.exists(pwned) else [],
+        }
+        pg.reap_abandoned_clusters()  # what the next run does first: it must not take a planted folder's word
+        run.leftovers["decoy killed"] = [] if alive(decoy.pid) else [str(decoy.pid)]
+        run.untouched = {
+            "submissions": tree_digest(subs) == digest_before["submissions"],
+            "checkout": tree_digest(checkout) == digest_before["checkout"],
+        }
+        run.reports = attack_reports(out)
+        summary = [f"{name}: {points} {run.problems[name][:300]!r}" for name, points in run.grades.items()]
+        summary += [f"{what}: {left}" for what, left in run.leftovers.items()] + run.reports
+        (Path(tempfile.gettempdir()) / f"hostile-class-{tier}.txt").write_text("\n".join(summary))
+        yield run
+    finally:
+        decoy.kill()
+        decoy.wait()
+        if tier == confinement.BWRAP_UID:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def gradebook(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "gradebook.csv").open(newline="") as handle:
+        return {row["learner"]: row for row in csv.DictReader(handle)}
+
+
+def test_honest_learners_get_exactly_their_trusted_scores(hostile: HostileRun) -> None:
+    for name, points in hostile.expected.items():
+        assert hostile.grades[name] == points, (name, hostile.problems[name])
+    assert hostile.grades["sam"] == [0, 0]
+
+
+def test_no_attacker_earns_more_than_its_own_code(hostile: HostileRun) -> None:
+    for name, ceiling in hostile.ceiling.items():
+        earned = hostile.grades[name]
+        assert all(got <= most for got, most in zip(earned, ceiling, strict=True)), (name, earned)
+    assert "steps/step5 is a link, not the learner's own folder" in hostile.problems["x-symlink"]
+
+
+def test_the_run_completes_and_writes_every_output(hostile: HostileRun) -> None:
+    out = hostile.out
+    rows = gradebook(out)
+    assert sorted(rows) == sorted(hostile.grades)
+    for name, points in hostile.grades.items():
+        results = json.loads((out / "learners" / name / "results.json").read_text())
+        assert results["score"] == round(float(sum(points)), 2), name
+        assert rows[name]["total"] == outputs.format_points(sum(points)), name
+    assert (out / "report.html").read_text().count("<section") == len(hostile.grades)
+    run = json.loads((out / "run.json").read_text())
+    assert run["tier"] == hostile.tier and run["learners"] == len(hostile.grades)
+    assert f"ran <b>{hostile.tier}</b>" in (out / "report.html").read_text()
+
+
+def test_no_canary_reaches_any_output(hostile: HostileRun) -> None:
+    assert any("ATTACK-REPORT snoop" in line for line in hostile.reports), "the snoop's channel is broken"
+    for path in hostile.out.rglob("*"):
+        if path.is_file() and path.name != "notes-of-the-instructor.txt":
+            text = path.read_text(errors="replace")
+            leaked = [name for name, canary in hostile.canaries.items() if canary in text]
+            assert not leaked, f"{path.relative_to(hostile.out)} holds the {leaked} canaries"
+
+
+def test_no_attacker_reports_a_success(hostile: HostileRun) -> None:
+    successes = [line for line in hostile.reports if any(word in line for word in SUCCESS_WORDS)]
+    assert not successes, "\n".join(successes[:30])
+
+
+def test_nothing_of_the_learners_outlives_the_run(hostile: HostileRun) -> None:
+    assert hostile.uids, "no learner ran under a uid of its own"
+    assert all(confinement.UID_RANGE[0] <= uid < confinement.UID_RANGE[1] for uid in hostile.uids)
+    assert len(set(hostile.uids)) == len(hostile.uids), "a uid was used twice"
+    for what, left in hostile.leftovers.items():
+        assert left == [], f"{what}: {left[:20]}"
+
+
+def test_submissions_and_the_checkout_are_untouched(hostile: HostileRun) -> None:
+    assert hostile.untouched == {"submissions": True, "checkout": True}
+
+
+# --- the refusals ----------------------------------------------------------------------------------------
+
+
+def test_an_unconfined_run_needs_trusted(tmp_path: Path) -> None:
+    with pytest.raises(running.GradingError, match="--tier none grades learners' code unconfined"):
+        running.grade_submissions([], STEPS, tier=confinement.NONE)
+
+
+def test_the_uid_tier_refuses_a_checkout_others_can_read(tmp_path: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="hostile-open-"))
+    try:
+        os.chmod(base, 0o755)
+        checkout = checkout_copy(base / "checkout", {n: "x" for n in ("checkout", "suite", "tooling")})
+        assert stat.S_IMODE(checkout.stat().st_mode) & 0o005
+        with pytest.raises(running.GradingError, match="any user can read") as refused:
+            running.grade_submissions([], STEPS, root=checkout, tier=confinement.UID, private=[tmp_path])
+        assert str(checkout) in str(refused.value)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
