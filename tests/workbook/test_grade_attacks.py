@@ -195,6 +195,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     (out / "notes-of-the-instructor.txt").write_text(canaries["outputs"])
     checkout = checkout_copy(base / "checkout", canaries)
     decoy = subprocess.Popen(["sleep", "900"])  # a root process a planted postmaster.pid names
+    tooling_mode = catalogue.ROOT.stat().st_mode
     try:
         pwned = f"/tmp/workbook-attack-pwned-{secrets.token_hex(4)}"
         targets = {
@@ -221,6 +222,10 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             return uid
 
         record = running.RunRecord()
+        if (
+            tier == confinement.UID
+        ):  # what the refusal asks of an instructor: the checkout this runs from, private
+            os.chmod(catalogue.ROOT, tooling_mode & ~0o007)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(confinement.UidPool, "take", recording_take)
             patch.setenv("INSTRUCTOR_CANARY", canaries["env"])
@@ -229,6 +234,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                 private=[subs, out],
             )  # fmt: skip
             outputs.write_outputs(out, grades, STEPS, record)
+        os.chmod(catalogue.ROOT, tooling_mode)
         run = HostileRun(
             tier=tier, out=out, expected=expected, ceiling=ceiling,
             grades={g.name: [s.earned for s in g.steps] for g in grades},
@@ -256,6 +262,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         (Path(tempfile.gettempdir()) / f"hostile-class-{tier}.txt").write_text("\n".join(summary))
         yield run
     finally:
+        os.chmod(catalogue.ROOT, tooling_mode)
         decoy.kill()
         decoy.wait()
         if tier == confinement.BWRAP_UID:
@@ -291,7 +298,7 @@ def test_the_run_completes_and_writes_every_output(hostile: HostileRun) -> None:
     assert (out / "report.html").read_text().count("<section") == len(hostile.grades)
     run = json.loads((out / "run.json").read_text())
     assert run["tier"] == hostile.tier and run["learners"] == len(hostile.grades)
-    assert f"ran <b>{hostile.tier}</b>" in (out / "report.html").read_text()
+    assert f"Confinement: <b>{hostile.tier}</b>" in (out / "report.html").read_text()
 
 
 def test_no_canary_reaches_any_output(hostile: HostileRun) -> None:

@@ -104,6 +104,6 @@ def test_run_autograder_grades_the_submission_into_results_json(tmp_path):
     assert tests["2.2"]["score"] == 0 and tests["2.2"]["max_score"] == points(2, 2)
     assert "0/3 checks pass" in tests["2.2"]["output"] and "NotImplementedError" in tests["2.2"]["output"]
     assert not (root / "submission" / "polls").exists(), "grading must not unpack into the submission"
-    # Graded confined as `nox -s grade` is, at the strongest tier the machine allows (a uid of its own as root).
+    # Confined as `nox -s grade` is, at the strongest tier the machine allows (a uid of its own as root).
     if os.geteuid() == 0:
         assert "Confinement: bwrap+uid" in results["output"] or "Confinement: uid" in results["output"]

@@ -552,7 +552,9 @@ def grading_run(
             os.chmod(snapshot, 0o700)
             run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen, servers=stack)
             if chosen != confinement.NONE:
-                _prepare_confinement(run, bwrap, socket_dir, [root, *private], trusted)
+                # The checkout graded with and the one this code runs from (usually the same).
+                checkouts = list(dict.fromkeys([root.resolve(), catalogue.ROOT.resolve()]))
+                _prepare_confinement(run, bwrap, socket_dir, [*checkouts, *private], trusted)
             yield run
         finally:
             launcher.kill_all()
