@@ -242,12 +242,29 @@ def test_a_command_cannot_block_the_judge_or_outlive_it(launcher, tmp_path):
 
 
 def test_a_planted_status_fifo_does_not_block_the_launcher(launcher, tmp_path):
-    """A FIFO planted where the launcher writes an exit status costs that command its status, no more."""
-    os.mkfifo(launcher.folder / f"command-{launcher.next_id}.log.status.tmp")
-    first = learner_process.Command(tmp_path, "-c", "pass")
-    assert first.wait(1).timed_out
+    """A FIFO planted where the next exit status goes: the judge makes its status files itself, refuses
+    that name and runs the command in a fresh interpreter; the launcher serves the next one as usual."""
+    os.mkfifo(launcher.folder / f"command-{launcher.next_id}.log.status")
+    first = learner_process.Command(tmp_path, "-c", "raise SystemExit(3)")
+    assert first.process is not None and first.wait(10).status == 3
+    first.close()
     second = learner_process.Command(tmp_path, "-c", "raise SystemExit(4)")
     assert second.process is None and second.wait(10).status == 4
+    second.close()
+
+
+def test_a_status_file_swapped_for_a_fifo_costs_only_its_status(launcher, tmp_path):
+    """Swapped after the judge made it (the learner's command runs as the judge's user outside grading):
+    the launcher's non-blocking write fails, that command shows no status and is killed at its timeout."""
+    first = learner_process.Command(tmp_path, "-c", "import time; time.sleep(0.5)")
+    status = Path(f"{first.log_path}.status")
+    status.unlink()
+    os.mkfifo(status)
+    assert first.wait(2).timed_out
+    first.close()
+    second = learner_process.Command(tmp_path, "-c", "raise SystemExit(4)")
+    assert second.process is None and second.wait(10).status == 4
+    second.close()
 
 
 def test_a_launcher_whose_judge_died_leaves_nothing(launcher, tmp_path):

@@ -14,7 +14,6 @@ from .. import catalogue
 from ..pg import NoPostgresAvailable
 from . import confinement
 from .outputs import RUN_FILE, write_outputs
-from .progress import Progress
 from .running import DEFAULT_JOBS, DEFAULT_TIMEOUT, GradingError, RunRecord, grade_submissions
 from .scores import format_points
 from .submissions import SubmissionError, discover
@@ -74,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         f"({args.jobs} at a time, {args.timeout:.0f}s per step)...",
         file=sys.stderr,
     )
+    from .progress import Progress  # tqdm: installed for grading, not needed by the learner's commands
+
     progress = Progress(len(submissions), len(steps))
     record = RunRecord()
     try:

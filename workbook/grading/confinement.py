@@ -145,8 +145,11 @@ class Confinement:
         wrapped += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
         for path in self.readable:
             wrapped += ["--ro-bind", path, path]
-        for path in self.writable:
-            wrapped += ["--bind", path, path]
+        for path in self.writable:  # HOME and TMPDIR in memory, capped: a disk filler fills only those
+            if path in (self.home, self.tmp):
+                wrapped += ["--perms", "0700", "--size", str(TMPFS_BYTES), "--tmpfs", path]
+            else:
+                wrapped += ["--bind", path, path]
         return [*wrapped, "--chdir", str(cwd), "--", *argv]
 
     def environment(self, env: dict[str, str]) -> dict[str, str]:

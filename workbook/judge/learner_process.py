@@ -369,10 +369,11 @@ class Launcher:
         confinement = _confinement
         if confinement is None:
             self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-"))
-        else:  # in root's spool, so the learner's uid can write its logs there and replace nothing else
+        else:  # in root's spool: the learner's uid writes into logs the judge makes there, creates none
             self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-", dir=confinement.spool))
             if confinement.uid is not None:
-                os.chown(self.folder, confinement.uid, confinement.gid or -1)
+                os.chown(self.folder, 0, confinement.gid or -1)
+                os.chmod(self.folder, 0o750)
         command += ["--folder", str(self.folder)]
         # SIGTERM, not SIGKILL, when the judge dies: the launcher then ends its commands, removes its folder.
         self.process = _Process(
@@ -390,13 +391,22 @@ class Launcher:
         if self.process.popen.poll() is not None or args[:1] not in (("-m",), ("-c",)):
             return None
         log = self.folder / f"command-{self.next_id}.log"
-        try:
-            log_fd = os.open(log, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        made = os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:  # the log and its status file, made by the judge: the launcher only writes into them
+            log_fd = os.open(log, made, 0o600)
         except OSError:  # planted there by a learner's process: this Command starts a fresh interpreter
             self.next_id += 1
             return None
-        if _confinement is not None and _confinement.uid is not None:  # the confined launcher writes it
-            os.fchown(log_fd, _confinement.uid, _confinement.gid or -1)
+        try:
+            status_fd = os.open(f"{log}.status", made, 0o600)
+        except OSError:
+            os.close(log_fd)
+            self.next_id += 1
+            return None
+        if _confinement is not None and _confinement.uid is not None:  # the confined launcher writes them
+            for fd in (log_fd, status_fd):
+                os.fchown(fd, _confinement.uid, _confinement.gid or -1)
+        os.close(status_fd)
         launched = self._launch(tree, args, env, log)
         if launched is not None and _confinement is not None:
             launched = host_pid(launched, self.process.popen.pid, _confinement)

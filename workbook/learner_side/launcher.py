@@ -47,16 +47,16 @@ def reap(signum: int, frame: Any) -> None:
 
 
 def write_status(path: str, code: int) -> None:
-    """LOG.status, written whole; never blocking and never through a link, whatever was planted there
-    (then the judge sees no status, waits out its timeout and kills the command's group)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK
+    """LOG.status: into the empty file the judge made for it (a confined launcher may create no file),
+    never blocking and never through a link, whatever was planted there (then the judge sees no status,
+    waits out its timeout and kills the command's group)."""
+    flags = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
     with contextlib.suppress(OSError):
-        fd = os.open(path + ".tmp", flags, 0o600)
+        fd = os.open(path, flags)
         try:
             os.write(fd, str(code).encode())
         finally:
             os.close(fd)
-        os.replace(path + ".tmp", path)
 
 
 def run_child(request: dict[str, Any]) -> None:
@@ -68,7 +68,7 @@ def run_child(request: dict[str, Any]) -> None:
         os.setsid()
         if sys.platform.startswith("linux"):  # die with the launcher, which dies with the judge
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)  # made by the judge
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
