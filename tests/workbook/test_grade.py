@@ -585,3 +585,16 @@ def test_a_dead_database_server_is_started_again_and_the_step_graded_once_more(t
         graded = running.grade_unit(run, step, learner, run.workspace / "ann-step1")
         assert run.server is not dead and run.database_alive()
         assert graded.earned == step.points and not graded.problems, graded.problems
+
+
+def test_a_step_the_judge_could_not_check_scores_nothing_whatever_passed():
+    """A guard stop or an import failure reports `broken`: no verdict, 0, as `nox -s stepN` shows it."""
+    step = catalogue.step(1)
+    tests = [
+        {"nodeid": f"tests/step1/test_x.py::check_{task.number}", "task": task.number, "outcome": "passed"}
+        for task in step.tasks
+    ]
+    completed = scores.Completed(1, "", 0, False, False, 1.0)
+    whole = scores.score_step(step, completed, {"tests": tests, "tasks": {}}, ([], ""))
+    broken = scores.score_step(step, completed, {"tests": tests, "broken": "JUDGE GUARD: ..."}, ([], ""))
+    assert whole.earned > 0 and broken.earned == 0 and broken.problems

@@ -7,7 +7,8 @@ import shutil
 from fractions import Fraction
 
 from tests.workbook.conftest import run_workbook
-from workbook import catalogue, grade, scoring
+from workbook import catalogue, scoring
+from workbook.grading import scores
 from workbook.runner import run_step
 from workbook.scoring import check_name
 from workbook.starter import strip_markers_into
@@ -82,8 +83,8 @@ def test_step_status_and_grader_show_the_same_points(workbook_copy):
     shown = scoring.format_points(EXPECTED)
     assert points_printed(result.output, step) == shown  # nox -s step1
     assert result.points == EXPECTED  # status and `solutions` score a StepResult
-    completed = grade.Completed(result.returncode, result.output, len(result.output), False, False, 1.0)
-    assert grade.score_step(step, completed, result.report, ([], "")).earned == EXPECTED
+    completed = scores.Completed(result.returncode, result.output, len(result.output), False, False, 1.0)
+    assert scores.score_step(step, completed, result.report, ([], "")).earned == EXPECTED
     status = run_workbook(workbook_copy, "status")
     lines = {line.split()[0]: line for line in status.stdout.splitlines() if line[:1].isdigit()}
     assert f" {shown}/{step.points} " in lines["1"], status.stdout
@@ -98,5 +99,5 @@ def test_an_untouched_starter_earns_nothing_where_points_are_shown():
     passed = [check_name(t["nodeid"]) for t in result.report["tests"] if t["outcome"] == "passed"]
     assert passed == ["test_other_paths_are_not_found"], result.output  # the baseline's one free check
     assert points_printed(result.output, step) == "0" and result.points == 0
-    completed = grade.Completed(result.returncode, result.output, len(result.output), False, False, 1.0)
-    assert grade.score_step(step, completed, result.report, ([], "")).earned == 0
+    completed = scores.Completed(result.returncode, result.output, len(result.output), False, False, 1.0)
+    assert scores.score_step(step, completed, result.report, ([], "")).earned == 0

@@ -157,7 +157,11 @@ def score_step(
             if isinstance(t, dict)
         ]  # fmt: skip
         if report.get("broken"):
+            # No verdict on a step that could not be checked (it does not import, or the judge's guard
+            # stopped the run): 0, as `nox -s stepN` and status show it (runner.StepResult.points).
             problems.append(_broken_reason(str(report["broken"])))
+            for check in checks:
+                check.outcome = "failed"
         elif completed.returncode not in (0, 1, None):
             problems.append(f"the test run ended with exit code {completed.returncode}")
     else:
