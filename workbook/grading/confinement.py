@@ -21,10 +21,11 @@ their own, holding only a loopback: the judge reaches the learner's app on 127.0
 classmates' apps, not PostgreSQL's TCP listener. PostgreSQL is reached through its socket folder (the
 configuration's `host` is that folder), with the learner role's password, as every role needs one.
 
-The learner's uid can write only its private HOME and TMPDIR and its launcher's log folder; the step's
-code and the files the judge hands over (configurations) are root's, readable by the run's group. So the
-learner cannot plant a .pth, a plugin, a .pyc or a conftest.py where the judge would load it, nor a link
-where the judge writes. Afterwards `clean_up` kills everything still running under that uid and removes
+The learner's uid can write only its private HOME and TMPDIR (inside bubblewrap, folders in memory with a
+size cap) and the log files the judge made for its commands; it can create no file anywhere else on the
+grader's disk. The step's code and the files the judge hands over (configurations) are root's, readable
+by the run's group. So the learner cannot plant a .pth, a plugin, a .pyc or a conftest.py where the judge
+would load it, nor a link where the judge writes. Afterwards `clean_up` kills everything still running under that uid and removes
 what it wrote anywhere a stranger may write.
 """
 
@@ -97,7 +98,7 @@ class Confinement:
     gid: int | None = None
     home: str = ""  # private HOME and TMPDIR, the only folders (with the spool) the uid may write
     tmp: str = ""
-    spool: str = ""  # root's folder where the judge makes a log folder per launcher, given to the uid
+    spool: str = ""  # root's folder where the judge makes a log folder per launcher (root's, the group reads)
     readable: list[str] = field(default_factory=list)  # bound read-only into bubblewrap
     writable: list[str] = field(default_factory=list)  # bound read-write
     env: dict[str, str] = field(default_factory=dict)
