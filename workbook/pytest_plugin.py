@@ -141,8 +141,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--confinement"):
         confine(Confinement.load(Path(config.getoption("--confinement"))))
     run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree))
+    run.launcher = Launcher.beside(run.harness)  # for the learner's commands: the harness forks it, warm
     run.harness.start()  # preloads the libraries while pytest collects; no learner code runs yet
-    run.launcher = Launcher()  # the same, for the learner's commands: forked from it, warm
     use_launcher(run.launcher)
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(_Recorder(run), "workbook-recorder")

@@ -25,8 +25,8 @@ The learner's uid can write only its private HOME and TMPDIR (inside bubblewrap,
 size cap) and the log files the judge made for its commands; it can create no file anywhere else on the
 grader's disk. The step's code and the files the judge hands over (configurations) are root's, readable
 by the run's group. So the learner cannot plant a .pth, a plugin, a .pyc or a conftest.py where the judge
-would load it, nor a link where the judge writes. Afterwards `clean_up` kills everything still running under that uid and removes
-what it wrote anywhere a stranger may write.
+would load it, nor a link where the judge writes. Afterwards `clean_up` kills everything still running
+under that uid and removes what it wrote anywhere a stranger may write.
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ class _Process:
 
     def __init__(
         self, command: list[str], cwd: Path, env: dict[str, str], stdin: Any = subprocess.DEVNULL,
-        death_signal: int = signal.SIGKILL,
+        death_signal: int = signal.SIGKILL, pass_fds: tuple[int, ...] = (),
     ):  # fmt: skip
         self.log = tempfile.TemporaryFile(prefix="workbook-learner-log-")
         stdout = subprocess.PIPE if stdin == subprocess.PIPE else self.log
@@ -222,7 +222,7 @@ class _Process:
         self.popen = subprocess.Popen(
             command, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=self.log, start_new_session=True,
             close_fds=True, preexec_fn=functools.partial(_die_with_judge, death_signal, confinement),
-            **credentials,
+            pass_fds=pass_fds, **credentials,
         )  # fmt: skip
 
     def log_size(self) -> int:
@@ -261,12 +261,21 @@ class Harness:
         self.next_id = 1
         self.hello: dict[str, Any] | None = None
         self._pending = bytearray()
+        self.launcher: Launcher | None = None  # set by Launcher.beside: the harness forks it
 
     def start(self) -> None:
         """Start the process: it preloads the libraries, then waits for `wait_ready` to import the package."""
         command = [sys.executable, "-I", "-B", "-u", "-W", "error", learner_script(HARNESS),
                    "--tree", str(self.tree), "--preload", ",".join(PRELOAD)]  # fmt: skip
-        self.process = _Process(command, self.tree, learner_env(), stdin=subprocess.PIPE)
+        passed: tuple[int, ...] = ()
+        if self.launcher is not None:
+            passed = self.launcher.pipes_for_harness()
+            command += ["--launcher", f"{passed[0]},{passed[1]},{self.launcher.folder}"]
+        try:
+            self.process = _Process(command, self.tree, learner_env(), stdin=subprocess.PIPE, pass_fds=passed)
+        finally:
+            for fd in passed:
+                os.close(fd)
         self._pending = bytearray()
         self.hello = None
 
@@ -352,20 +361,14 @@ class Finished:
 
 class Launcher:
     """The warm launcher (workbook/learner_side/launcher.py): forks the learner's commands with the libraries
-    already imported. Used by Command when one is running; Command starts a fresh interpreter otherwise."""
+    already imported. Used by Command when one is running; Command starts a fresh interpreter otherwise.
 
-    def __init__(self) -> None:
-        command = [
-            sys.executable,
-            "-I",
-            "-B",
-            "-u",
-            "-W",
-            "error",
-            learner_script(LAUNCHER),
-            "--preload",
-            ",".join(PRELOAD),
-        ]
+    `Launcher()` runs it as a process of its own; `Launcher.beside(harness)` has the harness fork it once
+    it has preloaded the libraries (one warm interpreter per suite instead of two), over a pair of pipes
+    made again at every start of the harness.
+    """
+
+    def __init__(self, own_process: bool = True) -> None:
         confinement = _confinement
         if confinement is None:
             self.folder = Path(tempfile.mkdtemp(prefix="workbook-commands-"))
@@ -374,13 +377,57 @@ class Launcher:
             if confinement.uid is not None:
                 os.chown(self.folder, 0, confinement.gid or -1)
                 os.chmod(self.folder, 0o750)
-        command += ["--folder", str(self.folder)]
-        # SIGTERM, not SIGKILL, when the judge dies: the launcher then ends its commands, removes its folder.
-        self.process = _Process(
-            command, self.folder, learner_env(), stdin=subprocess.PIPE, death_signal=signal.SIGTERM
-        )
         self.next_id = 1
         self._pending = bytearray()
+        self.process: _Process | None = None
+        self.harness: Harness | None = None
+        self.requests: Any = None
+        self.replies: Any = None
+        if own_process:
+            command = [sys.executable, "-I", "-B", "-u", "-W", "error", learner_script(LAUNCHER),
+                       "--preload", ",".join(PRELOAD), "--folder", str(self.folder)]  # fmt: skip
+            # SIGTERM, not SIGKILL, when the judge dies: the launcher ends its commands, removes its folder.
+            self.process = _Process(
+                command, self.folder, learner_env(), stdin=subprocess.PIPE, death_signal=signal.SIGTERM
+            )
+            self.requests, self.replies = self.process.popen.stdin, self.process.popen.stdout
+
+    @classmethod
+    def beside(cls, harness: Harness) -> Launcher:
+        launcher = cls(own_process=False)
+        launcher.harness = harness
+        harness.launcher = launcher
+        return launcher
+
+    def pipes_for_harness(self) -> tuple[int, int]:
+        """A fresh pair of pipes for the launcher the harness forks: (its read end, its write end), to be
+        passed to the harness; the judge keeps the other ends. The old pair goes with the old harness."""
+        self._close_pipes()
+        their_read, our_write = os.pipe()
+        our_read, their_write = os.pipe()
+        self.requests, self.replies = os.fdopen(our_write, "wb"), os.fdopen(our_read, "rb")
+        self._pending = bytearray()
+        return their_read, their_write
+
+    def _close_pipes(self) -> None:
+        for stream in (self.requests, self.replies):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self.requests = self.replies = None
+
+    def _alive(self) -> bool:
+        if self.process is not None:
+            return self.process.popen.poll() is None
+        harness = self.harness
+        return harness is not None and harness.exit_status() is None and harness.pid is not None
+
+    @property
+    def sandbox_pid(self) -> int | None:
+        """The process the launcher's children descend from: its own, or the harness's."""
+        if self.process is not None:
+            return self.process.popen.pid
+        return self.harness.pid if self.harness is not None else None
 
     def launch(
         self, tree: Path, args: tuple[str, ...], env: dict[str, str] | None
@@ -388,7 +435,7 @@ class Launcher:
         """Fork `python ARGS` in `tree`: (pid, log path, the judge's own descriptor of that log), or None if
         the launcher cannot (then Popen). The judge reads the log through its descriptor only: the learner's
         command may replace the file at that path (by a FIFO that would block a reader, say)."""
-        if self.process.popen.poll() is not None or args[:1] not in (("-m",), ("-c",)):
+        if not self._alive() or self.requests is None or args[:1] not in (("-m",), ("-c",)):
             return None
         log = self.folder / f"command-{self.next_id}.log"
         made = os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -409,7 +456,8 @@ class Launcher:
         os.close(status_fd)
         launched = self._launch(tree, args, env, log)
         if launched is not None and _confinement is not None:
-            launched = host_pid(launched, self.process.popen.pid, _confinement)
+            sandbox = self.sandbox_pid
+            launched = host_pid(launched, sandbox, _confinement) if sandbox is not None else None
         if launched is None:
             os.close(log_fd)
             return None
@@ -425,10 +473,9 @@ class Launcher:
         }
         self.next_id += 1
         try:
-            assert self.process.popen.stdin is not None and self.process.popen.stdout is not None
-            self.process.popen.stdin.write(json.dumps(request).encode() + b"\n")
-            self.process.popen.stdin.flush()
-            line = read_line(self.process.popen.stdout, self._pending, START_TIMEOUT)
+            self.requests.write(json.dumps(request).encode() + b"\n")
+            self.requests.flush()
+            line = read_line(self.replies, self._pending, START_TIMEOUT)
         except (OSError, LearnerGone):
             return None
         reply = load_json(line)
@@ -442,7 +489,10 @@ class Launcher:
         return pid if pid > 1 else None
 
     def close(self) -> None:
-        self.process.close()
+        if self.process is not None:
+            self.process.close()
+        else:
+            self._close_pipes()  # the launcher sees the end of its input and ends its commands
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

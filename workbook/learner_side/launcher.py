@@ -113,6 +113,15 @@ def main() -> None:
     parser.add_argument("--preload", default="")
     parser.add_argument("--folder", default="", help="the judge's folder for this launcher's logs")
     args = parser.parse_args()
+    for name in filter(None, args.preload.split(",")):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    serve(args.folder)
+
+
+def serve(folder: str) -> None:
+    """Answer the judge's requests on stdin until it closes them. Also entered by the harness, which forks
+    its launcher once it has preloaded the libraries (one warm interpreter for both, not two)."""
 
     def shut_down(*_: Any) -> None:
         """The judge is gone (SIGTERM from the kernel, or end of input): end every command, leave no trace."""
@@ -120,14 +129,11 @@ def main() -> None:
         for pid in list(status_files):
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
-        if args.folder:
-            shutil.rmtree(args.folder, ignore_errors=True)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shut_down)
-    for name in filter(None, args.preload.split(",")):
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
     signal.signal(signal.SIGCHLD, reap)
     replies = sys.stdout
     for line in sys.stdin:
