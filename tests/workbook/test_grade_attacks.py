@@ -20,6 +20,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -134,16 +135,30 @@ def build_class(subs: Path, canaries: dict[str, str], targets: dict[str, list], 
     return expected, ceiling
 
 
-def processes_of(uids: set[int], before: frozenset[int] = frozenset()) -> list[str]:
-    """Live processes of `uids` or of any learner uid, but for the pids in `before`."""
+def processes_of(uids: set[int], before: frozenset[int] = frozenset(), fresh: bool = True) -> list[str]:
+    """Live processes of `uids` (but the pids in `before`) and, if the run gave out `fresh` uids, of any
+    learner uid; with their command lines, to tell what they are."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         if int(entry.name) in before:
             continue
         uid = confinement.process_uid(int(entry.name), zombies=False)
-        if uid in uids or (uid is not None and confinement.UID_RANGE[0] <= uid < confinement.UID_RANGE[1]):
-            found.append(f"{entry.name} (uid {uid})")
+        learner = fresh and uid is not None and confinement.UID_RANGE[0] <= uid < confinement.UID_RANGE[1]
+        if uid in uids or learner:
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                command = "?"
+            found.append(f"{entry.name} (uid {uid}): {command[:200]}")
     return found
+
+
+def settle(uid: int, before: frozenset[int], seconds: float = 5.0) -> None:
+    """Give the grader's helpers a moment to go: multiprocessing's fork server and resource tracker leave on
+    their own once they read EOF from a grader that has exited. Anything still there after is left over."""
+    deadline = time.monotonic() + seconds
+    while set(confinement.pids_of(uid)) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def files_of(uids: set[int], skip: str = "//") -> list[str]:
@@ -350,6 +365,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             os.chmod(catalogue.ROOT, tooling_mode & ~0o007)
         if instructor is not None:
             graded = grade_as_instructor(instructor, subs, out)
+            settle(grader.pw_uid, pids_before)
         else:
             graded = grade_in_process(found, tier, checkout, subs, out, canaries["env"])
         os.chmod(catalogue.ROOT, tooling_mode)
@@ -360,7 +376,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         )  # fmt: skip
         watched |= set(graded.uids)
         run.leftovers = {
-            "processes": processes_of(watched, pids_before),
+            "processes": processes_of(watched, pids_before, fresh=not unprivileged),
             "files": sorted(set(files_of(watched, skip)) - files_before),
             "workspaces": owned_by(workspaces() - before, grader.pw_uid),
             "clusters": owned_by(our_clusters() - clusters_before, grader.pw_uid),
