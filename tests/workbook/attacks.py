@@ -28,8 +28,8 @@ _TARGETS = _json.loads({targets!r})
 _FOUND = []
 _PAYLOAD = (
     "import os as _o\\n"
-    "if _o.geteuid() == 0:\\n"
-    "    open({pwned!r}, 'a').write('loaded by root\\\\n')\\n"
+    "if _o.geteuid() == {grader_uid} and _o.path.isdir({grader_sees!r}):\\n"
+    "    open({pwned!r}, 'a').write('loaded by the grader\\\\n')\\n"
 )
 
 
@@ -86,12 +86,12 @@ def _read(path, limit=1 << 20):
 
 
 def _real(path):
-    """Whether `path` lies on the file system the grader's workspace is on (HOME is bound from it): in
-    bubblewrap, a write elsewhere under /tmp lands in the sandbox's own tmpfs and harms nobody."""
+    """Whether `path` lies on the file system the grader's workspace is on (this package is bound from
+    it; HOME is not, it is in memory): in bubblewrap, a write to /tmp or HOME stays in the sandbox."""
     try:
         folder = path if _os.path.isdir(path) else _os.path.dirname(path)
-        return _os.stat(folder).st_dev == _os.stat(_os.environ["HOME"]).st_dev
-    except (OSError, KeyError):
+        return _os.stat(folder).st_dev == _os.stat(__file__).st_dev
+    except (OSError, NameError):
         return False
 
 
@@ -604,7 +604,10 @@ ATTACKS = {
 }
 
 
-def planted_code(kind: str, targets: dict[str, list], pwned: str) -> str:
-    """The code appended to an attacker's __init__.py: the shared prelude, then its one attack."""
-    fill = {"kind": kind, "targets": json.dumps(targets), "pwned": pwned}
+def planted_code(kind: str, targets: dict[str, list], pwned: str, grader_uid: int, grader_sees: str) -> str:
+    """The code appended to an attacker's __init__.py: the shared prelude, then its one attack. Its payload
+    writes `pwned` when it runs as the grader's uid where `grader_sees` is in view: loaded by the grader's
+    side, not in a learner's sandbox (at the bwrap tier the learner shares the grader's uid)."""
+    fill = {"kind": kind, "targets": json.dumps(targets), "pwned": pwned, "grader_uid": grader_uid,
+            "grader_sees": grader_sees}  # fmt: skip
     return PRELUDE.format(**fill) + ATTACKS[kind].format(**fill)

@@ -1,8 +1,10 @@
 """The hostile class (issue 11): honest learners beside one attacker per kind of attack, graded confined.
 
-The class is graded once per tier (bwrap+uid, uid) on steps 1 and 5, and everything is judged from
-outside: the grades, the outputs, the processes and files left behind, the canaries the instructor's side
-holds. The attackers' code is in attacks.py; each says what it achieved in its learner log, which the
+The class is graded once per tier on steps 1 and 5, and everything is judged from outside: the grades,
+the outputs, the processes and files left behind, the canaries the instructor's side holds. The root tiers
+(bwrap+uid, uid) grade in this process; the bwrap tier is an instructor without root, played by `nobody`
+running `python -m workbook grade` from a copy of the checkout, so its grades are read from the outputs.
+The attackers' code is in attacks.py; each says what it achieved in its learner log, which the
 judge shows beside a failing check.
 """
 
@@ -12,15 +14,18 @@ import csv
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +33,10 @@ from tests.workbook.attacks import ATTACKS, planted_code
 from tests.workbook.conftest import copy_of_the_workbook, finish, package
 from workbook import catalogue, mistakes, pg
 from workbook.grading import confinement, outputs, running, submissions
+from workbook.grading.scores import LearnerGrade
 from workbook.runner import run_step
 
-TIERS = (confinement.BWRAP_UID, confinement.UID)
+TIERS = (confinement.BWRAP_UID, confinement.UID, confinement.BWRAP)
 STEPS = [catalogue.step(1), catalogue.step(5)]
 CHECKOUT_PARTS = ("tests", "workbook", "config", "pyproject.toml", "steps", "solutions")
 TIMEOUT = 90.0
@@ -60,6 +66,7 @@ class HostileRun:
     record: running.RunRecord
     uids: list[int]
     seconds: float
+    exact: bool = True  # False when read from the outputs, which show points to two decimals
     leftovers: dict[str, list[str]] = field(default_factory=dict)
     reports: list[str] = field(default_factory=list)
     untouched: dict[str, bool] = field(default_factory=dict)
@@ -95,8 +102,8 @@ def expected_points(copy: Path) -> list[Fraction]:
     return [run_step(step, str(copy)).points for step in STEPS]
 
 
-def build_class(subs: Path, scratch: Path, canaries: dict[str, str], targets: dict[str, list], pwned: str
-                ) -> tuple[dict[str, list[Fraction]], dict[str, list[Fraction]]]:  # fmt: skip
+def build_class(subs: Path, canaries: dict[str, str], targets: dict[str, list], pwned: str, grader: int,
+                checkout: Path) -> tuple[dict[str, list[Fraction]], dict[str, list[Fraction]]]:  # fmt: skip
     """Three honest learners and one attacker per kind; (exact scores, ceilings)."""
     full = [Fraction(step.points) for step in STEPS]
     ada = copy_of_the_workbook(subs / "ada")
@@ -118,7 +125,7 @@ def build_class(subs: Path, scratch: Path, canaries: dict[str, str], targets: di
         for step in STEPS:
             finish(copy, step.number)
             init = package(copy, step.number) / "__init__.py"
-            init.write_text(init.read_text() + planted_code(kind, targets, pwned))
+            init.write_text(init.read_text() + planted_code(kind, targets, pwned, grader, str(checkout)))
         ceiling[f"x-{kind}"] = full
     linked = copy_of_the_workbook(subs / "x-symlink")  # step 5 is a link to a classmate's
     finish(linked, 1)
@@ -128,19 +135,38 @@ def build_class(subs: Path, scratch: Path, canaries: dict[str, str], targets: di
     return expected, ceiling
 
 
-def processes_of(uids: set[int]) -> list[str]:
+def processes_of(uids: set[int], before: frozenset[int] = frozenset(), fresh: bool = True) -> list[str]:
+    """Live processes of `uids` (but the pids in `before`) and, if the run gave out `fresh` uids, of any
+    learner uid; with their command lines, to tell what they are."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
+        if int(entry.name) in before:
+            continue
         uid = confinement.process_uid(int(entry.name), zombies=False)
-        if uid in uids or (uid is not None and confinement.UID_RANGE[0] <= uid < confinement.UID_RANGE[1]):
-            found.append(f"{entry.name} (uid {uid})")
+        learner = fresh and uid is not None and confinement.UID_RANGE[0] <= uid < confinement.UID_RANGE[1]
+        if uid in uids or learner:
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                command = "?"
+            found.append(f"{entry.name} (uid {uid}): {command[:200]}")
     return found
 
 
-def files_of(uids: set[int]) -> list[str]:
+def settle(uid: int, before: frozenset[int], seconds: float = 5.0) -> None:
+    """Give the grader's helpers a moment to go: multiprocessing's fork server and resource tracker leave on
+    their own once they read EOF from a grader that has exited. Anything still there after is left over."""
+    deadline = time.monotonic() + seconds
+    while set(confinement.pids_of(uid)) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def files_of(uids: set[int], skip: str = "//") -> list[str]:
+    """What `uids` own where anyone may write, but below `skip` (the test's own folder)."""
     found = []
     for root in ("/tmp", "/var/tmp", "/dev/shm"):
         for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if os.path.join(folder, d) != skip]
             for name in dirs + files:
                 path = os.path.join(folder, name)
                 try:
@@ -161,6 +187,22 @@ def our_clusters() -> set[str]:
     return found
 
 
+def workspaces() -> set[str]:
+    return {str(path) for path in Path(tempfile.gettempdir()).glob("workbook-grade-*")}
+
+
+def owned_by(paths: set[str], uid: int) -> list[str]:
+    """The grader's own among `paths`: a run beside ours on this machine leaves folders of its own."""
+    found = []
+    for path in sorted(paths):
+        try:
+            if os.lstat(path).st_uid == uid:
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
 def attack_reports(out: Path) -> list[str]:
     """Every line in which an attacker said what it achieved, as the outputs carry them."""
     lines = []
@@ -176,25 +218,116 @@ def alive(pid: int) -> bool:
     return confinement.process_uid(pid, zombies=False) is not None
 
 
+@dataclass
+class Graded:
+    """One grading of the class as the checks weigh it, however the grader ran."""
+
+    grades: dict[str, list[Fraction]]
+    problems: dict[str, str]
+    record: running.RunRecord
+    uids: list[int]  # the fresh uids handed out (none at the bwrap tier)
+    exact: bool
+
+
+@dataclass
+class Instructor:
+    """The bwrap tier's grader: a user without root, the runtime interpreter (this one lives under /root,
+    which other users cannot enter) and a copy of the checkout on PYTHONPATH."""
+
+    user: pwd.struct_passwd
+    python: str
+    env: dict[str, str]
+    checkout: Path
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.python, *argv], cwd=self.checkout, env=self.env, capture_output=True, text=True,
+            timeout=1800, check=False, **credentials(self.user),
+        )  # fmt: skip
+
+
+def credentials(user: pwd.struct_passwd) -> dict[str, Any]:
+    """subprocess's arguments that start a child as `user`, with no supplementary groups."""
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def grade_in_process(
+    found: list[submissions.Submission], tier: str, checkout: Path, subs: Path, out: Path, canary: str
+) -> Graded:
+    """The root tiers: this process grades, and records every uid the pool hands out."""
+    uids: list[int] = []
+    take = confinement.UidPool.take
+
+    def recording_take(pool: confinement.UidPool) -> int:
+        uid = take(pool)
+        uids.append(uid)
+        return uid
+
+    record = running.RunRecord()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(confinement.UidPool, "take", recording_take)
+        patch.setenv("INSTRUCTOR_CANARY", canary)
+        grades: list[LearnerGrade] = running.grade_submissions(
+            found, STEPS, jobs=2, timeout=TIMEOUT, root=checkout, tier=tier, record=record,
+            private=[subs, out],
+        )  # fmt: skip
+        outputs.write_outputs(out, grades, STEPS, record)
+    return Graded(
+        grades={g.name: [s.earned for s in g.steps] for g in grades},
+        problems={g.name: "\n".join(g.all_problems()) for g in grades},
+        record=record, uids=uids, exact=True,
+    )  # fmt: skip
+
+
+def grade_as_instructor(instructor: Instructor, subs: Path, out: Path) -> Graded:
+    """The bwrap tier: `python -m workbook grade` as the instructor; the grades come from its outputs."""
+    completed = instructor.run(
+        "-m", "workbook", "grade", str(subs), "--steps", ",".join(str(step.number) for step in STEPS),
+        "--out", str(out), "--timeout", str(TIMEOUT), "--jobs", "2", "--tier", confinement.BWRAP,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = gradebook(out)
+    learners = out / "learners"
+    return Graded(
+        grades={name: [Fraction(row[step.name]) for step in STEPS] for name, row in rows.items()},
+        problems={n: json.loads((learners / n / "results.json").read_text())["output"] for n in rows},
+        record=running.RunRecord(**json.loads((out / "run.json").read_text())),
+        uids=[], exact=False,
+    )  # fmt: skip
+
+
+def give_to(user: pwd.struct_passwd, *folders: Path) -> None:
+    for folder in folders:
+        for path in [folder, *folder.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+
 @pytest.fixture(scope="module", params=TIERS)
 def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
     """Grade the hostile class once at one tier; collect what is left and what the attackers said."""
     tier = request.param
-    if tier == confinement.BWRAP_UID:  # world-readable: only bubblewrap's mounts keep the learners out
+    unprivileged = tier == confinement.BWRAP
+    if unprivileged and confinement.detect_tier()[0] != confinement.BWRAP_UID:
+        pytest.skip("bubblewrap is not usable here")
+    if tier != confinement.UID:  # world-readable: only bubblewrap's mounts keep the learners out
         base = Path(tempfile.mkdtemp(prefix="hostile-class-"))
         os.chmod(base, 0o755)
     else:  # the uid tier asks for private folders: pytest's are (0700)
         base = tmp_path_factory.mktemp("hostile")
+    # The bwrap tier's grader is `nobody`: PostgreSQL's initdb wants a user it can look up.
+    grader = pwd.getpwnam("nobody") if unprivileged else pwd.getpwuid(0)
     canaries = {
         name: f"CANARY-{secrets.token_hex(12)}"
         for name in ("checkout", "suite", "tooling", "classmate", "classmate-step", "outputs", "env")
     }
-    subs, out = base / "submissions", base / "grades"
+    subs, out, home = base / "submissions", base / "grades", base / "home"
     subs.mkdir()
     out.mkdir()
+    home.mkdir()
     (out / "notes-of-the-instructor.txt").write_text(canaries["outputs"])
     checkout = checkout_copy(base / "checkout", canaries)
-    decoy = subprocess.Popen(["sleep", "900"])  # a root process a planted postmaster.pid names
+    # A process of the grader's uid that a planted postmaster.pid names: the reaper runs as that uid.
+    decoy = subprocess.Popen(["sleep", "900"], **(credentials(grader) if unprivileged else {}))
     tooling_mode = catalogue.ROOT.stat().st_mode
     try:
         pwned = f"/tmp/workbook-attack-pwned-{secrets.token_hex(4)}"
@@ -204,53 +337,57 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                      str(subs / "ada" / "steps" / "step1" / "secret.txt"),
                      str(out / "notes-of-the-instructor.txt"), "/work/main/README.md",
                      str(catalogue.ROOT / "README.md"), "/etc/shadow", "/root/.bash_history"],
-            "list": [str(checkout), str(subs), str(out), str(catalogue.ROOT / "solutions")],
+            "list": [str(checkout), str(subs), str(out), str(catalogue.ROOT / "solutions"), str(home)],
             "outputs": [str(out)],
             "decoys": [decoy.pid],
         }  # fmt: skip
-        expected, ceiling = build_class(subs, base / "scratch", canaries, targets, pwned)
+        expected, ceiling = build_class(subs, canaries, targets, pwned, grader.pw_uid, checkout)
         found, _ = submissions.discover(subs)
+        instructor = None
+        if unprivileged:
+            python, _, env = confinement.build_runtime(
+                base / "runtime", catalogue.ROOT / "workbook" / "learner_side"
+            )
+            give_to(grader, subs, out, home, checkout)
+            instructor = Instructor(grader, python, {
+                "PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(checkout),
+                "PYTHONDONTWRITEBYTECODE": "1", "INSTRUCTOR_CANARY": canaries["env"], **env,
+            }, checkout)  # fmt: skip
         digest_before = {"submissions": tree_digest(subs), "checkout": tree_digest(checkout)}
-        before = set(Path(tempfile.gettempdir()).glob("workbook-grade-*"))
+        before = workspaces()
         clusters_before = our_clusters()
-        uids: list[int] = []
-        take = confinement.UidPool.take
-
-        def recording_take(pool: confinement.UidPool) -> int:
-            uid = take(pool)
-            uids.append(uid)
-            return uid
-
-        record = running.RunRecord()
-        if (
-            tier == confinement.UID
-        ):  # what the refusal asks of an instructor: the checkout this runs from, private
+        # At the bwrap tier the learners run as the grader's own uid: what it had before is not theirs.
+        watched, skip = ({grader.pw_uid}, str(base)) if unprivileged else (set(), "//")
+        pids_before = frozenset(confinement.pids_of(grader.pw_uid)) if unprivileged else frozenset()
+        files_before = set(files_of(watched, skip))
+        # What the uid tier's refusal asks of an instructor: the checkout this runs from, private.
+        if tier == confinement.UID:
             os.chmod(catalogue.ROOT, tooling_mode & ~0o007)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(confinement.UidPool, "take", recording_take)
-            patch.setenv("INSTRUCTOR_CANARY", canaries["env"])
-            grades = running.grade_submissions(
-                found, STEPS, jobs=2, timeout=TIMEOUT, root=checkout, tier=tier, record=record,
-                private=[subs, out],
-            )  # fmt: skip
-            outputs.write_outputs(out, grades, STEPS, record)
+        if instructor is not None:
+            graded = grade_as_instructor(instructor, subs, out)
+            settle(grader.pw_uid, pids_before)
+        else:
+            graded = grade_in_process(found, tier, checkout, subs, out, canaries["env"])
         os.chmod(catalogue.ROOT, tooling_mode)
         run = HostileRun(
-            tier=tier, out=out, expected=expected, ceiling=ceiling,
-            grades={g.name: [s.earned for s in g.steps] for g in grades},
-            problems={g.name: "\n".join(g.all_problems()) for g in grades},
-            canaries=canaries, record=record, uids=uids, seconds=record.seconds,
+            tier=tier, out=out, expected=expected, ceiling=ceiling, grades=graded.grades,
+            problems=graded.problems, canaries=canaries, record=graded.record, uids=graded.uids,
+            seconds=graded.record.seconds, exact=graded.exact,
         )  # fmt: skip
+        watched |= set(graded.uids)
         run.leftovers = {
-            "processes": processes_of(set(uids)),
-            "files": files_of(set(uids)),
-            "workspaces": sorted(
-                map(str, set(Path(tempfile.gettempdir()).glob("workbook-grade-*")) - before)
-            ),
-            "clusters": sorted(our_clusters() - clusters_before),
+            "processes": processes_of(watched, pids_before, fresh=not unprivileged),
+            "files": sorted(set(files_of(watched, skip)) - files_before),
+            "workspaces": owned_by(workspaces() - before, grader.pw_uid),
+            "clusters": owned_by(our_clusters() - clusters_before, grader.pw_uid),
             "pwned": [pwned] if os.path.exists(pwned) else [],
         }
-        pg.reap_abandoned_clusters()  # what the next run does first: it must not take a planted folder's word
+        # What the grader's next run does first: it must not take a planted folder's word.
+        if instructor is not None:
+            reaped = instructor.run("-c", "from workbook import pg; pg.reap_abandoned_clusters()")
+            assert reaped.returncode == 0, reaped.stderr[-3000:]
+        else:
+            pg.reap_abandoned_clusters()
         run.leftovers["decoy killed"] = [] if alive(decoy.pid) else [str(decoy.pid)]
         run.untouched = {
             "submissions": tree_digest(subs) == digest_before["submissions"],
@@ -265,7 +402,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         os.chmod(catalogue.ROOT, tooling_mode)
         decoy.kill()
         decoy.wait()
-        if tier == confinement.BWRAP_UID:
+        if tier != confinement.UID:
             shutil.rmtree(base, ignore_errors=True)
 
 
@@ -274,9 +411,14 @@ def gradebook(out: Path) -> dict[str, dict[str, str]]:
         return {row["learner"]: row for row in csv.DictReader(handle)}
 
 
+def shown(run: HostileRun, points: list[Fraction]) -> list[Fraction] | list[str]:
+    """Points as exactly as this run knows them: read from the outputs, to their two decimals."""
+    return points if run.exact else [outputs.format_points(p) for p in points]
+
+
 def test_honest_learners_get_exactly_their_trusted_scores(hostile: HostileRun) -> None:
     for name, points in hostile.expected.items():
-        assert hostile.grades[name] == points, (name, hostile.problems[name])
+        assert shown(hostile, hostile.grades[name]) == shown(hostile, points), (name, hostile.problems[name])
     assert hostile.grades["sam"] == [0, 0]
 
 
@@ -293,8 +435,12 @@ def test_the_run_completes_and_writes_every_output(hostile: HostileRun) -> None:
     assert sorted(rows) == sorted(hostile.grades)
     for name, points in hostile.grades.items():
         results = json.loads((out / "learners" / name / "results.json").read_text())
-        assert results["score"] == round(float(sum(points)), 2), name
-        assert rows[name]["total"] == outputs.format_points(sum(points)), name
+        if hostile.exact:
+            assert results["score"] == round(float(sum(points)), 2), name
+            assert rows[name]["total"] == outputs.format_points(sum(points)), name
+        else:  # steps rounded one by one add up to the total within their rounding
+            assert abs(results["score"] - float(sum(points))) <= 0.005 * (len(points) + 1), name
+            assert rows[name]["total"] == outputs.format_points(results["score"]), name
     assert (out / "report.html").read_text().count("<section") == len(hostile.grades)
     run = json.loads((out / "run.json").read_text())
     assert run["tier"] == hostile.tier and run["learners"] == len(hostile.grades)
@@ -315,10 +461,15 @@ def test_no_attacker_reports_a_success(hostile: HostileRun) -> None:
     assert not successes, "\n".join(successes[:30])
 
 
-def test_nothing_of_the_learners_outlives_the_run(hostile: HostileRun) -> None:
+def test_every_run_has_a_fresh_uid(hostile: HostileRun) -> None:
+    if hostile.tier == confinement.BWRAP:
+        pytest.skip("the bwrap tier has no uids to give: learners run as the grader's uid, in bubblewrap")
     assert hostile.uids, "no learner ran under a uid of its own"
     assert all(confinement.UID_RANGE[0] <= uid < confinement.UID_RANGE[1] for uid in hostile.uids)
     assert len(set(hostile.uids)) == len(hostile.uids), "a uid was used twice"
+
+
+def test_nothing_of_the_learners_outlives_the_run(hostile: HostileRun) -> None:
     for what, left in hostile.leftovers.items():
         assert left == [], f"{what}: {left[:20]}"
 
