@@ -41,6 +41,7 @@ class Step:
     title: str
     serve: str
     tasks: tuple[Task, ...]
+    libraries: tuple[str, ...] = ()  # what its app imports: preloaded in the learner's process
 
     @property
     def name(self) -> str:
@@ -91,7 +92,8 @@ def _parse(data: dict) -> tuple[Step, ...]:
             )
         if not tasks:
             raise CatalogueError(f"{where}: a step needs at least one task")
-        steps.append(Step(expected_number, raw["slug"], raw["title"], raw["serve"], tuple(tasks)))
+        steps.append(Step(expected_number, raw["slug"], raw["title"], raw["serve"], tuple(tasks),
+                          tuple(raw.get("libraries", ()))))  # fmt: skip
     return tuple(steps)
 
 

@@ -29,7 +29,7 @@ import pytest
 from . import catalogue, scoring
 from .grading.confinement import Confinement, enter_private_network
 from .judge import guard
-from .judge.learner_process import Harness, Launcher, LearnerGone, use_confinement, use_launcher
+from .judge.learner_process import PRELOAD, Harness, Launcher, LearnerGone, use_confinement, use_launcher
 from .judge.logs import last_exception
 from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
@@ -140,7 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
     guard.install(tree, catalogue.PACKAGE)
     if config.getoption("--confinement"):
         confine(Confinement.load(Path(config.getoption("--confinement"))))
-    run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree))
+    run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree, step.libraries or PRELOAD))
     run.launcher = Launcher.beside(run.harness)  # for the learner's commands: the harness forks it, warm
     run.harness.start()  # preloads the libraries while pytest collects; no learner code runs yet
     use_launcher(run.launcher)

@@ -255,8 +255,9 @@ class _Process:
 class Harness:
     """One harness process for the tree under test. `request()` sends one operation and returns its result."""
 
-    def __init__(self, tree: Path) -> None:
+    def __init__(self, tree: Path, preload: tuple[str, ...] = PRELOAD) -> None:
         self.tree = tree
+        self.preload = preload
         self.process: _Process | None = None
         self.next_id = 1
         self.hello: dict[str, Any] | None = None
@@ -266,7 +267,7 @@ class Harness:
     def start(self) -> None:
         """Start the process: it preloads the libraries, then waits for `wait_ready` to import the package."""
         command = [sys.executable, "-I", "-B", "-u", "-W", "error", learner_script(HARNESS),
-                   "--tree", str(self.tree), "--preload", ",".join(PRELOAD)]  # fmt: skip
+                   "--tree", str(self.tree), "--preload", ",".join(self.preload)]  # fmt: skip
         passed: tuple[int, ...] = ()
         if self.launcher is not None:
             passed = self.launcher.pipes_for_harness()
