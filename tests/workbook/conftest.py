@@ -17,19 +17,23 @@ from workbook.starter import strip_markers_into
 COPIED = ("workbook", "tests", "steps", "solutions", "config", "pyproject.toml", "README.md")
 
 
+def copy_parts(into: Path, names: tuple[str, ...] = COPIED, ignore: tuple[str, ...] = ()) -> Path:
+    """Copy these top-level files and folders of the workbook into `into` (made if missing)."""
+    into.mkdir(parents=True, exist_ok=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".nox", ".workbook", *ignore)
+    for name in names:
+        source = catalogue.ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, into / name, ignore=skip)
+        else:
+            shutil.copy2(source, into / name)
+    return into
+
+
 @pytest.fixture
 def workbook_copy(tmp_path: Path) -> Path:
     """A private copy of the whole workbook, for commands that change files."""
-    copy = tmp_path / "workbook-copy"
-    copy.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", ".nox", ".workbook", "backups")
-    for name in COPIED:
-        source = catalogue.ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=ignore)
-        else:
-            shutil.copy(source, copy / name)
-    return copy
+    return copy_parts(tmp_path / "workbook-copy", ignore=("backups",))
 
 
 def copy_of_the_workbook(into: Path) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from tests.workbook.attacks import ATTACKS, planted_code
-from tests.workbook.conftest import copy_of_the_workbook, finish, package
+from tests.workbook.conftest import copy_of_the_workbook, copy_parts, finish, package
 from workbook import catalogue, mistakes, pg
 from workbook.grading import confinement, outputs, running, submissions
 from workbook.grading.scores import LearnerGrade
@@ -83,14 +83,7 @@ def tree_digest(path: Path) -> str:
 
 def checkout_copy(into: Path, canaries: dict[str, str]) -> Path:
     """The instructor's checkout for `root=`: the parts grading reads, with a canary in each place."""
-    into.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    for name in CHECKOUT_PARTS:
-        source = catalogue.ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, into / name, ignore=ignore)
-        else:
-            shutil.copy2(source, into / name)
+    copy_parts(into, CHECKOUT_PARTS)
     (into / "CANARY.txt").write_text(canaries["checkout"])
     (into / "tests" / "canary.txt").write_text(canaries["suite"])  # copied into the snapshot and sandboxes
     (into / "workbook" / "canary.txt").write_text(canaries["tooling"])
