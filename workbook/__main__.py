@@ -9,10 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
-from . import STARTED_BY, catalogue, gradescope, integrity, learner, scoring, starter
+from . import STARTED_BY, catalogue, gradescope, integrity, learner, scoring, starter, verdicts
 from .grading import cli as grade_cli
-from .runner import JUDGE_ENV, pytest_command, run_many
+from .judge.untrusted import read_json_object
+from .runner import JUDGE_ENV, StepResult, pytest_command, run_many
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")
@@ -51,9 +54,19 @@ def _check(args: argparse.Namespace) -> int:
     verbose = args.verbose or any(arg in ("-v", "--verbose") for arg in args.pytest_args)
     passed_on = [arg for arg in args.pytest_args if arg not in ("-v", "--verbose")]
     extra = ["-v", "--tb=short"] if verbose else ["-q", "--tb=no", "--no-header", "-rN"]
-    command = pytest_command(step, args.target, None, extra + passed_on)
     env = {**os.environ, **JUDGE_ENV}
-    return subprocess.run(command, cwd=catalogue.ROOT, env=env, check=False).returncode
+    if args.target != "steps" or passed_on:  # another tree, or a partial run: no verdict to remember
+        command = pytest_command(step, args.target, None, extra + passed_on)
+        return subprocess.run(command, cwd=catalogue.ROOT, env=env, check=False).returncode
+    # A whole run of steps/stepN: remember its verdict, so that the next `nox -s status` need not re-run it.
+    key = verdicts.step_key(step, catalogue.ROOT, verdicts.judge_key(catalogue.ROOT))
+    with tempfile.TemporaryDirectory(prefix="workbook-report-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        command = pytest_command(step, args.target, report_path, extra)
+        returncode = subprocess.run(command, cwd=catalogue.ROOT, env=env, check=False).returncode
+        report = read_json_object(report_path)  # written beside a learner's process: untrusted
+    verdicts.store(StepResult(step, "steps", returncode, report), catalogue.ROOT, key)
+    return returncode
 
 
 def _solutions(args: argparse.Namespace) -> int:

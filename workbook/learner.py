@@ -1,7 +1,8 @@
 """The learner's side: status, progressive hints, watch mode, reset and the reference solution.
 
 Nothing here keeps state that the tests could not recompute, except which hints a learner has already
-seen (`.workbook/hints.json`, so that asking again shows the next one).
+seen (`.workbook/hints.json`, so that asking again shows the next one). Status also remembers verdicts
+(`.workbook/verdicts/`, workbook/verdicts.py), but only under a key that any change of their inputs breaks.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from . import catalogue, starter
+from . import catalogue, starter, verdicts
 from .runner import StepResult, run_many, run_step
 from .scoring import format_points
+from .verdicts import STATE_DIR
 
-STATE_DIR = ".workbook"
 HINTS_FILE = "hints.json"
 BACKUP_DIR = "backups"
 BAR_WIDTH = 30
@@ -96,11 +97,32 @@ def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} tasks"
 
 
+def remembered_or_run(to_run: list[catalogue.Step], root: Path) -> dict[int, StepResult]:
+    """Each step's verdict: the remembered one when nothing it depends on changed, else a fresh run.
+
+    Keys are computed before the runs, so an edit made while a suite runs is seen by the next status.
+    """
+    if not to_run:
+        return {}
+    judge = verdicts.judge_key(root)
+    keys = {step.number: verdicts.step_key(step, root, judge) for step in to_run}
+    results = {}
+    for step in to_run:
+        kept = verdicts.load(step, root, keys[step.number])
+        if kept is not None:
+            results[step.number] = kept
+    stale = [(step, "steps") for step in to_run if step.number not in results]
+    for result in run_many(stale, root=root) if stale else []:
+        verdicts.store(result, root, keys[result.step.number])
+        results[result.step.number] = result
+    return results
+
+
 def status(root: Path = catalogue.ROOT) -> str:
     """The whole workbook at a glance; untouched steps are not even run (their starters fail by design)."""
     steps = catalogue.steps()
     to_run = [step for step in steps if not untouched(step, root)]
-    results = {r.step.number: r for r in run_many([(step, "steps") for step in to_run])} if to_run else {}
+    results = remembered_or_run(to_run, root)
     lines = [f"{'step':<5}{'title':<24}{'points':<9}tasks"]
     done = total = 0
     earned = Fraction(0)

@@ -135,8 +135,10 @@ def shared_server() -> Iterator[dict[str, str]]:
         yield {ENV_DSN: server.dsn()}
 
 
-def run_many(jobs: Sequence[tuple[catalogue.Step, str]], workers: int = 2) -> list[StepResult]:
-    """Run several (step, target) suites, `workers` at a time, against one shared server."""
+def run_many(
+    jobs: Sequence[tuple[catalogue.Step, str]], workers: int = 2, root: Path = catalogue.ROOT
+) -> list[StepResult]:
+    """Run several (step, target) suites of the workbook at `root`, `workers` at a time, one server."""
     with shared_server() as env, ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_step, step, target, env=env) for step, target in jobs]
+        futures = [pool.submit(run_step, step, target, env=env, root=root) for step, target in jobs]
         return [future.result() for future in futures]
