@@ -93,11 +93,12 @@ def postgres_version() -> str:
 
 
 def environment() -> str:
-    """Python's version and every installed distribution, name==version, sorted."""
+    """Python's version and every installed distribution, name==version, sorted. Not the environment's
+    path: `nox -s stepN` and `nox -s status` run in two environments with the same pins."""
     installed = sorted(
         f"{dist.metadata['Name']}=={dist.version}" for dist in importlib.metadata.distributions()
     )
-    return "\n".join([sys.version, sys.executable, *installed])
+    return "\n".join([sys.version, *installed])
 
 
 def judge_key(root: Path) -> str:
