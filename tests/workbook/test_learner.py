@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.workbook.conftest import run_workbook
 from workbook import catalogue, learner
+from workbook.pg import free_port
 
 
 def copy_solution(copy: Path, number: int) -> None:
@@ -142,7 +143,8 @@ def test_an_endless_loop_is_stopped_and_named(workbook_copy):
 
 
 def test_serving_an_untouched_step_says_there_is_no_server_yet(workbook_copy):
-    result = run_workbook(workbook_copy, "serve", "--learner", "4")
+    # A free port: whatever else runs on 8080 (a learner's own serve) must not decide this check.
+    result = run_workbook(workbook_copy, "serve", "--learner", "4", "--port", str(free_port()))
     assert result.returncode != 0
     assert "no server yet" in result.stderr and "nox -s step4" in result.stderr, result.stderr
 
