@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +66,33 @@ class StepResult:
         return scoring.step_points(self.step, self.report.get("tests", []))
 
 
+class RunningSuites:
+    """The suites that one run_many has under way. Each runs in a session of its own, so a signal that ends
+    the command never reaches it: without kill_all, an interrupted `status` would wait for every suite to
+    finish (or time out) before it could stop its database server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pids: set[int] = set()
+        self._stopping = False
+
+    def add(self, pid: int) -> None:
+        with self._lock:
+            self._pids.add(pid)
+            if self._stopping:  # started while kill_all ran: it must not run its course either
+                kill_group(pid)
+
+    def discard(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for pid in self._pids:
+                kill_group(pid)
+
+
 def pytest_command(
     step: catalogue.Step, target: str, report: Path | None, extra: Sequence[str] = ()
 ) -> list[str]:
@@ -82,6 +110,7 @@ def run_step(
     timeout: float = STEP_TIMEOUT,
     env: dict[str, str] | None = None,
     root: Path = catalogue.ROOT,
+    suites: RunningSuites | None = None,
 ) -> StepResult:
     """Run tests/stepN against `target` ('steps', 'solutions' or a workbook copy's path), output captured.
 
@@ -100,6 +129,8 @@ def run_step(
             text=True,
             start_new_session=True,
         )
+        if suites is not None:
+            suites.add(process.pid)
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -112,6 +143,9 @@ def run_step(
         except BaseException:  # Ctrl+C: the suite runs in its own session and would not hear it
             kill_group(process.pid)
             raise
+        finally:
+            if suites is not None:
+                suites.discard(process.pid)
         # Written by the judge, in a folder a learner process could still reach: read as untrusted.
         report = read_json_object(report_path)
         if not isinstance(report.get("tasks", {}), dict) or not isinstance(report.get("tests", []), list):
@@ -138,7 +172,20 @@ def shared_server() -> Iterator[dict[str, str]]:
 def run_many(
     jobs: Sequence[tuple[catalogue.Step, str]], workers: int = 2, root: Path = catalogue.ROOT
 ) -> list[StepResult]:
-    """Run several (step, target) suites of the workbook at `root`, `workers` at a time, one server."""
+    """Run several (step, target) suites of the workbook at `root`, `workers` at a time, one server.
+
+    Interrupted (Ctrl+C, SIGTERM, SIGHUP), it kills the running suites and starts no other, so the pool's
+    exit does not wait for them and the server goes at once.
+    """
+    suites = RunningSuites()
     with shared_server() as env, ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_step, step, target, env=env, root=root) for step, target in jobs]
-        return [future.result() for future in futures]
+        futures = [
+            pool.submit(run_step, step, target, env=env, root=root, suites=suites) for step, target in jobs
+        ]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            suites.kill_all()
+            raise

@@ -73,6 +73,59 @@ def run_workbook(copy: Path, *args: str, stdin: str = "") -> subprocess.Complete
     )
 
 
+# --- killing a command's parent (test_grade_signals.py, test_learner_signals.py) ---------------------------
+
+# nox's part: run the command, wait for it, pass no signal on.
+STAND_IN = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+TOKEN_VARIABLE = "WORKBOOK_SIGNAL_TEST"
+
+
+def processes() -> dict[int, tuple[int, str, int]]:
+    """Every process: pid -> (parent pid, state, start time in clock ticks), read from /proc/PID/stat."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        found[int(entry.name)] = (int(fields[1]), fields[0], int(fields[19]))
+    return found
+
+
+def descendants(root: int, table: dict[int, tuple[int, str, int]]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    try:
+        data = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+    return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "(gone while we looked)"
+
+
+def live(table: dict[int, tuple[int, str, int]], pid: int) -> bool:
+    return pid in table and table[pid][1] not in ("Z", "X")
+
+
 # Appended to a starter's aiohttpdemo_polls/__init__.py: three ways learner code used to forge a verdict
 # when the suites imported it into the judge. In its own process, they can only fool that process.
 FORGERY = textwrap.dedent("""

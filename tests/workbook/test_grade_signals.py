@@ -18,63 +18,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.workbook.test_grade import copy_of_the_workbook, finish, package
+from tests.workbook.conftest import (
+    STAND_IN,
+    TOKEN_VARIABLE,
+    command_line,
+    copy_of_the_workbook,
+    descendants,
+    environ,
+    finish,
+    live,
+    package,
+    processes,
+)
 from workbook import catalogue
 from workbook.grading.running import RUN_MARKER
 from workbook.pg import ENV_DSN
 
 ROOT = catalogue.ROOT
-# nox's part: run the command, wait for it, pass no signal on.
-STAND_IN = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
-TOKEN_VARIABLE = "WORKBOOK_SIGNAL_TEST"
 STARTUP_DEADLINE = 180.0  # seconds until learners' steps run: a cold PostgreSQL template takes a while
 CLEANUP_DEADLINE = 60.0
-
-
-def processes() -> dict[int, tuple[int, str, int]]:
-    """Every process: pid -> (parent pid, state, start time in clock ticks), read from /proc/PID/stat."""
-    found = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
-        found[int(entry.name)] = (int(fields[1]), fields[0], int(fields[19]))
-    return found
-
-
-def descendants(root: int, table: dict[int, tuple[int, str, int]]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def environ(pid: int) -> dict[str, str]:
-    try:
-        data = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
-    return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
-
-
-def command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
-    except OSError:
-        return "(gone while we looked)"
-
-
-def live(table: dict[int, tuple[int, str, int]], pid: int) -> bool:
-    return pid in table and table[pid][1] not in ("Z", "X")
 
 
 def hanging_class(submissions: Path) -> None:

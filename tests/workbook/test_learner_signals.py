@@ -1,0 +1,190 @@
+"""`nox -s serve`, `nox -s watch` and `nox -s status` killed with SIGTERM or SIGHUP: nothing may outlive them.
+
+A process manager or an editor's stop button signals nox alone, and nox passes nothing on. The test plays
+nox with a stand-in parent (conftest.STAND_IN), kills it once the command is busy, then looks for what of
+the run is left: a process (by its environment or its command line, which carry the copy's path and a
+token; or seen running before the kill), a PostgreSQL cluster, a temp folder, the served port. The run
+gets a temp folder of its own, so anything named workbook-* in it was made by the run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.workbook.conftest import (
+    STAND_IN,
+    TOKEN_VARIABLE,
+    command_line,
+    descendants,
+    environ,
+    finish,
+    live,
+    processes,
+)
+from workbook.pg import ENV_DSN, TMP_PREFIX, free_port
+
+STARTUP_DEADLINE = 60.0  # seconds until the command is busy: a cluster from the cached template, a suite
+CLEANUP_DEADLINE = 20.0
+SERVED_STEP = "9"  # the finished app: a database, a config file, an init_db run
+
+
+def port_answers(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_bound(port: int) -> bool:
+    """True while anything holds the port, listening or not (a bind would fail)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+class Run:
+    """`python -m workbook ARGS` in the copy under a stand-in nox, with its own temp folder and token."""
+
+    def __init__(self, copy: Path, tmp: Path, args: list[str]) -> None:
+        self.copy, self.tmp, self.token = copy, tmp, secrets.token_hex(8)
+        self.log = copy.parent / "command.log"
+        env = {**os.environ, "PYTHONPATH": str(copy), TOKEN_VARIABLE: self.token, "TMPDIR": str(tmp)}
+        env.pop(ENV_DSN, None)  # the run starts a server of its own, which must go too
+        command = [sys.executable, "-c", STAND_IN, sys.executable, "-m", "workbook", *args]
+        with self.log.open("wb") as output:
+            self.parent = subprocess.Popen(
+                command, cwd=copy, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def wait_until(self, busy: Callable[[Run], bool]) -> None:
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while time.monotonic() < deadline:
+            assert self.parent.poll() is None, f"the command ended before it was killed:\n{self.output()}"
+            if busy(self):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the command was not busy within {STARTUP_DEADLINE:.0f}s:\n{self.output()}")
+
+    def pytest_running(self) -> bool:
+        table = processes()
+        return any("-m pytest" in command_line(pid) for pid in descendants(self.parent.pid, table))
+
+    def leftovers(self, started: dict[int, int], port: int | None = None) -> list[str]:
+        table = processes()
+        found = []
+        for pid in table:
+            if not live(table, pid) or pid in (os.getpid(), self.parent.pid):
+                continue
+            env = environ(pid)
+            ours = env.get(TOKEN_VARIABLE) == self.token or str(self.copy) in command_line(pid)
+            if ours or started.get(pid) == table[pid][2]:
+                found.append(f"process {pid}: {command_line(pid)}")
+        for entry in self.tmp.glob("workbook-*"):
+            if entry.name.startswith(TMP_PREFIX):  # the per-user cluster folder stays; its clusters go
+                found += [f"cluster {cluster}" for cluster in entry.iterdir()]
+            else:
+                found.append(f"temp folder {entry}")
+        if port is not None and port_bound(port):
+            found.append(f"port {port} still bound")
+        return found
+
+    def assert_nothing_left(self, started: dict[int, int], port: int | None, what: str) -> None:
+        deadline = time.monotonic() + CLEANUP_DEADLINE
+        while (left := self.leftovers(started, port)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shown = "\n".join(left)
+        assert left == [], f"left after {what}:\n{shown}\n--- output ---\n{self.output()}"
+
+    def stop(self) -> None:
+        if self.parent.poll() is None:
+            self.parent.kill()
+            self.parent.wait()
+
+
+def kill_and_check(run: Run, busy: Callable[[Run], bool], signum: int, port: int | None = None) -> None:
+    try:
+        run.wait_until(busy)
+        table = processes()
+        started = {pid: table[pid][2] for pid in descendants(run.parent.pid, table)}
+        run.parent.send_signal(signum)  # the parent alone, as `kill PID` on nox would
+        run.parent.wait(10)
+        run.assert_nothing_left(started, port, signal.Signals(signum).name)
+    finally:
+        run.stop()
+
+
+def hanging_step1(copy: Path) -> None:
+    """Step 1 finished, but its view never answers: the suite stays under way until it is killed."""
+    finish(copy, 1)
+    main = copy / "steps" / "step1" / "aiohttpdemo_polls" / "main.py"
+    answer = '    return web.Response(text="Hello Aiohttp!")'
+    hang = "    __import__('time').sleep(3600)\n"
+    main.write_text(main.read_text().replace(answer, hang + answer))
+    assert "sleep(3600)" in main.read_text(), "the step 1 solution changed shape: update this test"
+
+
+@pytest.fixture
+def run_tmp() -> Iterator[Path]:
+    """The run's temp folder. Not under tmp_path: as root, PostgreSQL's own user must reach it."""
+    folder = Path(tempfile.mkdtemp(prefix="signal-test-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+SIGNALS = pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+
+
+@SIGNALS
+def test_killing_the_parent_of_serve_leaves_nothing(workbook_copy, run_tmp, signum):
+    port = free_port()
+    run = Run(workbook_copy, run_tmp, ["serve", SERVED_STEP, "--port", str(port)])
+    kill_and_check(run, lambda _: port_answers(port), signum, port)
+
+
+@SIGNALS
+def test_killing_the_parent_of_watch_leaves_nothing(workbook_copy, run_tmp, signum):
+    finish(workbook_copy, 1)
+    run = Run(workbook_copy, run_tmp, ["watch", "1"])
+    kill_and_check(run, lambda r: "Watching" in r.output(), signum)
+
+
+@SIGNALS
+def test_killing_watch_while_it_checks_leaves_nothing(workbook_copy, run_tmp, signum):
+    hanging_step1(workbook_copy)
+    run = Run(workbook_copy, run_tmp, ["watch", "1"])
+    kill_and_check(run, Run.pytest_running, signum)
+
+
+@SIGNALS
+def test_killing_the_parent_of_status_leaves_nothing(workbook_copy, run_tmp, signum):
+    hanging_step1(workbook_copy)
+    run = Run(workbook_copy, run_tmp, ["status"])
+    kill_and_check(run, Run.pytest_running, signum)
+
+
+def test_an_ordinary_step_run_leaves_nothing(workbook_copy, run_tmp):
+    finish(workbook_copy, 1)
+    run = Run(workbook_copy, run_tmp, ["check", "1"])
+    try:
+        assert run.parent.wait(STARTUP_DEADLINE) == 0, run.output()
+        run.assert_nothing_left({}, None, "an ordinary `nox -s step1`")
+    finally:
+        run.stop()
