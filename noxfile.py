@@ -192,11 +192,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def benchmark(session: nox.Session) -> None:
-    """Print the provider's start-to-ready time and the warm wall time of `nox -s stepN` for every step."""
-    install(session, "test")
+    """Print the provider's start-to-ready time, the warm wall time of `nox -s stepN` for every step, the
+    time from a save to `nox -s watch`'s verdict, and `nox -s status` cold, warm and after one change."""
+    install(session, "test", "learner")
     session.install("nox==2026.10.20", "uv==0.13.9")
     session.run("python", "bench/startup.py")
     session.run("python", "bench/steps.py")
+    session.run("python", "bench/watch.py")
 
 
 @nox.session(default=False)
