@@ -29,125 +29,204 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 
 
-def install(session: nox.Session, *groups: str) -> None:
-    """Install the pinned dependency groups of pyproject.toml, e.g. install(session, "test").
+# What every install prints unless `nox -v` asks for the installer's own command and output.
+INSTALLING = "installing the workbook's packages (first run only)..."
+STAMP = ".workbook-requirements"
 
-    A reused environment that already holds exactly these pins is left alone: asking the installer again
-    costs a fifth of a second on every `nox -s stepN`, for nothing.
-    """
-    requirements = nox.project.dependency_groups(PYPROJECT, *groups)
-    stamp = Path(session.virtualenv.location) / ".workbook-requirements"
-    wanted = "\n".join(requirements)
-    if not (stamp.is_file() and stamp.read_text() == wanted):
-        session.install(*requirements)
-        stamp.write_text(wanted)
+# The learner-facing sessions, and the maintainer ones that need nothing more, share one environment with
+# the union of their groups installed once: a learner's first session pays for it and no other session
+# builds its own. nox has no setting for where a session's environment lives, so these sessions ask nox for
+# none (venv_backend="none") and shared_env() keeps this one.
+SHARED_ENV = "workbook"
+SHARED_GROUPS = ("test", "learner")
+
+
+def verbose(session: nox.Session) -> bool:
+    """Whether `nox -v` was given: nox keeps the flag in its global config and offers no public getter."""
+    return bool(session._runner.global_config.verbose)
+
+
+def workbook_env(session: nox.Session) -> None:
+    """The workbook runs from the checkout, not installed, and SQLAlchemy warns of anything not 2.0-style."""
     session.env["PYTHONPATH"] = str(ROOT)
     session.env["SQLALCHEMY_WARN_20"] = "1"
 
 
+def install(session: nox.Session, *groups: str) -> None:
+    """Install the pinned dependency groups of pyproject.toml in a session's own environment.
+
+    A reused environment that already holds exactly these pins is left alone: asking the installer again
+    costs a fifth of a second on every run, for nothing.
+    """
+    requirements = nox.project.dependency_groups(PYPROJECT, *groups)
+    stamp = Path(session.virtualenv.location) / STAMP
+    wanted = "\n".join(requirements)
+    if not (stamp.is_file() and stamp.read_text() == wanted):
+        loud = verbose(session)
+        if not loud:
+            session.log(INSTALLING)
+        session.install(*requirements, silent=not loud, log=loud)
+        stamp.write_text(wanted)
+    workbook_env(session)
+
+
+def _uv() -> str | None:
+    """uv as nox finds it: the `uv` package beside nox first, then PATH."""
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        return shutil.which("uv")
+    return find_uv_bin()
+
+
+def _shared_python(session: nox.Session) -> Path:
+    """In nox's envdir beside its own environments: `--envdir` moves it too, `rm -rf .nox` clears it."""
+    bindir = session.cache_dir.parent / SHARED_ENV / ("Scripts" if os.name == "nt" else "bin")
+    return bindir / ("python.exe" if os.name == "nt" else "python")
+
+
+def shared_env(session: nox.Session) -> None:
+    """Make the shared environment ready (created and installed on first use only) and run in it.
+
+    The stamp records the interpreter nox runs on and the pins: a new Python rebuilds the environment, new
+    pins reinstall into it, and anything else costs nothing.
+    """
+    python = _shared_python(session)
+    location = python.parent.parent
+    stamp = location / STAMP
+    requirements = nox.project.dependency_groups(PYPROJECT, *SHARED_GROUPS)
+    wanted = "\n".join([sys.executable, *requirements])
+    current = stamp.read_text() if stamp.is_file() else ""
+    if current != wanted:
+        loud = verbose(session)
+        if not loud:
+            session.log(INSTALLING)
+        quietly = {"silent": not loud, "log": loud, "external": True}
+        uv = _uv()
+        if not python.exists() or not current.startswith(sys.executable + "\n"):
+            shutil.rmtree(location, ignore_errors=True)
+            if uv:
+                session.run_install(uv, "venv", "--python", sys.executable, str(location), **quietly)
+            else:
+                session.run_install(sys.executable, "-m", "venv", str(location), **quietly)
+        if uv:
+            session.run_install(uv, "pip", "install", "--python", str(python), *requirements, **quietly)
+        else:
+            session.run_install(str(python), "-m", "pip", "install", "--quiet", *requirements, **quietly)
+        stamp.write_text(wanted)
+    session.env["VIRTUAL_ENV"] = str(location)
+    session.env["PATH"] = os.pathsep.join([str(python.parent), os.environ.get("PATH", "")])
+    workbook_env(session)
+
+
+def python_of(session: nox.Session) -> str:
+    """The interpreter to run: the shared environment's for a session nox gave no environment of its own."""
+    return str(_shared_python(session)) if session.venv_backend == "none" else "python"
+
+
 def workbook(session: nox.Session, *args: str) -> None:
-    session.run("python", "-m", "workbook", *args)
+    session.run(python_of(session), "-m", "workbook", *args)
 
 
 def _make_step_session(step: catalogue.Step) -> None:
     def run_step(session: nox.Session) -> None:
-        install(session, "test")
+        shared_env(session)
         workbook(session, "check", str(step.number), *session.posargs)
 
     run_step.__doc__ = (
         f"Check step {step.number} ({step.title}) in steps/{step.name}. `-- -v` for tracebacks."
     )
-    nox.session(name=step.name, default=False)(run_step)
+    nox.session(name=step.name, default=False, venv_backend="none")(run_step)
 
 
 for _step in catalogue.steps():
     _make_step_session(_step)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def status(session: nox.Session) -> None:
     """Where you are: every step's tasks (done, failing, not started), a progress bar, what to do next."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "status")
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def hint(session: nox.Session) -> None:
     """The next hint for the first failing task of step N: `nox -s hint -- N` (`-- N --all` for all)."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "hint", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def watch(session: nox.Session) -> None:
     """Re-check step N each time you save one of its files: `nox -s watch -- N`."""
-    install(session, "test", "learner")
+    shared_env(session)
     workbook(session, "watch", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def reset(session: nox.Session) -> None:
     """Put steps/stepN back to its starter, keeping your version in backups/: `nox -s reset -- N`."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "reset", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def solution(session: nox.Session) -> None:
     """The reference solution of step N as a diff against yours, once yours passes: `nox -s solution -- N`."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "solution", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def solutions(session: nox.Session) -> None:
     """Run every step's suite against the reference solutions."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "solutions", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def integrity(session: nox.Session) -> None:
     """Every task fails on its starter, every solution passes, steps/ matches the generator."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "integrity", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def grade(session: nox.Session) -> None:
     """Grade a class: `nox -s grade -- SUBMISSIONS [--steps 1-9] [--out DIR] [--jobs N] [--timeout S]`."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "grade", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def gradescope(session: nox.Session) -> None:
     """Build build/gradescope-autograder.zip for Gradescope: `nox -s gradescope -- --steps 1-9`."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "gradescope", *session.posargs)
 
 
-@nox.session(name="benchmark-grade", default=False)
+@nox.session(name="benchmark-grade", default=False, venv_backend="none")
 def benchmark_grade(session: nox.Session) -> None:
     """Grade a seeded class of 30 distinct learners over every step: wall time and CPU per step run.
 
     `-- --learners 6 --steps 1-3` for a quick run; also `--seed S`, `--jobs N`, `--keep DIR`.
     """
-    install(session, "test")
-    session.run("python", "bench/grade.py", *session.posargs)
+    shared_env(session)
+    session.run(python_of(session), "bench/grade.py", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def build(session: nox.Session) -> None:
     """Regenerate steps/ from solutions/ (refuses to overwrite your edits without `-- --force`)."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "build", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def serve(session: nox.Session) -> None:
     """Run the finished app at http://127.0.0.1:8080 on a throwaway PostgreSQL (`-- N`, `-- --learner N`)."""
-    install(session, "test")
+    shared_env(session)
     workbook(session, "serve", *session.posargs)
 
 
@@ -201,11 +280,11 @@ def benchmark(session: nox.Session) -> None:
     session.run("python", "bench/watch.py")
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def bench(session: nox.Session) -> None:
     """Load-test the finished app: requests/s and p50/p99 per route, then lost votes (must be 0)."""
-    install(session, "test")
-    session.run("python", "bench/load.py", *session.posargs)
+    shared_env(session)
+    session.run(python_of(session), "bench/load.py", *session.posargs)
 
 
 CHROMIUM = Path("/usr/bin/chromium")
