@@ -249,7 +249,9 @@ def lab(session: nox.Session) -> None:
     """Open the companion notebooks in JupyterLab, in an environment of their own."""
     install(session, "lab")
     as_root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root unless told
-    session.run("jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *as_root, *session.posargs)
+    # Through workbook.lifetime: killed alone, nox would leave JupyterLab and its kernels running.
+    lab_command = ["jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *as_root, *session.posargs]
+    session.run("python", "-m", "workbook.lifetime", *lab_command)
 
 
 @nox.session(default=False)
@@ -272,12 +274,14 @@ def tests(session: nox.Session) -> None:
 @nox.session(default=False)
 def benchmark(session: nox.Session) -> None:
     """Print the provider's start-to-ready time, the warm wall time of `nox -s stepN` for every step, the
-    time from a save to `nox -s watch`'s verdict, and `nox -s status` cold, warm and after one change."""
+    time from a save to `nox -s watch`'s verdict, `nox -s status` cold, warm and after one change, and the
+    size of the environments."""
     install(session, "test", "learner")
     session.install("nox==2026.10.20", "uv==0.13.9")
     session.run("python", "bench/startup.py")
     session.run("python", "bench/steps.py")
     session.run("python", "bench/watch.py")
+    session.run("python", "bench/envs.py")
 
 
 @nox.session(default=False, venv_backend="none")

@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from . import STARTED_BY, catalogue, gradescope, integrity, learner, scoring, starter, verdicts
+from . import catalogue, gradescope, integrity, learner, scoring, starter, verdicts
 from .grading import cli as grade_cli
 from .judge.untrusted import read_json_object
+from .lifetime import end_with_parent
 from .runner import JUDGE_ENV, StepResult, pytest_command, run_many
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-ENDING_SIGNALS = ("SIGTERM", "SIGHUP")
-_ending: list[int] = []  # the signal that is ending this command, once one came
-
-
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    """End the command as SystemExit(128 + signal), so `finally` blocks and context managers clean up (test
-    processes, the database server, temp folders); a second signal does not cut that cleanup short."""
-    if not _ending:
-        _ending.append(signum)
-        raise SystemExit(128 + signum)
-
-
-def end_with_parent() -> None:
-    """SIGTERM and SIGHUP end a command cleanly, and so does its parent's death (Linux).
-
-    nox passes neither signal on to the `python -m workbook` it runs: killed, it would leave this process
-    running, and with it the grader's test processes, its PostgreSQL and its temp folders. PR_SET_PDEATHSIG
-    makes the kernel send SIGTERM here when the parent dies. Elsewhere, or without prctl, this is a no-op.
-    """
-    for name in ENDING_SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _exit_on_signal)
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != STARTED_BY:  # the parent died before the kernel was asked: no signal will come
-        _exit_on_signal(signal.SIGTERM, None)
 
 
 def _check(args: argparse.Namespace) -> int:

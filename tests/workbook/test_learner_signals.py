@@ -188,3 +188,35 @@ def test_an_ordinary_step_run_leaves_nothing(workbook_copy, run_tmp):
         run.assert_nothing_left({}, None, "an ordinary `nox -s step1`")
     finally:
         run.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_program_run_through_lifetime_ends_with_its_parent(signum):
+    """`nox -s lab` runs JupyterLab through `python -m workbook.lifetime`, played here by a sleeping Python:
+    killed alone, nox must not leave it running."""
+    token = secrets.token_hex(8)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), TOKEN_VARIABLE: token}
+    program = [sys.executable, "-c", "import time; time.sleep(600)"]
+    command = [sys.executable, "-c", STAND_IN, sys.executable, "-m", "workbook.lifetime", *program]
+    parent = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def ours() -> list[int]:
+        table = processes()
+        return [pid for pid in table if live(table, pid) and environ(pid).get(TOKEN_VARIABLE) == token]
+
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while not any("time.sleep(600)" in command_line(pid) for pid in ours()):
+            assert time.monotonic() < deadline, "the program did not start"
+            time.sleep(0.05)
+        os.kill(parent.pid, signum)
+        parent.wait(10)
+        deadline = time.monotonic() + CLEANUP_DEADLINE
+        while (left := ours()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == [], [command_line(pid) for pid in left]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

@@ -1,0 +1,66 @@
+"""How a command started by nox ends when nox is told to stop.
+
+nox passes neither SIGTERM nor SIGHUP on to the command it runs: killed alone (a process manager, an
+editor's stop button, a closed terminal), it would leave that command running, and with it whatever the
+command started (test processes, the database server, temp folders, a served app, JupyterLab).
+`end_with_parent` turns both signals, and the parent's death, into a clean exit. `python -m
+workbook.lifetime COMMAND ...` runs a program that is not ours (JupyterLab) the same way: it ends that
+program when it must end itself. Kept free of the package's heavier imports, so any environment can run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+from . import STARTED_BY
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ENDING_SIGNALS = ("SIGTERM", "SIGHUP")
+_ending: list[int] = []  # the signal that is ending this command, once one came
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """End the command as SystemExit(128 + signal), so `finally` blocks and context managers clean up (test
+    processes, the database server, temp folders); a second signal does not cut that cleanup short."""
+    if not _ending:
+        _ending.append(signum)
+        raise SystemExit(128 + signum)
+
+
+def end_with_parent() -> None:
+    """SIGTERM and SIGHUP end a command cleanly, and so does its parent's death (Linux): PR_SET_PDEATHSIG
+    makes the kernel send SIGTERM here when the parent dies. Elsewhere, or without prctl, a no-op."""
+    for name in ENDING_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_on_signal)
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != STARTED_BY:  # the parent died before the kernel was asked: no signal will come
+        _exit_on_signal(signal.SIGTERM, None)
+
+
+def run_until_told(command: list[str], grace: float = 10.0) -> int:
+    """Run `command` and wait; when this process must end, end the command too (SIGTERM, then SIGKILL)."""
+    end_with_parent()
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_until_told(sys.argv[1:]))
