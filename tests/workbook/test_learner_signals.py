@@ -59,12 +59,14 @@ def port_bound(port: int) -> bool:
 class Run:
     """`python -m workbook ARGS` in the copy under a stand-in nox, with its own temp folder and token."""
 
-    def __init__(self, copy: Path, tmp: Path, args: list[str]) -> None:
+    def __init__(self, copy: Path, tmp: Path, args: list[str], parent: list[str] | None = None) -> None:
+        """`parent`: the command to kill instead of the stand-in (real nox), ARGS then being its own."""
         self.copy, self.tmp, self.token = copy, tmp, secrets.token_hex(8)
         self.log = copy.parent / "command.log"
         env = {**os.environ, "PYTHONPATH": str(copy), TOKEN_VARIABLE: self.token, "TMPDIR": str(tmp)}
         env.pop(ENV_DSN, None)  # the run starts a server of its own, which must go too
-        command = [sys.executable, "-c", STAND_IN, sys.executable, "-m", "workbook", *args]
+        command = [*parent, *args] if parent else [sys.executable, "-c", STAND_IN, sys.executable, "-m",
+                                                    "workbook", *args]  # fmt: skip
         with self.log.open("wb") as output:
             self.parent = subprocess.Popen(
                 command, cwd=copy, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -156,6 +158,21 @@ SIGNALS = pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids
 def test_killing_the_parent_of_serve_leaves_nothing(workbook_copy, run_tmp, signum):
     port = free_port()
     run = Run(workbook_copy, run_tmp, ["serve", SERVED_STEP, "--port", str(port)])
+    kill_and_check(run, lambda _: port_answers(port), signum, port)
+
+
+@SIGNALS
+def test_killing_nox_alone_while_it_serves_leaves_nothing(workbook_copy, run_tmp, signum):
+    """The real thing: `nox -s serve` from the copy (its environment shared with this checkout's, so
+    nothing new is installed once it exists), and the signal to the nox process alone."""
+    nox = shutil.which("nox")
+    if nox is None:
+        pytest.skip("nox is not on PATH (CI installs it before running the tests)")
+    shutil.copy2(Path(__file__).resolve().parents[2] / "noxfile.py", workbook_copy / "noxfile.py")
+    envdir = Path(__file__).resolve().parents[2] / ".nox"
+    port = free_port()
+    parent = [nox, "-f", str(workbook_copy / "noxfile.py"), "--envdir", str(envdir), "-s", "serve", "--"]
+    run = Run(workbook_copy, run_tmp, [SERVED_STEP, "--port", str(port)], parent=parent)
     kill_and_check(run, lambda _: port_answers(port), signum, port)
 
 
