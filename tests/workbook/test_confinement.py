@@ -360,3 +360,29 @@ def _environ(pid: int) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return b""
+
+
+def test_shared_memory_a_learner_left_is_removed_after_clean_up(confined):
+    """System V IPC is not a file: the uid tier removes its segments, semaphores and queues by uid too
+    (inside bubblewrap they die with its ipc namespace)."""
+    result = run_confined(
+        confined,
+        """
+        import ctypes
+        libc = ctypes.CDLL(None)
+        print("SHM", libc.shmget(0, 4096, 0o1600), "SEM", libc.semget(0, 1, 0o1600))
+        """,
+    )
+    assert result.returncode == 0 and "SHM -1" not in result.stdout, result.stdout + result.stderr
+
+    def owned() -> int:
+        tables = ("/proc/sysvipc/shm", "/proc/sysvipc/sem")
+        return sum(
+            1 for table in tables for row in Path(table).read_text().splitlines()[1:]
+            if str(confined.uid) in row.split()
+        )  # fmt: skip
+
+    if confined.tier == confinement.UID:
+        assert owned() == 2
+    confinement.clean_up(confined.uid)
+    assert owned() == 0

@@ -240,15 +240,21 @@ def _subordinate_ids() -> set[int]:
     return ids
 
 
-def process_uid(pid: int, zombies: bool = True) -> int | None:
-    """The real uid of a process, read from outside in /proc/PID/status; None if it is gone (or, unless
-    `zombies`, has already exited and only waits to be reaped: it can do nothing any more)."""
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict of its fields ({} if the process is gone): read from outside, so what the
+    process says of itself does not enter into it."""
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
-        return None
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    if not zombies and fields.get("State", "").strip().startswith("Z"):
+        return {}
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def process_uid(pid: int, zombies: bool = True) -> int | None:
+    """The real uid of a process; None if it is gone (or, unless `zombies`, has already exited and only
+    waits to be reaped: it can do nothing any more)."""
+    fields = proc_status(pid)
+    if not zombies and fields.get("State", "").startswith("Z"):
         return None
     try:
         return int(fields["Uid"].split()[0])
@@ -465,17 +471,18 @@ def remove_files_of(
 
 
 def _remove_ipc_of(uid: int) -> None:
-    """System V shared memory, semaphores and message queues of `uid` (not namespaced in the uid tier)."""
+    """System V shared memory, semaphores and message queues of `uid` (not namespaced in the uid tier).
+    In each /proc/sysvipc table the object's id is the second column."""
+    if not shutil.which("ipcrm"):
+        return
     for kind, flag in (("shm", "-m"), ("sem", "-s"), ("msg", "-q")):
         with contextlib.suppress(OSError):
-            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
-            header = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[0].split()
-            for line in lines:
-                values = dict(zip(header, line.split(), strict=False))
-                if values.get("uid") == str(uid) and shutil.which("ipcrm"):
-                    subprocess.run(["ipcrm", flag, values["shmid" if kind == "shm" else
-                                                          "semid" if kind == "sem" else "msqid"]],
-                                   capture_output=True, check=False)  # fmt: skip
+            header, *rows = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+            for row in rows:
+                values = dict(zip(header.split(), row.split(), strict=False))
+                if values.get("uid") == str(uid):
+                    ident = row.split()[1]
+                    subprocess.run(["ipcrm", flag, ident], capture_output=True, check=False)
 
 
 def clean_up(uid: int, files: bool = True, skip: tuple[str, ...] = ()) -> dict[str, Any]:

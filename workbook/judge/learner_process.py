@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..grading.confinement import Confinement
+from ..grading.confinement import Confinement, proc_status
 from .untrusted import load_json, read_capped
 
 HARNESS = Path(__file__).resolve().parent.parent / "learner_side" / "harness.py"
@@ -182,10 +182,6 @@ def use_confinement(confinement: Confinement | None) -> None:
     """Start every learner process of this judge so confined (the grader's choice: grading.confinement)."""
     global _confinement
     _confinement = confinement
-
-
-def confined() -> Confinement | None:
-    return _confinement
 
 
 def learner_script(path: Path) -> str:
@@ -508,7 +504,7 @@ def host_pid(reported: int, sandbox: int, confinement: Confinement) -> int | Non
     """
     uid = confinement.uid if confinement.uid is not None else os.geteuid()
     for entry in Path("/proc").glob("[0-9]*"):
-        fields = _status(int(entry.name))
+        fields = proc_status(int(entry.name))
         nspid = fields.get("NSpid", "").split()
         if not nspid or int(nspid[-1]) != reported or fields.get("Uid", "").split()[:1] != [str(uid)]:
             continue
@@ -516,19 +512,11 @@ def host_pid(reported: int, sandbox: int, confinement: Confinement) -> int | Non
             continue
         pid, seen = int(entry.name), 0
         while pid > 1 and seen < 64:  # up the tree to the sandbox's process
-            pid = int(_status(pid).get("PPid", "0") or 0)
+            pid = int(proc_status(pid).get("PPid", "0") or 0)
             if pid == sandbox:
                 return int(entry.name)
             seen += 1
     return None
-
-
-def _status(pid: int) -> dict[str, str]:
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
 _launcher: Launcher | None = None
