@@ -67,20 +67,25 @@ class StepResult:
 
 
 class RunningSuites:
-    """The suites that one run_many has under way. Each runs in a session of its own, so a signal that ends
-    the command never reaches it: without kill_all, an interrupted `status` would wait for every suite to
-    finish (or time out) before it could stop its database server."""
+    """The test processes one command has under way, each in a session of its own, so a signal that ends
+    the command never reaches them: kill_all ends every one, and any that starts afterwards at once.
+    Without it an interrupted `status` would wait for every suite to finish (or time out) before it could
+    stop its database server; grading's Launcher keeps its test processes here too."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pids: set[int] = set()
         self._stopping = False
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def add(self, pid: int) -> None:
         with self._lock:
             self._pids.add(pid)
             if self._stopping:  # started while kill_all ran: it must not run its course either
-                kill_group(pid)
+                kill_now(pid)
 
     def discard(self, pid: int) -> None:
         with self._lock:
@@ -90,7 +95,7 @@ class RunningSuites:
         with self._lock:
             self._stopping = True
             for pid in self._pids:
-                kill_group(pid)
+                kill_now(pid)
 
 
 def pytest_command(
@@ -157,6 +162,14 @@ def kill_group(pid: int) -> None:
     """SIGKILL a whole process group (a suite started with start_new_session=True, and its children)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def kill_now(pid: int) -> None:
+    """SIGKILL a test process and its group, the process too in case it has not made its group yet (a
+    forked one calls setsid first thing): a kill must never leave it to run until its timeout."""
+    kill_group(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ import psycopg2
 
 from .. import catalogue
 from ..pg import ENV_DSN, PostgresServer, describe, throwaway_postgres
-from ..runner import JUDGE_ARGS, JUDGE_ENV, kill_group
+from ..runner import JUDGE_ARGS, JUDGE_ENV, RunningSuites, kill_group
 from . import confinement
 from .confinement import Confinement, UidPool
 from .database import LearnerRole
@@ -229,9 +229,7 @@ class Launcher:
         self.plugins = sorted(plugin_modules())
         if method == "forkserver":
             self.context.set_forkserver_preload(preload_modules(set(self.plugins)))
-        self._active: set[int] = set()
-        self._lock = threading.Lock()
-        self.stopping = threading.Event()
+        self.running = RunningSuites()
 
     def run(self, request: dict[str, Any], timeout: float, max_output: int = MAX_OUTPUT) -> Completed:
         """Run `_child(request)`; kill its process group on timeout; keep at most max_output bytes."""
@@ -246,10 +244,7 @@ class Launcher:
         reader.close()
         capture.start()
         assert process.pid is not None
-        with self._lock:
-            self._active.add(process.pid)
-            if self.stopping.is_set():  # kill_all came while this one started: it must not run its course
-                _kill_now(process.pid)
+        self.running.add(process.pid)  # killed at once if kill_all came while it started
         try:
             process.join(timeout)
             timed_out = process.exitcode is None
@@ -259,8 +254,7 @@ class Launcher:
                 process.kill()
             process.join()
             kill_marked(token)
-            with self._lock:
-                self._active.discard(process.pid)
+            self.running.discard(process.pid)
         seconds = time.monotonic() - started
         capture.join(10)
         returncode = None if timed_out else process.exitcode
@@ -276,20 +270,13 @@ class Launcher:
             timeout,
         )
 
+    @property
+    def stopping(self) -> bool:
+        return self.running.stopping
+
     def kill_all(self) -> None:
         """Ctrl+C, SIGTERM, SIGHUP: every running test process goes, with its group; none starts after."""
-        self.stopping.set()
-        with self._lock:
-            for pid in self._active:
-                _kill_now(pid)
-
-
-def _kill_now(pid: int) -> None:
-    """SIGKILL a test process and its group, the process too in case it has not made its group yet (setsid
-    is the first thing it does): a kill must never leave it to run until its timeout."""
-    kill_group(pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        self.running.kill_all()
 
 
 @dataclass
@@ -472,7 +459,7 @@ def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) ->
 
 
 def _grade_unit_once(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
-    if run.launcher.stopping.is_set():
+    if run.launcher.stopping:
         return StepGrade.zero(step, "grading was interrupted")
     workdir.mkdir(parents=True)
     try:
