@@ -16,7 +16,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from workbook import catalogue  # noqa: E402 - needs ROOT on sys.path first
+from workbook import catalogue, environments  # noqa: E402 - needs ROOT on sys.path first
 
 # uv builds environments in about a second; virtualenv is the fallback where uv is missing. Environments
 # are reused between runs, and uv compiles bytecode once at install time instead of on first import.
@@ -85,17 +85,18 @@ def _shared_python(session: nox.Session) -> Path:
     return bindir / ("python.exe" if os.name == "nt" else "python")
 
 
-def shared_env(session: nox.Session) -> None:
-    """Make the shared environment ready (created and installed on first use only) and run in it.
+def ready_env(session: nox.Session, location: Path, base: str, requirements: list[str]) -> Path:
+    """A virtual environment at `location` on interpreter `base` with exactly `requirements`, made or
+    installed only when its stamp says otherwise; its python.
 
-    The stamp records the interpreter nox runs on and the pins: a new Python rebuilds the environment, new
-    pins reinstall into it, and anything else costs nothing.
+    The stamp records the interpreter and the pins: a new Python rebuilds the environment, new pins
+    reinstall into it, and anything else costs nothing.
     """
-    python = _shared_python(session)
-    location = python.parent.parent
+    python = (
+        location / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+    )
     stamp = location / STAMP
-    requirements = nox.project.dependency_groups(PYPROJECT, *SHARED_GROUPS)
-    wanted = "\n".join([sys.executable, *requirements])
+    wanted = "\n".join([base, *requirements])
     current = stamp.read_text() if stamp.is_file() else ""
     if current != wanted:
         loud = verbose(session)
@@ -103,17 +104,35 @@ def shared_env(session: nox.Session) -> None:
             session.log(INSTALLING)
         quietly = {"silent": not loud, "log": loud, "external": True}
         uv = _uv()
-        if not python.exists() or not current.startswith(sys.executable + "\n"):
+        if not python.exists() or not current.startswith(base + "\n"):
             shutil.rmtree(location, ignore_errors=True)
             if uv:
-                session.run_install(uv, "venv", "--python", sys.executable, str(location), **quietly)
+                session.run_install(uv, "venv", "--python", base, str(location), **quietly)
             else:
-                session.run_install(sys.executable, "-m", "venv", str(location), **quietly)
+                session.run_install(base, "-m", "venv", str(location), **quietly)
         if uv:
             session.run_install(uv, "pip", "install", "--python", str(python), *requirements, **quietly)
         else:
             session.run_install(str(python), "-m", "pip", "install", "--quiet", *requirements, **quietly)
         stamp.write_text(wanted)
+    return python
+
+
+def step_envs(session: nox.Session, base: str = sys.executable, suffix: str = "") -> None:
+    """The environments some steps' apps run on (catalogue.toml's `environment`, e.g. step 10's SQLAlchemy 2),
+    on the judge's own Python, and an environment variable that tells the workbook where each is."""
+    for name in catalogue.environments():
+        location = session.cache_dir.parent / f"{environments.folder(name).name}{suffix}"
+        requirements = nox.project.dependency_groups(PYPROJECT, name)
+        session.env[environments.variable(name)] = str(ready_env(session, location, base, requirements))
+
+
+def shared_env(session: nox.Session) -> None:
+    """Make the shared environment ready (created and installed on first use only) and run in it."""
+    location = _shared_python(session).parent.parent
+    requirements = nox.project.dependency_groups(PYPROJECT, *SHARED_GROUPS)
+    python = ready_env(session, location, sys.executable, requirements)
+    step_envs(session)
     session.env["VIRTUAL_ENV"] = str(location)
     session.env["PATH"] = os.pathsep.join([str(python.parent), os.environ.get("PATH", "")])
     workbook_env(session)
@@ -241,6 +260,7 @@ def run_ruff(session: nox.Session) -> None:
 def notebooks(session: nox.Session) -> None:
     """Execute every companion notebook against the solutions (`-- --tree steps` for yours)."""
     install(session, "notebooks")
+    step_envs(session)
     workbook(session, "notebooks", *session.posargs)
 
 
@@ -248,6 +268,7 @@ def notebooks(session: nox.Session) -> None:
 def lab(session: nox.Session) -> None:
     """Open the companion notebooks in JupyterLab, in an environment of their own."""
     install(session, "lab")
+    step_envs(session)
     as_root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root unless told
     # Through workbook.lifetime: killed alone, nox would leave JupyterLab and its kernels running.
     lab_command = ["jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *as_root, *session.posargs]
@@ -265,6 +286,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """What CI runs: lint, the tooling's own tests, the integrity matrix, then every notebook."""
     install(session, "notebooks", "lint", "learner")
+    step_envs(session)
     run_ruff(session)
     session.run("python", "-m", "pytest", "tests/workbook", "-q")
     workbook(session, "integrity")
@@ -277,6 +299,7 @@ def benchmark(session: nox.Session) -> None:
     time from a save to `nox -s watch`'s verdict, `nox -s status` cold, warm and after one change, and the
     size of the environments."""
     install(session, "test", "learner")
+    step_envs(session)
     session.install("nox==2026.10.20", "uv==0.13.9")
     session.run("python", "bench/startup.py")
     session.run("python", "bench/steps.py")
@@ -310,4 +333,5 @@ def browser(session: nox.Session) -> None:
             "`apt-get install chromium`) and run `nox -s browser` again"
         )
     install(session, "browser")
+    step_envs(session)
     session.run("python", "-m", "pytest", "tests/browser", *session.posargs)

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from . import catalogue, gradescope, integrity, learner, scoring, starter, verdicts
+from .environments import EnvironmentMissing
 from .grading import cli as grade_cli
 from .judge.untrusted import read_json_object
 from .lifetime import end_with_parent
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (KeyError, FileExistsError) as exc:
+    except (KeyError, FileExistsError, EnvironmentMissing) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 

@@ -42,6 +42,9 @@ class Step:
     serve: str
     tasks: tuple[Task, ...]
     libraries: tuple[str, ...] = ()  # what its app imports: preloaded in the learner's process
+    # A dependency group of pyproject.toml that the step's app runs on, in an environment of its own;
+    # "" for the judge's own environment (see workbook/environments.py).
+    environment: str = ""
 
     @property
     def name(self) -> str:
@@ -93,7 +96,7 @@ def _parse(data: dict) -> tuple[Step, ...]:
         if not tasks:
             raise CatalogueError(f"{where}: a step needs at least one task")
         steps.append(Step(expected_number, raw["slug"], raw["title"], raw["serve"], tuple(tasks),
-                          tuple(raw.get("libraries", ()))))  # fmt: skip
+                          tuple(raw.get("libraries", ())), str(raw.get("environment", ""))))  # fmt: skip
     return tuple(steps)
 
 
@@ -110,6 +113,11 @@ def step(number: int | str) -> Step:
     if not text.isdigit() or not 1 <= int(text) <= len(steps()):
         raise KeyError(f"there is no step {number!r}; the steps are 1 to {len(steps())}")
     return steps()[int(text) - 1]
+
+
+def environments() -> tuple[str, ...]:
+    """The environments of their own that some steps' apps run on, each named once."""
+    return tuple(dict.fromkeys(step.environment for step in steps() if step.environment))
 
 
 def parse_step_range(text: str) -> list[Step]:

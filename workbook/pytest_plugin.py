@@ -26,10 +26,18 @@ from typing import Any
 
 import pytest
 
-from . import catalogue, scoring
+from . import catalogue, environments, scoring
 from .grading.confinement import Confinement, enter_private_network
 from .judge import guard
-from .judge.learner_process import PRELOAD, Harness, Launcher, LearnerGone, use_confinement, use_launcher
+from .judge.learner_process import (
+    PRELOAD,
+    Harness,
+    Launcher,
+    LearnerGone,
+    use_confinement,
+    use_launcher,
+    use_python,
+)
 from .judge.logs import last_exception
 from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
@@ -138,6 +146,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not (tree / catalogue.PACKAGE).is_dir():
         raise pytest.UsageError(f"There is no {catalogue.PACKAGE} package in {tree} (--target {target}).")
     guard.install(tree, catalogue.PACKAGE)
+    try:
+        use_python(environments.learner_python(step))
+    except environments.EnvironmentMissing as exc:
+        raise pytest.UsageError(str(exc)) from None
     if config.getoption("--confinement"):
         confine(Confinement.load(Path(config.getoption("--confinement"))))
     run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree, step.libraries or PRELOAD))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import catalogue
+from . import catalogue, environments
 from .learner import untouched
 from .pg import PostgresServer, describe, throwaway_postgres
 
@@ -45,6 +45,7 @@ class PreparedApp:
     """A step's app, ready to start: its tree, its config file and the database behind it."""
 
     tree: Path
+    python: str = sys.executable  # the step's interpreter (environments.learner_python)
     config: Path | None = None
     server: PostgresServer | None = None
     database: str | None = None
@@ -55,7 +56,7 @@ class PreparedApp:
 
     def command(self, module: str = catalogue.PACKAGE) -> list[str]:
         """`python -m MODULE [--config FILE]`, as a person would type it in the step's folder."""
-        return [sys.executable, "-m", module] + (["--config", str(self.config)] if self.config else [])
+        return [self.python, "-m", module] + (["--config", str(self.config)] if self.config else [])
 
     def start(self) -> subprocess.Popen[bytes]:
         """The app in the background, for benchmarks and browser tests; the caller stops it."""
@@ -91,14 +92,15 @@ def prepared_app(
     step: catalogue.Step, tree: Path, port: int, pool_size: int | None = None
 ) -> Iterator[PreparedApp]:
     """A database and a config file for the step's app, as far as that step uses them."""
+    python = environments.learner_python(step)
     if step.serve == "plain":
-        yield PreparedApp(tree)
+        yield PreparedApp(tree, python)
         return
     with throwaway_postgres() as server, tempfile.TemporaryDirectory(prefix="workbook-serve-") as tmp:
         database = server.create_database("aiohttpdemo_polls")
         print(f"Database: {describe(server)}, database {database!r}")
         postgres = server.params(database) | ({"maxsize": pool_size} if pool_size else {})
-        prepared = PreparedApp(tree, write_config(Path(tmp), postgres, port), server, database)
+        prepared = PreparedApp(tree, python, write_config(Path(tmp), postgres, port), server, database)
         if step.serve == "database":
             init_db = subprocess.run(
                 prepared.command(f"{catalogue.PACKAGE}.init_db"), cwd=tree, env=prepared.env, check=False

@@ -176,6 +176,20 @@ def _die_with_judge(death_signal: int = signal.SIGKILL, confinement: Confinement
 
 
 _confinement: Confinement | None = None
+_python: str | None = None
+
+
+def use_python(python: str | None) -> None:
+    """Run the learner's processes on this interpreter (the step's environment: workbook/environments.py)."""
+    global _python
+    _python = python
+
+
+def learner_python() -> str:
+    """The interpreter of a learner process: the confinement's copy, else the step's, else the judge's."""
+    if _confinement is not None:
+        return _confinement.python
+    return _python or sys.executable
 
 
 def use_confinement(confinement: Confinement | None) -> None:
@@ -262,7 +276,7 @@ class Harness:
 
     def start(self) -> None:
         """Start the process: it preloads the libraries, then waits for `wait_ready` to import the package."""
-        command = [sys.executable, "-I", "-B", "-u", "-W", "error", learner_script(HARNESS),
+        command = [learner_python(), "-I", "-B", "-u", "-W", "error", learner_script(HARNESS),
                    "--tree", str(self.tree), "--preload", ",".join(self.preload)]  # fmt: skip
         passed: tuple[int, ...] = ()
         if self.launcher is not None:
@@ -381,7 +395,7 @@ class Launcher:
         self.requests: Any = None
         self.replies: Any = None
         if own_process:
-            command = [sys.executable, "-I", "-B", "-u", "-W", "error", learner_script(LAUNCHER),
+            command = [learner_python(), "-I", "-B", "-u", "-W", "error", learner_script(LAUNCHER),
                        "--preload", ",".join(PRELOAD), "--folder", str(self.folder)]  # fmt: skip
             # SIGTERM, not SIGKILL, when the judge dies: the launcher ends its commands, removes its folder.
             self.process = _Process(
@@ -540,7 +554,7 @@ class Command:
         launched = _launcher.launch(tree, args, env) if _launcher is not None else None
         self.process: _Process | None = None
         if launched is None:
-            command = [sys.executable, "-B", "-W", "error", *args]
+            command = [learner_python(), "-B", "-W", "error", *args]
             self.process = _Process(command, tree, learner_env(env))
             self.pid = self.process.popen.pid
         else:

@@ -300,6 +300,7 @@ class Harness:
                 attr = getattr(value, name)
                 if isinstance(attr, (bool, int)):
                     attrs[name] = attr
+        attrs.update(pool_attrs(value))
         return {
             "exists": True,
             "type": qualified_type(value),
@@ -394,6 +395,27 @@ class Harness:
 
 
 _MISSING = object()
+
+
+def pool_attrs(engine: Any) -> dict[str, Any]:
+    """What a SQLAlchemy engine's pool is made of (empty for anything else): its driver, its size, the
+    overflow it allows beyond that, and the connections it holds now (in use, and idle)."""
+    pool = getattr(getattr(engine, "sync_engine", engine), "pool", None)
+    attrs: dict[str, Any] = {}
+    readers = {
+        "driver": lambda: engine.dialect.driver,
+        "pool_size": lambda: pool.size(),
+        "max_overflow": lambda: pool._max_overflow,  # no public reader; QueuePool keeps what it was given
+        "checked_out": lambda: pool.checkedout(),
+        "checked_in": lambda: pool.checkedin(),
+    }
+    if pool is not None:
+        for name, read in readers.items():
+            with contextlib.suppress(Exception):
+                value = read()
+                if isinstance(value, (int, str)):
+                    attrs[name] = value
+    return attrs
 
 
 def routes_of(app: Any) -> list[dict[str, Any]]:

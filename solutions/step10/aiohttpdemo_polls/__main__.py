@@ -1,0 +1,5 @@
+"""`python -m aiohttpdemo_polls` starts the server."""
+
+from .main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The polls app of the aiohttp tutorial, as it stands after this step."""
