@@ -241,8 +241,8 @@ def ended(startup: Startup, seconds: float = GIVE_UP) -> tuple[int, str]:
         if time.monotonic() > deadline:
             pytest.fail(
                 f"expected the app to give up on the database within {seconds:.0f}s, it was still waiting. "
-                f"Hint: connect_args={{'timeout': DB_TIMEOUT, ...}} in make_engine (asyncpg's own default is "
-                f"60 s); this check sets db.DB_TIMEOUT to {SILENT_TIMEOUT} s, so read it when the app starts.",
+                "Hint: connect_args={'timeout': DB_TIMEOUT, ...} in make_engine (asyncpg waits 60 s by "
+                f"default); this check sets db.DB_TIMEOUT to {SILENT_TIMEOUT} s: read it as the app starts.",
                 pytrace=False,
             )
         time.sleep(0.02)
@@ -293,7 +293,7 @@ def test_other_errors_are_not_blamed_on_the_database(startups):
     )
 
 
-# --- task 5: init_db on the asyncio engine -------------------------------------------------------------------
+# --- task 5: init_db on the asyncio engine ----------------------------------------------------------------
 
 
 def init_db(tree: Path, config: dict, folder: Path, name: str) -> tuple[int, str]:

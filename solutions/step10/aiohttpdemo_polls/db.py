@@ -62,7 +62,7 @@ def database_url(postgres: dict[str, Any], driver: str = "asyncpg") -> URL:
 
 def make_engine(postgres: dict[str, Any]) -> AsyncEngine:
     """An engine whose pool holds at most `maxsize` connections, as aiopg's did."""
-    # >>> task 1: create_async_engine with the asyncpg URL; pool_size=maxsize and max_overflow=0 bound the pool
+    # >>> task 1: create_async_engine(database_url(...)); pool_size=maxsize, max_overflow=0 bound the pool
     return create_async_engine(
         database_url(postgres),
         pool_size=postgres["maxsize"],
@@ -80,7 +80,7 @@ async def open_connections(engine: AsyncEngine, count: int) -> None:
     Doing it here keeps both of its effects: the first visitors find connections ready, and a database
     that cannot be reached stops the app before it serves anything.
     """
-    # >>> task 1: borrow `count` connections together (an AsyncExitStack of engine.connect()), then return them
+    # >>> task 1: borrow `count` connections at once (engine.connect() on an AsyncExitStack), give them back
     async with contextlib.AsyncExitStack() as stack:
         await asyncio.gather(*(stack.enter_async_context(engine.connect()) for _ in range(count)))
     # <<<
@@ -88,7 +88,7 @@ async def open_connections(engine: AsyncEngine, count: int) -> None:
 
 async def check_database(engine: AsyncEngine, count: int) -> None:
     """open_connections, where failing to reach PostgreSQL becomes DatabaseUnavailable, with the reason."""
-    # >>> task 4: catch what a database out of reach raises (OSError, TimeoutError, SQLAlchemyError) as DatabaseUnavailable
+    # >>> task 4: OSError, TimeoutError or SQLAlchemyError from open_connections -> DatabaseUnavailable
     try:
         await open_connections(engine, count)
     except (OSError, asyncio.TimeoutError, SQLAlchemyError) as exc:
@@ -101,7 +101,7 @@ async def check_database(engine: AsyncEngine, count: int) -> None:
 async def pg_context(app: web.Application) -> AsyncIterator[None]:
     """Open the engine before the app serves its first request; dispose of it when the app shuts down."""
     conf = app[CONFIG_KEY]["postgres"]
-    # >>> task 1: make the engine, store it in app[DB_KEY], check_database with minsize; dispose of it after yield
+    # >>> task 1: make_engine, app[DB_KEY] = engine, check_database(minsize), yield, then engine.dispose()
     engine = make_engine(conf)
     app[DB_KEY] = engine
     try:
@@ -138,7 +138,7 @@ def possible_id(*ids: int) -> bool:
 
 async def get_question(conn: AsyncConnection, question_id: int) -> tuple[Row[Any], list[Row[Any]]]:
     """One question and its choices (in id order), or RecordNotFound if there is no such question."""
-    # >>> task 2: no query for an impossible id; await conn.execute(select(...)); .first()/.all() read the rows
+    # >>> task 2: no query for an impossible id; await conn.execute(...), then .first() and .all()
     if not possible_id(question_id):
         raise RecordNotFound(f"There is no poll {question_id}.")
     result = await conn.execute(select(question).where(question.c.id == question_id))
@@ -159,7 +159,7 @@ async def vote(conn: AsyncConnection, question_id: int, choice_id: int) -> int:
     One UPDATE does the reading and the writing inside PostgreSQL, so two votes at the same moment cannot
     both read 5 and both write 6; RETURNING hands back the total it wrote, from the same statement.
     """
-    # >>> task 3: no query for impossible ids; one UPDATE ... RETURNING choice.c.votes; no row -> RecordNotFound
+    # >>> task 3: no query for impossible ids; one UPDATE ... RETURNING votes; no row -> RecordNotFound
     if not possible_id(question_id, choice_id):
         raise RecordNotFound(f"Poll {question_id} has no choice {choice_id}.")
     result = await conn.execute(

@@ -31,7 +31,7 @@ def make_engine(postgres: dict[str, Any]) -> AsyncEngine:
 
 async def create_tables(engine: AsyncEngine) -> None:
     """Drop the polls tables if they exist and create them afresh, in one transaction."""
-    # >>> task 5: `async with engine.begin() as conn:`, then conn.run_sync(meta.drop_all) and run_sync(meta.create_all)
+    # >>> task 5: in `async with engine.begin() as conn:`, conn.run_sync(meta.drop_all), then create_all
     async with engine.begin() as conn:
         # MetaData's methods talk to a synchronous connection: run_sync lends them one, inside this
         # transaction, and awaits the result.

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     try:
         web.run_app(init_app(config), host=config["host"], port=config["port"])
-    # >>> task 4: DatabaseUnavailable (and only that) becomes one line on stderr naming the database, exit status 1
+    # >>> task 4: DatabaseUnavailable (only that): one line on stderr naming the database, exit status 1
     except DatabaseUnavailable as exc:
         pg = config["postgres"]
         print(

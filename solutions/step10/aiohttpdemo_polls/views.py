@@ -35,10 +35,10 @@ async def poll(request: web.Request) -> dict[str, Any]:
             question, choices = await db.get_question(conn, question_id)
         except db.RecordNotFound as exc:
             raise web.HTTPNotFound(text=str(exc)) from None
+    return {"question": question, "choices": choices}
     # ---
     #: raise web.HTTPNotImplemented(text="TODO: step 10, task 2")
     # <<<
-    return {"question": question, "choices": choices}
 
 
 async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | web.FileField]:
@@ -86,7 +86,7 @@ async def results(request: web.Request) -> dict[str, Any]:
             question, choices = await db.get_question(conn, question_id)
         except db.RecordNotFound as exc:
             raise web.HTTPNotFound(text=str(exc)) from None
+    return {"question": question, "choices": choices}
     # ---
     #: raise web.HTTPNotImplemented(text="TODO: step 10, task 2")
     # <<<
-    return {"question": question, "choices": choices}

@@ -62,7 +62,7 @@ def database_url(postgres: dict[str, Any], driver: str = "asyncpg") -> URL:
 
 def make_engine(postgres: dict[str, Any]) -> AsyncEngine:
     """An engine whose pool holds at most `maxsize` connections, as aiopg's did."""
-    # TODO (step 10, task 1): create_async_engine with the asyncpg URL; pool_size=maxsize and max_overflow=0 bound the pool
+    # TODO (step 10, task 1): create_async_engine(database_url(...)); pool_size=maxsize, max_overflow=0 bound the pool
     raise NotImplementedError("TODO step 10, task 1")
 
 
@@ -73,20 +73,20 @@ async def open_connections(engine: AsyncEngine, count: int) -> None:
     Doing it here keeps both of its effects: the first visitors find connections ready, and a database
     that cannot be reached stops the app before it serves anything.
     """
-    # TODO (step 10, task 1): borrow `count` connections together (an AsyncExitStack of engine.connect()), then return them
+    # TODO (step 10, task 1): borrow `count` connections at once (engine.connect() on an AsyncExitStack), give them back
     raise NotImplementedError("TODO step 10, task 1")
 
 
 async def check_database(engine: AsyncEngine, count: int) -> None:
     """open_connections, where failing to reach PostgreSQL becomes DatabaseUnavailable, with the reason."""
-    # TODO (step 10, task 4): catch what a database out of reach raises (OSError, TimeoutError, SQLAlchemyError) as DatabaseUnavailable
+    # TODO (step 10, task 4): OSError, TimeoutError or SQLAlchemyError from open_connections -> DatabaseUnavailable
     await open_connections(engine, count)
 
 
 async def pg_context(app: web.Application) -> AsyncIterator[None]:
     """Open the engine before the app serves its first request; dispose of it when the app shuts down."""
     conf = app[CONFIG_KEY]["postgres"]
-    # TODO (step 10, task 1): make the engine, store it in app[DB_KEY], check_database with minsize; dispose of it after yield
+    # TODO (step 10, task 1): make_engine, app[DB_KEY] = engine, check_database(minsize), yield, then engine.dispose()
     yield
 
 
@@ -114,7 +114,7 @@ def possible_id(*ids: int) -> bool:
 
 async def get_question(conn: AsyncConnection, question_id: int) -> tuple[Row[Any], list[Row[Any]]]:
     """One question and its choices (in id order), or RecordNotFound if there is no such question."""
-    # TODO (step 10, task 2): no query for an impossible id; await conn.execute(select(...)); .first()/.all() read the rows
+    # TODO (step 10, task 2): no query for an impossible id; await conn.execute(...), then .first() and .all()
     raise NotImplementedError("TODO step 10, task 2")
 
 
@@ -125,5 +125,5 @@ async def vote(conn: AsyncConnection, question_id: int, choice_id: int) -> int:
     One UPDATE does the reading and the writing inside PostgreSQL, so two votes at the same moment cannot
     both read 5 and both write 6; RETURNING hands back the total it wrote, from the same statement.
     """
-    # TODO (step 10, task 3): no query for impossible ids; one UPDATE ... RETURNING choice.c.votes; no row -> RecordNotFound
+    # TODO (step 10, task 3): no query for impossible ids; one UPDATE ... RETURNING votes; no row -> RecordNotFound
     raise NotImplementedError("TODO step 10, task 3")

@@ -31,7 +31,7 @@ def make_engine(postgres: dict[str, Any]) -> AsyncEngine:
 
 async def create_tables(engine: AsyncEngine) -> None:
     """Drop the polls tables if they exist and create them afresh, in one transaction."""
-    # TODO (step 10, task 5): `async with engine.begin() as conn:`, then conn.run_sync(meta.drop_all) and run_sync(meta.create_all)
+    # TODO (step 10, task 5): in `async with engine.begin() as conn:`, conn.run_sync(meta.drop_all), then create_all
     raise NotImplementedError("TODO step 10, task 5")
 
 

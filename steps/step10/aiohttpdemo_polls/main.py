@@ -37,6 +37,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     try:
         web.run_app(init_app(config), host=config["host"], port=config["port"])
-    # TODO (step 10, task 4): DatabaseUnavailable (and only that) becomes one line on stderr naming the database, exit status 1
+    # TODO (step 10, task 4): DatabaseUnavailable (only that): one line on stderr naming the database, exit status 1
     except DatabaseUnavailable:
         raise

@@ -26,7 +26,6 @@ async def poll(request: web.Request) -> dict[str, Any]:
     question_id = int(request.match_info["question_id"])
     # TODO (step 10, task 2): the same with get_question, on a connection from engine.connect()
     raise web.HTTPNotImplemented(text="TODO: step 10, task 2")
-    return {"question": question, "choices": choices}
 
 
 async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | web.FileField]:
@@ -63,4 +62,3 @@ async def results(request: web.Request) -> dict[str, Any]:
     question_id = int(request.match_info["question_id"])
     # TODO (step 10, task 2): as in poll()
     raise web.HTTPNotImplemented(text="TODO: step 10, task 2")
-    return {"question": question, "choices": choices}
