@@ -45,6 +45,14 @@ class Step:
     # A dependency group of pyproject.toml that the step's app runs on, in an environment of its own;
     # "" for the judge's own environment (see workbook/environments.py).
     environment: str = ""
+    # Earlier steps whose suites this step's suite imports (step 10 carries the checks of steps 6 to 9):
+    # grading copies them into its sandbox, and a change to them re-checks this step too.
+    carries: tuple[int, ...] = ()
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        """The folders of tests/ that judge this step: its own, then those of the steps it carries."""
+        return (self.name, *(f"step{number}" for number in self.carries))
 
     @property
     def name(self) -> str:
@@ -96,7 +104,10 @@ def _parse(data: dict) -> tuple[Step, ...]:
         if not tasks:
             raise CatalogueError(f"{where}: a step needs at least one task")
         steps.append(Step(expected_number, raw["slug"], raw["title"], raw["serve"], tuple(tasks),
-                          tuple(raw.get("libraries", ())), str(raw.get("environment", ""))))  # fmt: skip
+                          tuple(raw.get("libraries", ())), str(raw.get("environment", "")),
+                          tuple(raw.get("carries", ()))))  # fmt: skip
+        if any(not 1 <= number < expected_number for number in steps[-1].carries):
+            raise CatalogueError(f"{where}: carries may name earlier steps only")
     return tuple(steps)
 
 

@@ -70,3 +70,16 @@ def same_version(python: str) -> bool:
         if key.strip() in ("version_info", "version"):
             return value.strip() == wanted or value.strip().startswith(wanted + ".")
     return False
+
+
+def fingerprint(step: catalogue.Step) -> str:
+    """What a verdict on the step depends on in its own environment: the interpreter and the installed
+    distributions (name and version, from their .dist-info folders); "" for the judge's own."""
+    if not step.environment:
+        return ""
+    try:
+        python = Path(learner_python(step))
+    except EnvironmentMissing:
+        return "missing"
+    installed = sorted(p.name for p in python.parent.parent.glob("lib/python*/site-packages/*.dist-info"))
+    return "\n".join([str(python), *installed])

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import catalogue
+from . import catalogue, environments
 from .judge.untrusted import read_json_object
 from .pg import ENV_BINDIR, ENV_DSN, find_bindir
 from .runner import StepResult
@@ -115,7 +115,9 @@ def judge_key(root: Path) -> str:
 def step_key(step: catalogue.Step, root: Path, judge: str) -> str:
     """The key of one step's verdict: the judge's key, the step's suite and the content of steps/stepN."""
     digest = hashlib.sha256(f"{judge}\n{step.name}\n".encode())
-    hash_tree(digest, root / "tests" / step.name, root)
+    for suite in step.suites:
+        hash_tree(digest, root / "tests" / suite, root)
+    digest.update(environments.fingerprint(step).encode() + b"\0")
     hash_tree(digest, step.tree(root, "steps"), root)
     return digest.hexdigest()
 

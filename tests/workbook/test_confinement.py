@@ -312,9 +312,10 @@ def test_an_unprivileged_grader_confines_with_bubblewrap():
     base = Path(tempfile.mkdtemp(prefix="workbook-unprivileged-"))
     try:
         os.chmod(base, 0o755)
-        python, _, env = confinement.build_runtime(
+        pythons, _, env = confinement.build_runtime(
             base / "runtime", catalogue.ROOT / "workbook" / "learner_side"
         )
+        python = pythons[""]
         instructor = pwd.getpwnam("nobody").pw_uid
         checkout, submissions, home = base / "checkout", base / "submissions", base / "home"
         for name in ("workbook", "tests", "config", "pyproject.toml"):

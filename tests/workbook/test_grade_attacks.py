@@ -338,9 +338,10 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         found, _ = submissions.discover(subs)
         instructor = None
         if unprivileged:
-            python, _, env = confinement.build_runtime(
+            pythons, _, env = confinement.build_runtime(
                 base / "runtime", catalogue.ROOT / "workbook" / "learner_side"
             )
+            python = pythons[""]
             give_to(grader, subs, out, home, checkout)
             instructor = Instructor(grader, python, {
                 "PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(checkout),

@@ -309,13 +309,20 @@ def _link_file(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def build_runtime(into: Path, learner_side: Path) -> tuple[str, str, dict[str, str]]:
-    """The grader's interpreter and packages where a stranger's uid can reach them: (python, learner side
-    folder, environment). pyenv's Pythons live under /root (0700 here), the environment in the checkout;
-    this makes a venv of hard links in the grading workspace instead, with no pip and no site-packages of
-    the base interpreter."""
+def build_runtime(
+    into: Path, learner_side: Path, environments: dict[str, Path] | None = None
+) -> tuple[dict[str, str], str, dict[str, str]]:
+    """The grader's interpreter and packages where a stranger's uid can reach them: (the python of each
+    environment, the learner side folder, the process environment). pyenv's Pythons live under /root
+    (0700 here), the environments in the checkout; this makes venvs of hard links in the grading workspace
+    instead, with no pip and no site-packages of the base interpreter.
+
+    `environments` maps a step environment's name to its prefix, for steps whose app runs on packages of
+    its own (workbook/environments.py); each becomes a venv of its own beside the judge's ("" here), on
+    the same interpreter, so they must be for the judge's Python version.
+    """
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    base, venv = Path(sys.base_prefix), Path(sys.prefix)
+    base = Path(sys.base_prefix)
     python_home = into / "python"
     (python_home / "bin").mkdir(parents=True, mode=0o755)
     _link_file(Path(os.path.realpath(sys.executable)), python_home / "bin" / version)
@@ -323,16 +330,21 @@ def build_runtime(into: Path, learner_side: Path) -> tuple[str, str, dict[str, s
     for library in (base / "lib").glob("libpython*.so*"):
         _link_file(library, python_home / "lib" / library.name)
     _link_tree(base / "lib" / version, python_home / "lib" / version, SKIPPED_STDLIB)
-    env = into / "env"
-    (env / "bin").mkdir(parents=True, mode=0o755)
-    (env / "bin" / "python").symlink_to(python_home / "bin" / version)
-    site = venv / "lib" / version / "site-packages"
-    if venv != base and site.is_dir():
-        _link_tree(site, env / "lib" / version / "site-packages")
-    (env / "pyvenv.cfg").write_text(
-        f"home = {python_home / 'bin'}\ninclude-system-site-packages = false\n"
-        f"version = {'.'.join(map(str, sys.version_info[:3]))}\n"
-    )
+    pythons = {}
+    for name, prefix in {"": Path(sys.prefix), **(environments or {})}.items():
+        env = into / (f"env-{name}" if name else "env")
+        (env / "bin").mkdir(parents=True, mode=0o755)
+        (env / "bin" / "python").symlink_to(python_home / "bin" / version)
+        site = prefix / "lib" / version / "site-packages"
+        if name and not site.is_dir():
+            raise FileNotFoundError(f"the {name} environment at {prefix} has no {version} packages")
+        if prefix != base and site.is_dir():
+            _link_tree(site, env / "lib" / version / "site-packages")
+        (env / "pyvenv.cfg").write_text(
+            f"home = {python_home / 'bin'}\ninclude-system-site-packages = false\n"
+            f"version = {'.'.join(map(str, sys.version_info[:3]))}\n"
+        )
+        pythons[name] = str(env / "bin" / "python")
     shutil.copytree(learner_side, into / "learner_side", ignore=shutil.ignore_patterns("__pycache__"))
     for folder, _dirs, files in os.walk(into):
         os.chmod(folder, 0o755)
@@ -340,11 +352,7 @@ def build_runtime(into: Path, learner_side: Path) -> tuple[str, str, dict[str, s
             path = os.path.join(folder, name)
             if not os.path.islink(path) and os.stat(path).st_nlink == 1:
                 os.chmod(path, os.stat(path).st_mode | 0o444)
-    return (
-        str(env / "bin" / "python"),
-        str(into / "learner_side"),
-        {"LD_LIBRARY_PATH": str(python_home / "lib")},
-    )
+    return pythons, str(into / "learner_side"), {"LD_LIBRARY_PATH": str(python_home / "lib")}
 
 
 # --- the run's own network -------------------------------------------------------------------------------

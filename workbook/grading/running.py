@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
-from .. import catalogue
+from .. import catalogue, environments
 from ..pg import ENV_DSN, PostgresServer, describe, throwaway_postgres
 from ..runner import JUDGE_ARGS, JUDGE_ENV, RunningSuites, kill_group
 from . import confinement
@@ -297,6 +297,8 @@ class Run:
     tier: str = confinement.NONE
     # What every run's Confinement shares (the runtime interpreter, bwrap); None when not confined.
     base: Confinement | None = None
+    # The runtime's interpreter for each step environment ("" for the judge's own), when confined.
+    pythons: dict[str, str] = field(default_factory=dict)
     uids: UidPool | None = None
     socket_dir: Path | None = None
     # Where a replacement server is entered, so that it is stopped with the run (see revive_database).
@@ -436,7 +438,8 @@ def _confine(run: Run, step: catalogue.Step, workdir: Path, sandbox: Path, tmp: 
     if run.socket_dir is not None:
         readable.append(str(run.socket_dir))
     confined = Confinement(
-        tier=run.tier, python=run.base.python, learner_side=run.base.learner_side, uid=uid, gid=uid,
+        tier=run.tier, python=run.pythons.get(step.environment, run.base.python),
+        learner_side=run.base.learner_side, uid=uid, gid=uid,
         home=str(home), tmp=str(learner_tmp), spool=str(spool), readable=readable,
         writable=[str(home), str(learner_tmp), str(spool)], env=run.base.env, bwrap=run.base.bwrap,
     )  # fmt: skip
@@ -493,6 +496,7 @@ def grading_run(
     outputs) must be unreadable to a stranger's uid, which is all that stands between them and the
     learners' processes there.
     """
+    own_environments = step_environments(steps)
     chosen, bwrap = confinement.detect_tier(tier)
     if tier == confinement.NONE and not trusted:
         raise GradingError("--tier none grades learners' code unconfined: say --trusted too if you mean it.")
@@ -541,7 +545,9 @@ def grading_run(
             if chosen != confinement.NONE:
                 # The checkout graded with and the one this code runs from (usually the same).
                 checkouts = list(dict.fromkeys([root.resolve(), catalogue.ROOT.resolve()]))
-                _prepare_confinement(run, bwrap, socket_dir, [*checkouts, *private], trusted)
+                _prepare_confinement(
+                    run, bwrap, socket_dir, [*checkouts, *private], trusted, own_environments
+                )
             yield run
         finally:
             launcher.kill_all()
@@ -549,15 +555,41 @@ def grading_run(
                 os.environ[ENV_DSN] = instructor_dsn
 
 
+def step_environments(steps: Sequence[catalogue.Step]) -> dict[str, Path]:
+    """The environments of their own that these steps' apps run on (name -> prefix), checked before any
+    learner is graded: present, and for the grader's Python version (grading links one interpreter)."""
+    found: dict[str, Path] = {}
+    for step in steps:
+        if not step.environment or step.environment in found:
+            continue
+        try:
+            python = environments.learner_python(step)
+        except environments.EnvironmentMissing as exc:
+            raise GradingError(str(exc)) from None
+        if not environments.same_version(python):
+            raise GradingError(
+                f"Step {step.number}'s environment ({python}) is not for this Python "
+                f"({sys.version.split()[0]}): build it with the interpreter that grades (nox does)."
+            )
+        found[step.environment] = Path(python).parent.parent
+    return found
+
+
 def _prepare_confinement(
-    run: Run, bwrap: str | None, socket_dir: Path | None, private: list[Path], trusted: bool
+    run: Run,
+    bwrap: str | None,
+    socket_dir: Path | None,
+    private: list[Path],
+    trusted: bool,
+    own_environments: dict[str, Path],
 ) -> None:
     """The interpreter learners' uids can reach, their uid pool, and the uid tier's check of permissions."""
-    python, learner_side, env = confinement.build_runtime(
-        run.workspace / "runtime", run.snapshot / "workbook" / "learner_side"
+    pythons, learner_side, env = confinement.build_runtime(
+        run.workspace / "runtime", run.snapshot / "workbook" / "learner_side", own_environments
     )
+    run.pythons = pythons
     run.base = Confinement(
-        tier=run.tier, python=python, learner_side=learner_side, env=env, bwrap=bwrap or ""
+        tier=run.tier, python=pythons[""], learner_side=learner_side, env=env, bwrap=bwrap or ""
     )
     run.socket_dir = socket_dir
     if run.tier in (confinement.BWRAP_UID, confinement.UID):

@@ -22,10 +22,11 @@ INSTRUCTOR_IGNORED = shutil.ignore_patterns(".pytest_cache", ".ipynb_checkpoints
 
 
 def suite_files(root: Path, steps: Sequence[catalogue.Step]) -> list[Path]:
-    """What of tests/ the suites of `steps` need: their own folders, the top-level files (conftest.py) and
-    support folders holding no tests (sql/). Never other suites, such as the tooling's own tests."""
+    """What of tests/ the suites of `steps` need: their own folders and those of the steps they carry, the
+    top-level files (conftest.py, carried.py) and support folders holding no tests (sql/). Never other
+    suites, such as the tooling's own tests."""
     tests = root / "tests"
-    wanted = {step.name for step in steps}
+    wanted = {suite for step in steps for suite in step.suites}
     every_step = {step.name for step in catalogue.steps()}
     chosen = []
     for entry in sorted(tests.iterdir()):
