@@ -28,6 +28,42 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 
+# The Pythons the workbook supports: `nox -s pythons` checks the solutions, integrity and grading on each.
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+# Under CI a supported Python that cannot be found fails the run; elsewhere nox skips it and says so.
+nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
+
+
+def pyenv_pythons_on_path(folder: Path = ROOT / ".nox" / "pythons") -> None:
+    """Let nox find every Python pyenv holds, by name (python3.12), as it finds any other.
+
+    pyenv's shims run only the versions pyenv has selected (here the global one): `python3.12` is found
+    on PATH and then refuses to run. So each supported version pyenv has gets a link of that name in a
+    folder put first on PATH; a python3.X that runs from PATH already is left alone.
+    """
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    links = {}
+    for version in PYTHONS:
+        name = f"python{version}"
+        found = shutil.which(name)
+        if found and ".pyenv/shims" not in found:
+            continue
+        candidates = sorted(versions.glob(f"{version}.*/bin/{name}"))
+        if candidates:
+            links[name] = candidates[-1]
+    if not links:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in links.items():
+        link = folder / name
+        if not (link.is_symlink() and link.resolve() == target.resolve()):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+    os.environ["PATH"] = os.pathsep.join([str(folder), os.environ.get("PATH", "")])
+
+
+pyenv_pythons_on_path()
+
 
 # What every install prints unless `nox -v` asks for the installer's own command and output.
 INSTALLING = "installing the workbook's packages (first run only)..."
@@ -291,6 +327,19 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "tests/workbook", "-q")
     workbook(session, "integrity")
     workbook(session, "notebooks")
+
+
+@nox.session(python=list(PYTHONS), default=False)
+def pythons(session: nox.Session) -> None:
+    """On one supported Python (`nox -s pythons` runs them all): every solution, the integrity matrix, and a
+    seeded class of 3 learners graded over every step, solutions full and starters 0."""
+    install(session, "test")
+    base = session.run("python", "-c", "import sys; print(sys._base_executable)", silent=True).strip()
+    step_envs(session, base=base, suffix=f"-{session.python}")
+    session.run("python", "-c", "import sys; print('Python', sys.version.split()[0], 'at', sys.executable)")
+    workbook(session, "solutions")
+    workbook(session, "integrity")
+    session.run("python", "bench/grade.py", "--learners", "3")
 
 
 @nox.session(default=False)

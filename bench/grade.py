@@ -320,7 +320,8 @@ def workspace(keep: Path | None) -> Iterator[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--learners", type=int, default=30)
-    parser.add_argument("--steps", default="1-9", help="a range such as 1-3 (default: 1-9)")
+    every = f"1-{len(catalogue.steps())}"
+    parser.add_argument("--steps", default=every, help=f"a range such as 1-3 (default: {every})")
     parser.add_argument("--jobs", type=int, help="steps graded at once (default: the grader's)")
     parser.add_argument("--seed", type=int, default=11, help="which class to deal (default 11)")
     parser.add_argument("--keep", type=Path, help="build the class and write the grades here, and keep them")

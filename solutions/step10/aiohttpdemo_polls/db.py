@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from sqlalchemy import Column, Date, ForeignKey, Integer, MetaData, Row, String, Table, select, update
 from sqlalchemy.engine import URL
@@ -87,11 +88,16 @@ async def open_connections(engine: AsyncEngine, count: int) -> None:
 
 
 async def check_database(engine: AsyncEngine, count: int) -> None:
-    """open_connections, where failing to reach PostgreSQL becomes DatabaseUnavailable, with the reason."""
-    # >>> task 4: OSError, TimeoutError or SQLAlchemyError from open_connections -> DatabaseUnavailable
+    """open_connections, where failing to reach PostgreSQL becomes DatabaseUnavailable, with the reason.
+
+    Out of reach means: no connection at all (OSError), no answer in time (asyncio.TimeoutError), or a
+    refusal from the server (a missing database, a wrong password: asyncpg's PostgresError, which
+    SQLAlchemy may wrap in one of its own errors).
+    """
+    # >>> task 4: what open_connections raises when PostgreSQL is out of reach -> DatabaseUnavailable
     try:
         await open_connections(engine, count)
-    except (OSError, asyncio.TimeoutError, SQLAlchemyError) as exc:
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, SQLAlchemyError) as exc:
         raise DatabaseUnavailable(first_line(exc) or f"no answer in {DB_TIMEOUT:g}s") from exc
     # ---
     #: await open_connections(engine, count)

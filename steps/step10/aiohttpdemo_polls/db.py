@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from sqlalchemy import Column, Date, ForeignKey, Integer, MetaData, Row, String, Table, select, update
 from sqlalchemy.engine import URL
@@ -78,8 +79,13 @@ async def open_connections(engine: AsyncEngine, count: int) -> None:
 
 
 async def check_database(engine: AsyncEngine, count: int) -> None:
-    """open_connections, where failing to reach PostgreSQL becomes DatabaseUnavailable, with the reason."""
-    # TODO (step 10, task 4): OSError, TimeoutError or SQLAlchemyError from open_connections -> DatabaseUnavailable
+    """open_connections, where failing to reach PostgreSQL becomes DatabaseUnavailable, with the reason.
+
+    Out of reach means: no connection at all (OSError), no answer in time (asyncio.TimeoutError), or a
+    refusal from the server (a missing database, a wrong password: asyncpg's PostgresError, which
+    SQLAlchemy may wrap in one of its own errors).
+    """
+    # TODO (step 10, task 4): what open_connections raises when PostgreSQL is out of reach -> DatabaseUnavailable
     await open_connections(engine, count)
 
 
