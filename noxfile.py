@@ -158,7 +158,7 @@ def step_envs(session: nox.Session, base: str = sys.executable, suffix: str = ""
     """The environments some steps' apps run on (catalogue.toml's `environment`, e.g. step 10's SQLAlchemy 2),
     on the judge's own Python, and an environment variable that tells the workbook where each is."""
     for name in catalogue.environments():
-        location = session.cache_dir.parent / f"{environments.folder(name).name}{suffix}"
+        location = (session.cache_dir.parent / f"{environments.folder(name).name}{suffix}").absolute()
         requirements = nox.project.dependency_groups(PYPROJECT, name)
         session.env[environments.variable(name)] = str(ready_env(session, location, base, requirements))
 

@@ -9,6 +9,7 @@ assignment's autograder. It holds:
     run_autograder    run for every submission: grades /autograder/submission with the same code as
                       `nox -s grade` and writes /autograder/results/results.json (one test per task).
     requirements.txt  the `test` dependency group of pyproject.toml
+    requirements-NAME.txt  the group of a step environment (step 10's sqlalchemy2), made into venv-NAME
     workbook/ tests/ config/ pyproject.toml   the instructor's tooling and the steps' suites (no solutions)
 
 `python -m workbook.gradescope autograde` is what run_autograder calls. The autograder root (/autograder
@@ -27,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import catalogue
+from . import catalogue, environments
 from .grading.outputs import gradescope_results
 from .grading.running import DEFAULT_JOBS, GradingError, RunRecord, grade_submissions
 from .grading.sandbox import suite_files
@@ -67,6 +68,14 @@ else  # an older image: let uv fetch a newer Python
 fi
 "$ROOT/venv/bin/python" -m pip install --quiet --upgrade pip
 "$ROOT/venv/bin/python" -m pip install --quiet -r "$SOURCE/requirements.txt"
+# Steps whose apps run on packages of their own (step 10: SQLAlchemy 2 and asyncpg) get a venv each, on
+# the same Python: requirements-NAME.txt becomes $ROOT/venv-NAME, which run_autograder names to the grader.
+for wanted in "$SOURCE"/requirements-*.txt; do
+  [ -e "$wanted" ] || continue
+  name="$(basename "$wanted" .txt)"; name="${name#requirements-}"
+  "$ROOT/venv/bin/python" -m venv "$ROOT/venv-$name"
+  "$ROOT/venv-$name/bin/python" -m pip install --quiet -r "$wanted"
+done
 
 # bubblewrap confines each learner's processes further than a uid of their own, where the container lets it
 # make namespaces; the grader falls back to the uid alone where it cannot.
@@ -98,6 +107,7 @@ PYTHON="$ROOT/venv/bin/python"
 [ -x "$PYTHON" ] || PYTHON=python3
 cd "$ROOT/source"
 export PYTHONPATH="$ROOT/source" SQLALCHEMY_WARN_20=1
+{environments}
 exec "$PYTHON" -m workbook.gradescope autograde --root "$ROOT" --steps {steps} --timeout {timeout:g}
 """
 
@@ -160,11 +170,16 @@ def build_bundle(
 ) -> Path:
     """Write the autograder zip; the same checkout and options always give the same bytes."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_script = RUN_AUTOGRADER.format(steps=step_range(steps), timeout=timeout)
+    names = list(dict.fromkeys(step.environment for step in steps if step.environment))
+    exports = "\n".join(f'export {environments.variable(n)}="$ROOT/venv-{n}/bin/python"' for n in names)
+    run_script = RUN_AUTOGRADER.format(steps=step_range(steps), timeout=timeout, environments=exports)
     with zipfile.ZipFile(out, "w") as bundle:
         _add(bundle, "setup.sh", SETUP_SH.encode(), executable=True)
         _add(bundle, "run_autograder", run_script.encode(), executable=True)
         _add(bundle, "requirements.txt", ("\n".join(requirements(root / "pyproject.toml")) + "\n").encode())
+        for name in names:
+            pins = "\n".join(requirements(root / "pyproject.toml", name)) + "\n"
+            _add(bundle, f"requirements-{name}.txt", pins.encode())
         for name, path in _files(root, steps):
             _add(bundle, name, path.read_bytes())
     return out

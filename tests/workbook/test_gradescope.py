@@ -11,7 +11,7 @@ import sys
 import zipfile
 
 from tests.workbook.test_grade import copy_of_the_workbook, finish, package, points, zip_folder
-from workbook import catalogue, gradescope
+from workbook import catalogue, environments, gradescope
 from workbook.starter import strip_markers_into
 
 if sys.version_info >= (3, 11):
@@ -107,3 +107,25 @@ def test_run_autograder_grades_the_submission_into_results_json(tmp_path):
     # Confined as `nox -s grade` is, at the strongest tier the machine allows (a uid of its own as root).
     if os.geteuid() == 0:
         assert "Confinement: bwrap+uid" in results["output"] or "Confinement: uid" in results["output"]
+
+
+def test_a_step_with_an_environment_of_its_own_gets_one_on_gradescope(tmp_path):
+    """Step 10's app runs on SQLAlchemy 2 and asyncpg: the bundle carries that group's pins, setup.sh makes
+    a venv of them, and run_autograder tells the grader where it is."""
+    step10 = catalogue.step(10)
+    bundle = gradescope.build_bundle(tmp_path / "autograder.zip", [step10])
+    with zipfile.ZipFile(bundle) as unzip:
+        pins = unzip.read(f"requirements-{step10.environment}.txt").decode().split()
+        run_script = unzip.read("run_autograder").decode()
+        setup = unzip.read("setup.sh").decode()
+        names = set(unzip.namelist())
+    assert any(pin.startswith("sqlalchemy==2.") for pin in pins) and any(
+        p.startswith("asyncpg==") for p in pins
+    )
+    assert not any(pin.startswith(("aiopg", "psycopg2")) for pin in pins)
+    variable = environments.variable(step10.environment)
+    assert f'export {variable}="$ROOT/venv-{step10.environment}/bin/python"' in run_script
+    assert "requirements-*.txt" in setup
+    assert {f"tests/step{n}/" for n in step10.carries} <= {
+        name[: name.index("/", 6) + 1] for name in names if name.startswith("tests/step")
+    }
