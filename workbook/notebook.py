@@ -7,26 +7,93 @@
     bench.table("SELECT * FROM question")
     await bench.close()
 
-The server, the database and the HTTP test server are all stopped by `close()`, and by the kernel's
-exit if a cell failed before it (an atexit hook), so no notebook leaves PostgreSQL behind.
+A step whose app runs on packages of its own (step 10: SQLAlchemy 2 and asyncpg, see
+workbook/environments.py) cannot be imported by the notebook's kernel. Its app runs in a process of its
+own, on the step's interpreter, and a cell that begins with `%%step_python` runs there too:
+
+    client = await bench.serve(config)          # `python -m aiohttpdemo_polls --config FILE`
+    bench.run_python("import sqlalchemy; print(sqlalchemy.__version__)")  # as %%step_python does
+
+The server, the database, the HTTP test server and an app's own process are all stopped by `close()`,
+and by the kernel's exit if a cell failed before it (an atexit hook), so no notebook leaves PostgreSQL
+behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from aiohttp import web
+import yaml
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from . import catalogue
+from . import catalogue, environments
 from .pg import PostgresServer, describe, throwaway_postgres
+from .serve import PreparedApp, stop_process
 
 SAMPLE_SQL = catalogue.ROOT / "tests" / "sql"
+STARTUP_TIMEOUT = 30  # seconds for an app in its own process to listen
+SCRIPT_TIMEOUT = 120  # seconds for one %%step_python cell
+
+
+class StepPythonFailed(RuntimeError):
+    """Code run on the step's own interpreter ended with an error; its output was printed above."""
+
+
+class AppProcess:
+    """A client for an app running in a process of its own: `get`, `post` and `request` as on aiohttp's
+    TestClient (paths only: "/poll/1"); `close()` stops the client, then the app (SIGTERM, so its cleanup
+    runs: the engine is disposed of)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+        self.session = ClientSession(base_url=f"http://127.0.0.1:{port}")
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.session.get(path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.session.post(path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, path, **kwargs)
+
+    def output(self) -> str:
+        """What the app printed (its log) so far."""
+        return self.log.read_text(errors="replace")
+
+    async def close(self) -> None:
+        await self.session.close()
+        await asyncio.to_thread(stop_process, self.process)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
 
 
 class Workbench:
@@ -38,9 +105,12 @@ class Workbench:
         self.step = catalogue.step(step)
         self.tree = self.step.tree(catalogue.ROOT, tree)
         self._stack = contextlib.ExitStack()
-        self._clients: list[TestClient] = []
+        self._clients: list[TestClient | AppProcess] = []
+        self._config: dict[str, Any] | None = None
         self.server: PostgresServer | None = None
         self.database: str | None = None
+        # The interpreter of the step's app; another one than the kernel's if the step has its own packages.
+        self.python = environments.learner_python(self.step)
         # Each step has its own aiohttpdemo_polls: forget any other step's modules before importing.
         for name in [
             n for n in sys.modules if n == catalogue.PACKAGE or n.startswith(catalogue.PACKAGE + ".")
@@ -52,10 +122,34 @@ class Workbench:
         sys.path.insert(0, str(self.tree))
         atexit.register(self._stack.close)
         print(f"Step {self.step.number} ({self.step.title}) from {self.tree}")
+        if self.own_environment:
+            self._register_cell_magic()
+            print(f"Its app runs on its own Python: {self.python}")
+            print("Cells that begin with %%step_python run there, in the step's folder.")
+
+    @property
+    def own_environment(self) -> bool:
+        """Whether the step's app runs on another interpreter than this kernel (catalogue: `environment`)."""
+        return bool(self.step.environment)
 
     def module(self, name: str = "main") -> ModuleType:
         """Import aiohttpdemo_polls.<name> from the chosen tree."""
+        if self.own_environment:
+            raise RuntimeError(
+                f"Step {self.step.number}'s app runs on packages this kernel does not have: start it with "
+                "`await bench.serve(config)` and run its code in a %%step_python cell"
+            )
         return importlib.import_module(f"{catalogue.PACKAGE}.{name}")
+
+    def _register_cell_magic(self) -> None:
+        with contextlib.suppress(ImportError):
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is not None:
+                shell.register_magic_function(
+                    lambda _line, cell: self.run_python(cell), magic_kind="cell", magic_name="step_python"
+                )
 
     def config(self, load_sample_data: bool = True) -> dict[str, Any]:
         """A valid app configuration pointing at a fresh database on a throwaway server."""
@@ -66,11 +160,65 @@ class Workbench:
             if load_sample_data and self.step.serve == "database":
                 for script in ("schema.sql", "seed.sql"):
                     self.server.execute((SAMPLE_SQL / script).read_text(), self.database)
-        return {
+        self._config = {
             "postgres": {**self.server.params(self.database), "minsize": 1, "maxsize": 5},
             "host": "127.0.0.1",
             "port": 8080,
         }
+        return self._config
+
+    def _prepared(self, config: dict[str, Any]) -> PreparedApp:
+        """The step's tree and interpreter, with `config` written to a file, as `nox -s serve` runs it."""
+        folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="workbook-notebook-")))
+        path = folder / "polls.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return PreparedApp(self.tree, self.python, path)
+
+    def _start(self, config: dict[str, Any]) -> AppProcess:
+        prepared = self._prepared(config)
+        log = prepared.config.with_name("app.log")  # type: ignore[union-attr]
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                prepared.command(),
+                cwd=self.tree,
+                env={**prepared.env, "PYTHONWARNINGS": "error"},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self._stack.callback(stop_process, process)  # before the database goes, at the latest
+        return AppProcess(process, config["port"], log)
+
+    async def serve(self, config: dict[str, Any]) -> AppProcess:
+        """Run the app as `python -m aiohttpdemo_polls --config FILE` on the step's interpreter, on a free
+        local port, warnings turned into errors; return a client once it listens."""
+        client = self._start({**config, "host": "127.0.0.1", "port": free_port()})
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not await _listening(client.port):
+            if client.process.poll() is not None or time.monotonic() > deadline:
+                await client.close()
+                raise RuntimeError(f"the app did not start; it printed:\n{client.output()}")
+            await asyncio.sleep(0.1)
+        self._clients.append(client)
+        print(f"The app runs in process {client.process.pid}, at http://127.0.0.1:{client.port}/")
+        return client
+
+    def run_python(self, source: str) -> None:
+        """Run `source` on the step's interpreter in its folder, as `python -c SOURCE --config FILE` with the
+        config of `config()`, warnings turned into errors; print what it prints. Cells that begin with
+        %%step_python come here."""
+        if self._config is None:
+            raise RuntimeError("call bench.config() first: the code reads its configuration")
+        prepared = self._prepared(self._config)
+        command = [self.python, "-c", source, "--config", str(prepared.config)]
+        env = {**prepared.env, "PYTHONWARNINGS": "error"}
+        done = subprocess.run(
+            command, cwd=self.tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=SCRIPT_TIMEOUT, check=False,
+        )  # fmt: skip
+        print(done.stdout, end="")
+        if done.returncode != 0:
+            last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "no output"
+            raise StepPythonFailed(f"{last} (exit status {done.returncode})") from None
 
     async def client(self, app: web.Application) -> TestClient:
         """Serve `app` on a free local port and return a client that talks to it over real HTTP."""
@@ -141,7 +289,7 @@ class Workbench:
             print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
     async def close(self) -> None:
-        """Stop the HTTP servers (the apps run their cleanup), then the database server."""
+        """Stop the HTTP servers and the apps' processes (the apps run their cleanup), then the database."""
         for client in self._clients:
             await client.close()
         self._clients.clear()
