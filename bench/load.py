@@ -266,13 +266,14 @@ def table(apps: list[Served]) -> list[str]:
     ]
 
 
-def report(apps: list[Served], options: argparse.Namespace, where: str) -> str:
+def report(apps: list[Served], options: argparse.Namespace, where: str, load: tuple[float, float]) -> str:
     rounds = len(apps[0].rounds)
     names = " and ".join(f"solutions/{app.name}" for app in apps)
     served = "the apps" if len(apps) > 1 else "the app"
     lines = [
         f"Load benchmark of {names} on {os.cpu_count()} cores, Python {platform.python_version()} "
-        f"(this client); {served}, {where} and this client share the machine.",
+        f"(this client); {served}, {where} and this client share the machine, whose load average "
+        f"(1 min) was {load[0]:.2f} at the start and {load[1]:.2f} at the end.",
         f"{datetime.date.today().isoformat()}, `{command(options.argv)}`.",
         f"{options.requests} requests of each kind"
         + (f" per round, {rounds} rounds per app," if rounds > 1 else "")
@@ -344,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         steps = [newest_finished_step()]
 
+    load_before = os.getloadavg()[0]  # another job on the machine skews every figure: say so
     with contextlib.ExitStack() as stack:
         apps = [stack.enter_context(serving(step, options.pool)) for step in steps]
         for app in apps:
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 app.measure(options.requests, options.concurrency)
         where = " and ".join(describe(app.server) for app in apps)
 
-    text = report(apps, options, where)
+    text = report(apps, options, where, (load_before, os.getloadavg()[0]))
     print(text)
     record(options.results, COMPARE_SECTION if options.compare else ALONE_SECTION, text)
     failed = any(app.lost or any(sample.errors for sample in app.pooled()) for app in apps)
