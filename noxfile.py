@@ -358,7 +358,7 @@ def benchmark(session: nox.Session) -> None:
 
 @nox.session(default=False, venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """Load-test the finished app: requests/s and p50/p99 per route, then lost votes (must be 0)."""
+    """Load-test the finished app: req/s, p50/p99, lost votes; `-- --compare 9 10` runs two side by side."""
     shared_env(session)
     session.run(python_of(session), "bench/load.py", *session.posargs)
 
