@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,15 +19,22 @@ import yaml
 
 from tests.conftest import Database, LearnerRaised, step_run, valid_config, why_it_ended
 from tests.step4.test_step4_schema import finish, table_rows, tables
-from tests.step5.test_step5_engine import RUN_WITH_SHORT_TIMEOUT, pool_config, settled, wait_for_connections
+from tests.step5.test_step5_engine import (
+    GIVE_UP,
+    SILENT_GIVE_UP,
+    Startup,
+    check_clear_failure,
+    ended,
+    launch_startups,
+    pool_config,
+    settled,
+    wait_for_connections,
+)
 from workbook.judge.learner_process import Command
 from workbook.pg import free_port
 
 ASYNC_ENGINE = "sqlalchemy.ext.asyncio.engine.AsyncEngine"
 APP_KEY = "aiohttp.helpers.AppKey"
-SILENT_TIMEOUT = 0.5  # the judge lowers db.DB_TIMEOUT to this for the silent server
-GIVE_UP = 8.0
-SILENT_GIVE_UP = 4.0
 INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
 ENGINE_HINT = "Hint: make_engine() returns create_async_engine(database_url(postgres), ...)."
 DISPOSE_HINT = "Hint: in pg_context, `finally: await engine.dispose()` after the `yield`."
@@ -174,117 +178,50 @@ def test_vote_returns_the_new_total(learner, polls_app, polls_db):
 # --- task 4: a clear stop when PostgreSQL is out of reach ---------------------------------------------------
 
 
-@dataclass
-class Startup:
-    command: Command
-    app_port: int | None  # None: the port is the judge's own socket, so serving cannot be seen there
-    database: str
-
-
 @pytest.fixture(scope="module")
 def startups(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Iterator[dict[str, Startup]]:
-    """Every start of task 4, launched together when the first of its checks runs."""
-    tree = step_run(request.config).tree
-    folder = tmp_path_factory.mktemp("step10")
-    launched: dict[str, Startup] = {}
+    """Step 5's four starts that must end by themselves, launched together when the first check needs them."""
     with contextlib.ExitStack() as stack:
-        silent = stack.enter_context(socket.socket())  # accepts connections, never says a word
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        taken = stack.enter_context(socket.socket())  # the app's own port, already in use
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(8)
-        reachable = Database(pg_server, stack.enter_context(pg_server.database()))
-        stack.callback(reachable.close)
-
-        def launch(name: str, config: dict, short_timeout: bool = False, watch_port: bool = True) -> None:
-            path = folder / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(config))
-            if short_timeout:
-                args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=SILENT_TIMEOUT, path=str(path)))
-            else:
-                args = ("-m", "aiohttpdemo_polls", "--config", str(path))
-            port = config["port"] if watch_port else None
-            launched[name] = Startup(Command(tree, *args), port, config["postgres"]["database"])
-
-        closed = valid_config(reachable, port=free_port())
-        closed["postgres"].update(host="127.0.0.1", port=free_port())  # nothing listens there
-        launch("closed", closed)
-        missing = valid_config(reachable, port=free_port())
-        missing["postgres"]["database"] = f"no_such_polls_db_{random.randint(100, 999)}"
-        launch("missing", missing)
-        quiet = valid_config(reachable, port=free_port())
-        quiet["postgres"].update(host="127.0.0.1", port=silent.getsockname()[1])
-        launch("silent", quiet, short_timeout=True)
-        launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
-        try:
-            yield launched
-        finally:
-            for startup in launched.values():
-                startup.command.stop(grace=2)
-                startup.command.close()
+        folder = tmp_path_factory.mktemp("step10")
+        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack)
 
 
-def ended(startup: Startup, seconds: float = GIVE_UP) -> tuple[int, str]:
-    """(exit status, output) once the app exits; a failure if it serves or hangs instead."""
-    command = startup.command
-    deadline = time.monotonic() + seconds
-    while command.returncode is None:
-        if startup.app_port is not None:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", startup.app_port), 0.2):
-                pytest.fail(
-                    f"expected the app to stop because its database cannot be reached, it started serving on "
-                    f"port {startup.app_port}. Hint: pg_context must call check_database(engine, minsize) "
-                    "before its `yield` (task 1); SQLAlchemy alone connects only on first use.",
-                    pytrace=False,
-                )
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"expected the app to give up on the database within {seconds:.0f}s, it was still waiting. "
-                "Hint: connect_args={'timeout': DB_TIMEOUT, ...} in make_engine (asyncpg waits 60 s by "
-                f"default); this check sets db.DB_TIMEOUT to {SILENT_TIMEOUT} s: read it as the app starts.",
-                pytrace=False,
-            )
-        time.sleep(0.02)
-    return command.returncode, command.output()
+HINTS = {
+    "serving_hint": "Hint: pg_context must call check_database(engine, minsize) before its `yield` (task 1); "
+    "SQLAlchemy alone connects only on first use.",
+    "hanging_hint": "Hint: connect_args={{'timeout': DB_TIMEOUT, ...}} in make_engine (asyncpg waits 60 s by "
+    "default); this check sets db.DB_TIMEOUT to {timeout} s: read it as the app starts.",
+}
+FAILURE_HINTS = {
+    "traceback_hint": "Hint: check_database raises DatabaseUnavailable from what open_connections raised, "
+    "and main() catches DatabaseUnavailable around web.run_app.",
+    "lines_hint": "Hint: first_line(exc) keeps the first line of the driver's message.",
+}
 
 
-def check_clear_failure(startup: Startup, seconds: float = GIVE_UP) -> None:
-    status, output = ended(startup, seconds)
-    assert "Traceback" not in output, (
-        f"expected one clear line, got a traceback ending in: {why_it_ended(output)}\n"
-        "Hint: check_database raises DatabaseUnavailable from what open_connections raised, and main() "
-        "catches DatabaseUnavailable around web.run_app."
-    )
-    assert startup.database in output, (
-        f"expected the message to name the database {startup.database!r}, got:\n{output.strip()[-1500:]}"
-    )
-    assert status == 1, f"expected exit status 1, got {status}. Output:\n{output.strip()[-1500:]}"
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1, (
-        f"expected one line, got {len(lines)}:\n{output.strip()[-1500:]}\n"
-        "Hint: first_line(exc) keeps the first line of the driver's message."
-    )
+def check_clear_stop(startup: Startup, seconds: float = GIVE_UP) -> None:
+    status, output = ended(startup, seconds, **HINTS)
+    check_clear_failure(status, output, startup.database, **FAILURE_HINTS)
 
 
 @pytest.mark.task(4)
 def test_closed_port_stops_the_app_with_a_clear_message(startups):
-    check_clear_failure(startups["closed"])
+    check_clear_stop(startups["closed"])
 
 
 @pytest.mark.task(4)
 def test_missing_database_stops_the_app_with_a_clear_message(startups):
-    check_clear_failure(startups["missing"])
+    check_clear_stop(startups["missing"])
 
 
 @pytest.mark.task(4)
 def test_silent_server_does_not_hang_the_app(startups):
-    check_clear_failure(startups["silent"], SILENT_GIVE_UP)
+    check_clear_stop(startups["silent"], SILENT_GIVE_UP)
 
 
 @pytest.mark.task(4)
 def test_other_errors_are_not_blamed_on_the_database(startups):
-    status, output = ended(startups["taken"])
+    status, output = ended(startups["taken"], **HINTS)
     assert status != 0, f"expected a non-zero exit status when the port is taken, got {status}"
     assert startups["taken"].database not in output and "in use" in output, (
         "with the database reachable and the app's port already in use, expected the port's error "

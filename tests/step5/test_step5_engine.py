@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -286,51 +287,66 @@ class Startup:
     database: str
 
 
+def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack) -> dict[str, Startup]:
+    """Start the learner's app four times at once, each of which must end by itself: against a closed
+    port, a missing database, a server that never answers (db.DB_TIMEOUT lowered) and, with the database
+    reachable, an app port already taken. `stack` stops them all (and closes the sockets) at its end."""
+    launched: dict[str, Startup] = {}
+    silent = stack.enter_context(socket.socket())  # accepts connections, never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    taken = stack.enter_context(socket.socket())  # the app's own port, already in use
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(8)
+    reachable = Database(pg_server, stack.enter_context(pg_server.database()))
+    stack.callback(reachable.close)
+
+    def launch(name: str, config: dict, short_timeout: bool = False, watch_port: bool = True) -> None:
+        path = folder / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        if short_timeout:
+            args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=SILENT_TIMEOUT, path=str(path)))
+        else:
+            args = ("-m", "aiohttpdemo_polls", "--config", str(path))
+        port = config["port"] if watch_port else None
+        startup = Startup(Command(tree, *args), port, config["postgres"]["database"])
+        launched[name] = startup
+        stack.callback(startup.command.close)
+        stack.callback(startup.command.stop, grace=2)
+
+    closed = valid_config(reachable, port=free_port())
+    closed["postgres"]["port"] = free_port()  # nothing listens there
+    launch("closed", closed)
+    missing = valid_config(reachable, port=free_port())
+    missing["postgres"]["database"] = f"no_such_polls_db_{random.randint(100, 999)}"
+    launch("missing", missing)
+    quiet = valid_config(reachable, port=free_port())
+    quiet["postgres"].update(host="127.0.0.1", port=silent.getsockname()[1])
+    launch("silent", quiet, short_timeout=True)
+    launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
+    return launched
+
+
 @pytest.fixture(scope="module", autouse=True)
 def startups(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Iterator[dict[str, Startup]]:
     """Every task-3 start, launched together as the module begins; each check waits for its own."""
-    tree = step_run(request.config).tree
-    folder = tmp_path_factory.mktemp("step5")
-    launched: dict[str, Startup] = {}
     with contextlib.ExitStack() as stack:
-        silent = stack.enter_context(socket.socket())  # accepts connections, never says a word
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        taken = stack.enter_context(socket.socket())  # the app's own port, already in use
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(8)
-        reachable = Database(pg_server, stack.enter_context(pg_server.database()))
-        stack.callback(reachable.close)
-
-        def launch(name: str, config: dict, short_timeout: bool = False, watch_port: bool = True) -> None:
-            path = folder / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(config))
-            if short_timeout:
-                args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=SILENT_TIMEOUT, path=str(path)))
-            else:
-                args = ("-m", "aiohttpdemo_polls", "--config", str(path))
-            port = config["port"] if watch_port else None
-            launched[name] = Startup(Command(tree, *args), port, config["postgres"]["database"])
-
-        closed = valid_config(reachable, port=free_port())
-        closed["postgres"]["port"] = free_port()  # nothing listens there
-        launch("closed", closed)
-        missing = valid_config(reachable, port=free_port())
-        missing["postgres"]["database"] = f"no_such_polls_db_{random.randint(100, 999)}"
-        launch("missing", missing)
-        quiet = valid_config(reachable, port=free_port())
-        quiet["postgres"].update(host="127.0.0.1", port=silent.getsockname()[1])
-        launch("silent", quiet, short_timeout=True)
-        launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
-        try:
-            yield launched
-        finally:
-            for startup in launched.values():
-                startup.command.stop(grace=2)
-                startup.command.close()
+        folder = tmp_path_factory.mktemp("step5")
+        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack)
 
 
-def ended(startup: Startup, seconds: float = GIVE_UP) -> tuple[int, str]:
+# What the judge says when a start neither ends nor fails as it should; step 10 says it in its own terms.
+SERVING_HINT = "Hint: pg_context must connect while the app starts (task 1)."
+HANGING_HINT = (
+    "Hint: pass timeout=DB_TIMEOUT to create_engine, not a number of your own: aiopg ignores libpq's "
+    "connect_timeout, and this check sets db.DB_TIMEOUT to {timeout} s."
+)
+TRACEBACK_HINT = "Hint: in main(), catch psycopg2.OperationalError and asyncio.TimeoutError around run_app."
+LINES_HINT = "Hint: take the first line of the error's text: psycopg2's messages often span several."
+
+
+def ended(startup: Startup, seconds: float = GIVE_UP, serving_hint: str = SERVING_HINT,
+          hanging_hint: str = HANGING_HINT) -> tuple[int, str]:  # fmt: skip
     """(exit status, output) once the app exits; a failure if it serves or hangs instead."""
     command = startup.command
     deadline = time.monotonic() + seconds
@@ -342,24 +358,24 @@ def ended(startup: Startup, seconds: float = GIVE_UP) -> tuple[int, str]:
         if serving:
             pytest.fail(
                 f"expected the app to stop because its database cannot be reached, it started serving on "
-                f"port {startup.app_port}. Hint: pg_context must connect while the app starts (task 1).",
+                f"port {startup.app_port}. {serving_hint}",
                 pytrace=False,
             )
         if time.monotonic() > deadline:
             pytest.fail(
                 f"expected the app to give up on the database within {seconds:.0f}s, it was still waiting. "
-                f"Hint: pass timeout=DB_TIMEOUT to create_engine, not a number of your own: aiopg ignores "
-                f"libpq's connect_timeout, and this check sets db.DB_TIMEOUT to {SILENT_TIMEOUT} s.",
+                + hanging_hint.format(timeout=SILENT_TIMEOUT),
                 pytrace=False,
             )
         time.sleep(0.02)
     return command.returncode, command.output()
 
 
-def check_clear_failure(status: int, output: str, database: str, where: str = "") -> None:
+def check_clear_failure(status: int, output: str, database: str, where: str = "",
+                        traceback_hint: str = TRACEBACK_HINT,
+                        lines_hint: str = LINES_HINT) -> None:  # fmt: skip
     assert "Traceback" not in output, (
-        f"expected one clear line, got a traceback ending in: {why_it_ended(output)}\n"
-        "Hint: in main(), catch psycopg2.OperationalError and asyncio.TimeoutError around web.run_app."
+        f"expected one clear line, got a traceback ending in: {why_it_ended(output)}\n{traceback_hint}"
     )
     assert database in output, (
         f"expected the message{where} to name the database {database!r}, got:\n{output.strip()[-1500:]}"
@@ -367,8 +383,7 @@ def check_clear_failure(status: int, output: str, database: str, where: str = ""
     assert status == 1, f"expected exit status 1, got {status}. Output:\n{output.strip()[-1500:]}"
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, (
-        f"expected one line{where}, got {len(lines)}:\n{output.strip()[-1500:]}\n"
-        "Hint: take the first line of the error's text: psycopg2's messages often span several."
+        f"expected one line{where}, got {len(lines)}:\n{output.strip()[-1500:]}\n{lines_hint}"
     )
 
 
