@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workbook import catalogue  # noqa: E402
-from workbook.pg import ENV_DSN, PostgresServer, describe, free_port  # noqa: E402
+from workbook.pg import PostgresServer, describe, free_port  # noqa: E402
 from workbook.serve import newest_finished_step, prepared_app, stop_process  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -210,7 +210,9 @@ def serving(step: catalogue.Step, pool: int) -> Iterator[Served]:
     """The step's solution answering on a free port, on a throwaway database of its own; stopped after."""
     tree = step.tree(catalogue.ROOT, "solutions")
     port = free_port()
-    with prepared_app(step, tree, port, pool_size=pool) as prepared:
+    with prepared_app(
+        step, tree, port, pool_size=pool, database=f"aiohttpdemo_polls_{step.name}"
+    ) as prepared:
         server, database = prepared.server, prepared.database
         if server is None or database is None:
             raise SystemExit(f"step {step.number}'s app has no database: nothing to load-test")
@@ -336,11 +338,6 @@ def main(argv: list[str] | None = None) -> int:
     rounds = options.rounds or (4 if options.compare else 1)
 
     if options.compare:
-        if ENV_DSN in os.environ:
-            raise SystemExit(
-                f"--compare needs a database per app, and with {ENV_DSN} both would be named "
-                "aiohttpdemo_polls on one server: unset it to use throwaway clusters"
-            )
         steps = [finished_step(number) for number in options.compare]
     else:
         steps = [newest_finished_step()]

@@ -89,15 +89,20 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> str:
 
 @contextlib.contextmanager
 def prepared_app(
-    step: catalogue.Step, tree: Path, port: int, pool_size: int | None = None
+    step: catalogue.Step,
+    tree: Path,
+    port: int,
+    pool_size: int | None = None,
+    database: str = "aiohttpdemo_polls",
 ) -> Iterator[PreparedApp]:
-    """A database and a config file for the step's app, as far as that step uses them."""
+    """A database (named `database`: two apps on one server need two names) and a config file for the step's
+    app, as far as that step uses them."""
     python = environments.learner_python(step)
     if step.serve == "plain":
         yield PreparedApp(tree, python)
         return
     with throwaway_postgres() as server, tempfile.TemporaryDirectory(prefix="workbook-serve-") as tmp:
-        database = server.create_database("aiohttpdemo_polls")
+        database = server.create_database(database)
         print(f"Database: {describe(server)}, database {database!r}")
         postgres = server.params(database) | ({"maxsize": pool_size} if pool_size else {})
         prepared = PreparedApp(tree, python, write_config(Path(tmp), postgres, port), server, database)
