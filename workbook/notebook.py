@@ -25,7 +25,6 @@ import asyncio
 import atexit
 import contextlib
 import importlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from . import catalogue, environments
-from .pg import PostgresServer, describe, throwaway_postgres
+from .pg import PostgresServer, describe, free_port, throwaway_postgres
 from .serve import PreparedApp, stop_process
 
 SAMPLE_SQL = catalogue.ROOT / "tests" / "sql"
@@ -78,12 +77,6 @@ class AppProcess:
     async def close(self) -> None:
         await self.session.close()
         await asyncio.to_thread(stop_process, self.process)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def _listening(port: int) -> bool:
