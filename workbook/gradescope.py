@@ -118,7 +118,7 @@ def requirements(pyproject: Path, group: str = "test") -> list[str]:
     return list(dict.fromkeys(expand(group, ())))
 
 
-def _files(root: Path, steps: Sequence[catalogue.Step]) -> list[tuple[str, Path]]:
+def bundle_files(root: Path, steps: Sequence[catalogue.Step]) -> list[tuple[str, Path]]:
     """(name in the zip, path) of everything the autograder needs from this checkout, sorted."""
     found = []
     for source in [root / name for name in BUNDLED] + suite_files(root, steps):
@@ -165,7 +165,7 @@ def build_bundle(
         _add(bundle, "setup.sh", SETUP_SH.encode(), executable=True)
         _add(bundle, "run_autograder", run_script.encode(), executable=True)
         _add(bundle, "requirements.txt", ("\n".join(requirements(root / "pyproject.toml")) + "\n").encode())
-        for name, path in _files(root, steps):
+        for name, path in bundle_files(root, steps):
             _add(bundle, name, path.read_bytes())
     return out
 
