@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if not submissions:
         print(f"error: no submissions (folders or .zip files) in {args.submissions}", file=sys.stderr)
         return 2
-    record = RunRecord(class_=shards.class_of([s.name for s in submissions]))
+    record = RunRecord(roster=shards.roster_of([s.name for s in submissions]))
     if args.formats:
         record.classroom50 = {
             "classroom": args.classroom, "assignment": args.assignment, "scale": CLASSROOM50_SCALE,
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if not submissions:
             _empty_shard(record, args, steps)
             write_outputs(args.out, [], steps, record)
-            size = record.class_["size"]
+            size = record.roster["size"]
             print(f"Shard {args.shard} of a class of {size} is empty: wrote {args.out / RUN_FILE}.")
             return 0
     print(

@@ -273,16 +273,9 @@ def render_report(
     )
 
 
-def run_document(record: RunRecord) -> dict[str, Any]:
-    """run.json's content: the record's fields, `class_` written as `class`."""
-    document = dataclasses.asdict(record)
-    document["class"] = document.pop("class_")
-    return document
-
-
 def write_run(path: Path, record: RunRecord) -> None:
     """run.json: the facts about the run that the grades alone do not show (tier, database, wall time)."""
-    path.write_text(json.dumps(run_document(record), indent=1) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(dataclasses.asdict(record), indent=1) + "\n", encoding="utf-8")
 
 
 def grades_document(grades: Sequence[LearnerGrade]) -> dict[str, Any]:

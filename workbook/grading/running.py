@@ -352,7 +352,7 @@ class RunRecord:
     shard: dict[str, int] = field(default_factory=lambda: {"index": 1, "count": 1})
     graded: list[str] = field(default_factory=list)  # the learners this run graded, sorted
     # The whole class this shard was cut from: its size and shards.class_hash of its learners' names.
-    class_: dict[str, Any] = field(default_factory=dict)
+    roster: dict[str, Any] = field(default_factory=dict)
     # Set when learners/NAME/result.json in Classroom 50's format was asked for (outputs.classroom50_result).
     classroom50: dict[str, Any] | None = None
 

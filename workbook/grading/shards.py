@@ -66,7 +66,7 @@ def class_hash(names: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(names, key=sort_key)).encode()).hexdigest()
 
 
-def class_of(names: Sequence[str]) -> dict[str, Any]:
+def roster_of(names: Sequence[str]) -> dict[str, Any]:
     return {"size": len(names), "sha256": class_hash(names)}
 
 
@@ -109,7 +109,7 @@ AGREED = {
     "tier": "graded at another confinement tier",
     "steps": "graded on other steps",
     "shard.count": "cut into another number of shards",
-    "class": "cut from another class (another list of learners)",
+    "roster": "cut from another class (another list of learners)",
     "classroom50": "written with other --format classroom50 settings",
 }
 
@@ -158,10 +158,11 @@ def _refuse_gaps(runs: dict[Path, dict[str, Any]]) -> None:
 def _refuse_wrong_learners(runs: dict[Path, dict[str, Any]]) -> list[str]:
     names = [name for run in runs.values() for name in run["graded"]]
     first = next(iter(runs.values()))
-    if len(set(names)) != len(names) or class_of(names) != first["class"]:
+    roster = first["roster"]
+    if len(set(names)) != len(names) or roster_of(names) != roster:
         raise MergeError(
-            f"the shards graded {len(set(names))} learners, which are not the class of "
-            f"{first['class']['size']} they were cut from (class.sha256 {first['class']['sha256'][:12]}...)"
+            f"the shards graded {len(set(names))} learners, which are not the class of {roster['size']} "
+            f"they were cut from (roster.sha256 {roster['sha256'][:12]}...)"
         )
     for folder, run in runs.items():
         index, count = run["shard"]["index"], run["shard"]["count"]
@@ -218,7 +219,7 @@ def merge(folders: Sequence[Path], out: Path) -> tuple[list[LearnerGrade], RunRe
         seconds=max(run["seconds"] for run in runs.values()),
         snapshot=first["snapshot"],
         graded=[grade.name for grade in grades],
-        class_=first["class"],
+        roster=first["roster"],
         classroom50=classroom50,
     )
     write_outputs(out, grades, steps, record)
