@@ -249,9 +249,26 @@ def integrity(session: nox.Session) -> None:
 
 @nox.session(default=False, venv_backend="none")
 def grade(session: nox.Session) -> None:
-    """Grade a class: `nox -s grade -- SUBMISSIONS [--steps 1-9] [--out DIR] [--jobs N] [--timeout S]`."""
+    """Grade a class: `nox -s grade -- SUBMISSIONS [--steps 1-9] [--out DIR] [--jobs N] [--timeout S]`.
+
+    `--shard K/N` grades one slice of the class (merge with grade-merge); `--format classroom50` adds
+    Classroom 50's result.json per learner."""
     shared_env(session)
     workbook(session, "grade", *session.posargs)
+
+
+@nox.session(name="grade-merge", default=False, venv_backend="none")
+def grade_merge(session: nox.Session) -> None:
+    """Merge the outputs of `grade --shard K/N`: `nox -s grade-merge -- OUT1 OUT2 ... [--out grades]`."""
+    shared_env(session)
+    workbook(session, "grade-merge", *session.posargs)
+
+
+@nox.session(default=False, venv_backend="none")
+def classroom50(session: nox.Session) -> None:
+    """Build build/classroom50/, a Classroom 50 autograder: `nox -s classroom50 -- --steps 1-9`."""
+    shared_env(session)
+    workbook(session, "classroom50", *session.posargs)
 
 
 @nox.session(default=False, venv_backend="none")

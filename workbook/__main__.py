@@ -9,9 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import catalogue, gradescope, integrity, learner, scoring, starter, verdicts
+from . import catalogue, classroom50, gradescope, integrity, learner, scoring, starter, verdicts
 from .environments import EnvironmentMissing
 from .grading import cli as grade_cli
+from .grading import shards
 from .judge.untrusted import read_json_object
 from .lifetime import end_with_parent
 from .runner import JUDGE_ENV, StepResult, pytest_command, run_many
@@ -160,9 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     grade_cli.add_arguments(grading)
     grading.set_defaults(handler=grade_cli.run)
 
+    merging = commands.add_parser("grade-merge", help="merge the outputs of grade --shard K/N into one")
+    shards.add_arguments(merging)
+    merging.set_defaults(handler=shards.run)
+
     bundle = commands.add_parser("gradescope", help="build a Gradescope autograder zip (nox -s gradescope)")
     gradescope.add_arguments(bundle)
     bundle.set_defaults(handler=gradescope.run)
+
+    autograder = commands.add_parser(
+        "classroom50", help="build a Classroom 50 autograder (nox -s classroom50)"
+    )
+    classroom50.add_arguments(autograder)
+    autograder.set_defaults(handler=classroom50.run)
 
     check_all = commands.add_parser("integrity", help="starters fail, solutions pass, steps/ in sync")
     check_all.add_argument("--steps", help="a range such as 1-3")

@@ -128,7 +128,7 @@ def requirements(pyproject: Path, group: str = "test") -> list[str]:
     return list(dict.fromkeys(expand(group, ())))
 
 
-def _files(root: Path, steps: Sequence[catalogue.Step]) -> list[tuple[str, Path]]:
+def bundle_files(root: Path, steps: Sequence[catalogue.Step]) -> list[tuple[str, Path]]:
     """(name in the zip, path) of everything the autograder needs from this checkout, sorted."""
     found = []
     for source in [root / name for name in BUNDLED] + suite_files(root, steps):
@@ -180,7 +180,7 @@ def build_bundle(
         for name in names:
             pins = "\n".join(requirements(root / "pyproject.toml", name)) + "\n"
             _add(bundle, f"requirements-{name}.txt", pins.encode())
-        for name, path in _files(root, steps):
+        for name, path in bundle_files(root, steps):
             _add(bundle, name, path.read_bytes())
     return out
 

@@ -7,14 +7,17 @@ the workbook, or a .zip of one, per learner, and writes the outputs that outputs
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
+import tempfile
 from pathlib import Path
 
 from .. import catalogue
 from ..pg import NoPostgresAvailable
-from . import confinement
-from .outputs import RUN_FILE, write_outputs
+from . import confinement, shards
+from .outputs import CLASSROOM50_SCALE, RUN_FILE, write_outputs
 from .running import DEFAULT_JOBS, DEFAULT_TIMEOUT, GradingError, RunRecord, grade_submissions
+from .sandbox import fingerprint, take_snapshot
 from .scores import format_points
 from .submissions import SubmissionError, discover
 
@@ -53,6 +56,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=confinement.TIERS,
         help="a weaker confinement than the strongest this machine allows (to compare, or to test)",
     )
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="grade only shard K of N of the class (learners sorted by name, every N-th from the K-th); "
+        "merge the N outputs with `grade-merge`",
+    )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("classroom50",),
+        default=[],
+        help="also write learners/NAME/result.json in Classroom 50's result/v1 format (beside the CSV, "
+        "HTML and Gradescope outputs, which are always written)",
+    )
+    parser.add_argument("--classroom", default="workbook", help="Classroom 50's classroom, for --format")
+    parser.add_argument("--assignment", default="polls", help="Classroom 50's assignment, for --format")
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _empty_shard(record: RunRecord, args: argparse.Namespace, steps: list[catalogue.Step]) -> None:
+    """A shard with no learner in it (more shards than learners) still says what it is, for grade-merge."""
+    record.tier = confinement.detect_tier(args.tier)[0]
+    record.database = "none"
+    record.steps = [step.number for step in steps]
+    with tempfile.TemporaryDirectory(prefix="workbook-snapshot-") as folder:
+        record.snapshot = fingerprint(take_snapshot(catalogue.ROOT, Path(folder) / "instructor", steps))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +101,26 @@ def run(args: argparse.Namespace) -> int:
     if not submissions:
         print(f"error: no submissions (folders or .zip files) in {args.submissions}", file=sys.stderr)
         return 2
+    record = RunRecord(roster=shards.roster_of([s.name for s in submissions]))
+    if args.formats:
+        record.classroom50 = {
+            "classroom": args.classroom, "assignment": args.assignment, "scale": CLASSROOM50_SCALE,
+            "datetime": _utc_now(),
+        }  # fmt: skip
+    if args.shard:
+        try:
+            index, count = shards.parse_shard(args.shard)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        record.shard = {"index": index, "count": count}
+        submissions = shards.shard_of(submissions, index, count)
+        if not submissions:
+            _empty_shard(record, args, steps)
+            write_outputs(args.out, [], steps, record)
+            size = record.roster["size"]
+            print(f"Shard {args.shard} of a class of {size} is empty: wrote {args.out / RUN_FILE}.")
+            return 0
     print(
         f"Grading {len(submissions)} learners on steps {', '.join(str(s.number) for s in steps)} "
         f"({args.jobs} at a time, {args.timeout:.0f}s per step)...",
@@ -76,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
     from .progress import Progress  # tqdm: installed for grading, not needed by the learner's commands
 
     progress = Progress(len(submissions), len(steps))
-    record = RunRecord()
     try:
         grades = grade_submissions(
             submissions, steps, jobs=args.jobs, timeout=args.timeout, progress=progress, record=record,

@@ -2,11 +2,15 @@
 
     gradebook.csv                one row per learner: a column per step and the total
     learners/NAME/results.json   the learner's results in Gradescope's autograder format, one test per task
+    learners/NAME/result.json    with `--format classroom50`: the same in Classroom 50's result/v1 format
     learners/NAME/stepN.log      what pytest printed for that step (capped)
     report.html                  the class overview, pass rates per task and a section per learner
-    run.json                     how the run went: confinement tier, database, learners, steps, wall time
+    grades.json                  every check of every learner: what `grade-merge` merges shards from
+    run.json                     how the run went: confinement tier, database, learners, steps, wall time,
+                                 and what identifies it as a shard (the snapshot, the shard, the class)
 
-The same grades always give the same bytes in the first four; run.json describes this one run.
+The same grades always give the same bytes in all but result.json (its datetime is the run's) and run.json,
+which describes this one run.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import re
 import shutil
 from collections.abc import Sequence
@@ -24,7 +29,7 @@ import jinja2
 import markupsafe
 
 from .. import catalogue
-from . import confinement
+from . import confinement, contract
 from .scores import LearnerGrade, StepGrade, TaskScore, format_points
 
 if TYPE_CHECKING:
@@ -32,6 +37,12 @@ if TYPE_CHECKING:
 
 LEARNERS_DIR = "learners"
 RUN_FILE = "run.json"
+GRADES_FILE = "grades.json"
+CLASSROOM50_FILE = "result.json"
+CLASSROOM50_SCHEMA = "classroom50/result/v1"
+# Classroom 50 wants whole numbers; partial credit is in fractions of a point. Every point becomes SCALE
+# of Classroom 50's, and each task's share is rounded down: never more than was earned, two decimals kept.
+CLASSROOM50_SCALE = 100
 
 MAX_MESSAGE = 2000  # characters of one failing check's message in results.json and the report
 
@@ -98,9 +109,76 @@ def gradescope_results(grade: LearnerGrade) -> dict[str, Any]:
     }
 
 
-def write_learner(folder: Path, grade: LearnerGrade) -> None:
+def task_name(step: StepGrade, score: TaskScore) -> str:
+    return f"Step {step.step.number}, task {score.task.number}: {score.task.title}"
+
+
+def classroom50_result(grade: LearnerGrade, identity: dict[str, str], scale: int) -> dict[str, Any]:
+    """Classroom 50's result.json (classroom50/result/v1): one test per task, in whole numbers.
+
+    A task worth P points that earned the fraction E of them scores floor(E * scale) of P * scale: with
+    the default scale of 100, the learner sees hundredths of a point and never more than was earned.
+    `identity` gives the fields that say which submission it was (classroom, assignment, submission,
+    commit, release, review, datetime); Classroom 50's runner stamps owner and the times itself.
+    """
+    tests = []
+    for step in grade.steps:
+        for score in step.tasks:
+            tests.append({
+                "test-name": task_name(step, score),
+                "passed": score.done,
+                "score": math.floor(score.earned * scale),
+                "max-score": score.task.points * scale,
+                "checks": f"{score.passed}/{score.total}",
+            })  # fmt: skip
+    keys = ("classroom", "assignment", "submission", "commit", "release", "review", "datetime")
+    result = {"schema": CLASSROOM50_SCHEMA, **{key: identity[key] for key in keys}}
+    result["score"] = sum(test["score"] for test in tests)
+    result["max-score"] = sum(test["max-score"] for test in tests)
+    result["tests"] = tests
+    contract.check(result, contract.RESULT_V1, f"the result.json of {grade.name}")
+    return result
+
+
+def task_table(grade: LearnerGrade, tier: str = "") -> str:
+    """Markdown for a GitHub job summary or release: a row per task, then what failed and why."""
+    lines = [
+        f"### {grade.name}: {format_points(grade.total)}/{grade.max_points} points",
+        "",
+        "| task | result | checks | points |",
+        "|---|---|---|---|",
+    ]
+    failing = []
+    for step in grade.steps:
+        for score in step.tasks:
+            title = task_name(step, score).replace("|", "\\|")
+            result = "PASS" if score.done else "FAIL"
+            points = f"{format_points(score.earned)}/{score.task.points}"
+            lines.append(f"| {title} | {result} | {score.passed}/{score.total} | {points} |")
+            if not score.done:
+                failing.append((title, task_feedback(score, step)))
+    lines.append("")
+    for problem in grade.all_problems():
+        lines.append(f"- {problem}")
+    if failing:
+        lines += ["", "<details><summary>What failed, and why</summary>", ""]
+        for title, feedback in failing:
+            fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", feedback)), default=0))
+            lines += [f"**{title}**", "", fence, feedback, fence, ""]
+        lines.append("</details>")
+    if tier:
+        lines += ["", f"Confinement: {tier} ({confinement.DESCRIPTIONS.get(tier, 'unknown')})."]
+    return "\n".join(lines) + "\n"
+
+
+def write_learner(folder: Path, grade: LearnerGrade, classroom50: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(gradescope_results(grade), indent=1) + "\n")
+    if classroom50 is not None:
+        local = f"local:{grade.name}"  # graded here: no submit tag, commit or release to point at
+        identity = {"submission": local, "commit": local, "release": local, "review": local, **classroom50}
+        result = classroom50_result(grade, identity, classroom50["scale"])
+        (folder / CLASSROOM50_FILE).write_text(json.dumps(result, indent=1) + "\n")
     for step in grade.steps:
         if step.log:
             (folder / f"{step.step.name}.log").write_text(step.log, errors="replace")
@@ -200,6 +278,34 @@ def write_run(path: Path, record: RunRecord) -> None:
     path.write_text(json.dumps(dataclasses.asdict(record), indent=1) + "\n", encoding="utf-8")
 
 
+def grades_document(grades: Sequence[LearnerGrade]) -> dict[str, Any]:
+    """grades.json's content: every check of every step of every learner, as grade-merge reads it back."""
+    return {
+        "learners": [
+            {
+                "name": grade.name,
+                "problems": grade.problems,
+                "steps": [
+                    {
+                        "step": step.step.number,
+                        "problems": step.problems,
+                        "seconds": round(step.seconds, 3),
+                        "tasks": [
+                            {
+                                "task": score.task.number,
+                                "checks": [dataclasses.asdict(c) for c in score.checks],
+                            }
+                            for score in step.tasks
+                        ],
+                    }
+                    for step in grade.steps
+                ],
+            }
+            for grade in grades
+        ]
+    }
+
+
 def write_outputs(
     out: Path,
     grades: Sequence[LearnerGrade],
@@ -216,9 +322,10 @@ def write_outputs(
                 shutil.rmtree(old)
     write_gradebook(out / "gradebook.csv", grades, steps)
     (out / "report.html").write_text(render_report(grades, steps, record), encoding="utf-8")
+    (out / GRADES_FILE).write_text(json.dumps(grades_document(grades), indent=1) + "\n", encoding="utf-8")
     if record is not None:
         write_run(out / RUN_FILE, record)
     else:
         (out / RUN_FILE).unlink(missing_ok=True)
     for grade in grades:
-        write_learner(learners / grade.name, grade)
+        write_learner(learners / grade.name, grade, record.classroom50 if record is not None else None)

@@ -39,7 +39,7 @@ from ..runner import JUDGE_ARGS, JUDGE_ENV, RunningSuites, kill_group
 from . import confinement
 from .confinement import Confinement, UidPool
 from .database import LearnerRole
-from .sandbox import make_sandbox, sandbox_damage, take_snapshot
+from .sandbox import fingerprint, make_sandbox, sandbox_damage, take_snapshot
 from .scores import MAX_OUTPUT, Completed, LearnerGrade, StepGrade, read_report, read_stream, score_step
 from .submissions import Submission, SubmissionError, sort_key, unpack, vet_tree
 
@@ -293,6 +293,8 @@ class Run:
     snapshot: Path
     root: Path = catalogue.ROOT
     max_output: int = MAX_OUTPUT
+    # The snapshot's fingerprint (sandbox.fingerprint): run.json carries it, so shards can be matched.
+    snapshot_hash: str = ""
     # How learner processes are confined; run.json and the report say it, so a grade can be weighed by it.
     tier: str = confinement.NONE
     # What every run's Confinement shares (the runtime interpreter, bwrap); None when not confined.
@@ -339,13 +341,22 @@ class Run:
 
 @dataclass
 class RunRecord:
-    """What run.json says about one grading run: how confined, on which database, what, and how long."""
+    """What run.json says about one grading run: how confined, on which database, what, and how long; and
+    what identifies it as one shard of a class (shards.py), so that grade-merge can refuse a missing,
+    doubled or foreign one. A run of the whole class is shard 1 of 1."""
 
     tier: str = ""
     database: str = ""
     learners: int = 0
     steps: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    snapshot: str = ""  # sandbox.fingerprint of the instructor's suites and tooling graded with
+    shard: dict[str, int] = field(default_factory=lambda: {"index": 1, "count": 1})
+    graded: list[str] = field(default_factory=list)  # the learners this run graded, sorted
+    # The whole class this shard was cut from: its size and shards.class_hash of its learners' names.
+    roster: dict[str, Any] = field(default_factory=dict)
+    # Set when learners/NAME/result.json in Classroom 50's format was asked for (outputs.classroom50_result).
+    classroom50: dict[str, Any] | None = None
 
 
 def _base_env(sandbox: Path, tmp: Path, dsn: str | None, token: str) -> dict[str, str]:
@@ -542,6 +553,7 @@ def grading_run(
             snapshot = take_snapshot(root, workspace / "instructor", steps)
             os.chmod(snapshot, 0o700)
             run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen, servers=stack)
+            run.snapshot_hash = fingerprint(snapshot)
             if chosen != confinement.NONE:
                 # The checkout graded with and the one this code runs from (usually the same).
                 checkouts = list(dict.fromkeys([root.resolve(), catalogue.ROOT.resolve()]))
@@ -632,6 +644,8 @@ def grade_submissions(
             record.database = run.server.kind if run.server else "none"
             record.learners = len(submissions)
             record.steps = [step.number for step in steps]
+            record.snapshot = run.snapshot_hash
+            record.graded = sorted((s.name for s in submissions), key=sort_key)
         workbooks: list[Path | SubmissionError] = []
         for index, submission in enumerate(submissions):
             try:

@@ -10,6 +10,7 @@ deletes its sandbox's tests cannot spoil the next one.
 from __future__ import annotations
 
 import compileall
+import hashlib
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,20 @@ def take_snapshot(root: Path, into: Path, steps: Sequence[catalogue.Step]) -> Pa
     _copy_instructor_files(root, into, steps)
     compileall.compile_dir(into / "workbook", quiet=2)
     return into
+
+
+def fingerprint(snapshot: Path) -> str:
+    """A SHA-256 of the snapshot's files (paths and bytes, compiled files left out): shards graded from
+    another version of the suites or the tooling have another fingerprint, so grade-merge can refuse them."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in snapshot.rglob("*") if p.is_file()):
+        relative = path.relative_to(snapshot)
+        if "__pycache__" in relative.parts or path.suffix == ".pyc":
+            continue
+        data = path.read_bytes()
+        digest.update(f"{relative.as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def make_sandbox(sandbox: Path, learner_tree: Path, step: catalogue.Step, snapshot: Path) -> None:
