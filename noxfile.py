@@ -30,8 +30,10 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 
 # The Pythons the workbook supports: `nox -s pythons` checks the solutions, integrity and grading on each.
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
-# Under CI a supported Python that cannot be found fails the run; elsewhere nox skips it and says so.
+# Under CI a supported Python that cannot be found fails the run; elsewhere nox skips it and says so. Never
+# a downloaded one instead: the versions tested are the machine's own.
 nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
+nox.options.download_python = "never"
 
 
 def pyenv_pythons_on_path(folder: Path = ROOT / ".nox" / "pythons") -> None:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import Database, LearnerRaised, step_run, valid_config, why_it_ended
+from tests.conftest import Database, LearnerRaised, judge_connect, step_run, valid_config, why_it_ended
 from tests.step4.test_step4_schema import finish, table_rows, tables
 from tests.step5.test_step5_engine import (
     GIVE_UP,
     SILENT_GIVE_UP,
     Startup,
+    app_connections,
     check_clear_failure,
     ended,
     launch_startups,
@@ -81,23 +84,56 @@ def test_pool_is_bounded_by_the_config(learner, polls_db):
     shape = (attrs.get("pool_size"), attrs.get("max_overflow"))
     assert shape == (maxsize, 0), (
         f"expected a pool of at most maxsize={maxsize} connections (pool_size={maxsize}, max_overflow=0), "
-        f"got pool_size={shape[0]}, max_overflow={shape[1]}. Hint: SQLAlchemy's pool keeps pool_size "
-        "connections and opens max_overflow more under load; aiopg's maxsize is their sum."
+        f"got pool_size={shape[0]}, max_overflow={shape[1]}. Hint: as the lesson's table says, "
+        "pool_size=postgres['maxsize'] and max_overflow=0: the pool never opens more than maxsize."
     )
     count = wait_for_connections(polls_db, base + minsize) - base
     assert count == minsize, (
         f"expected the app to open minsize={minsize} connections at startup, PostgreSQL shows {count}. "
         "Hint: SQLAlchemy connects on first use; pg_context calls check_database(engine, conf['minsize']), "
-        "which borrows that many at once with open_connections and gives them back."
+        "which holds that many with open_connections and gives them back."
     )
     calls = 3 * maxsize  # more at once than the pool holds: they must wait their turn, not open more
-    (question_id,) = polls_db.execute("SELECT pg_catalog.min(id) FROM public.question")[0]
-    learner.call_or_fail("db:get_question", question_id, connection=app, times=calls)
-    count = wait_for_connections(polls_db, base + maxsize, seconds=0.5) - base
-    assert minsize <= count <= maxsize, (
-        f"expected between minsize={minsize} and maxsize={maxsize} connections after {calls} queries at "
-        f"once, PostgreSQL shows {count}"
+    peak = peak_connections_while_held(learner, app, polls_db, calls) - base
+    assert peak <= maxsize, (
+        f"expected at most maxsize={maxsize} connections while {calls} queries waited at once, PostgreSQL "
+        f"showed {peak}. Hint: pool_size=postgres['maxsize'] and max_overflow=0 in make_engine."
     )
+
+
+def peak_connections_while_held(learner, app, database: Database, calls: int, hold: float = 1.5) -> int:
+    """The most connections of the app PostgreSQL shows while `calls` get_question calls run at once and the
+    judge holds a lock on the question table, so none can finish and each keeps its connection.
+
+    Counted after the burst, a pool that overflowed would look bounded: it closes its overflow
+    connections as they come back. The lock is let go well within the pool's own timeout (DB_TIMEOUT).
+    """
+    (question_id,) = database.execute("SELECT pg_catalog.min(id) FROM public.question")[0]
+    locker = judge_connect(database.server.dsn(database.name))
+    outcome: list[object] = []
+    try:
+        with locker.cursor() as cursor:
+            cursor.execute("LOCK TABLE public.question IN ACCESS EXCLUSIVE MODE")
+        burst = threading.Thread(
+            target=lambda: outcome.append(
+                learner.call("db:get_question", question_id, connection=app, times=calls)
+            ),
+            daemon=True,
+        )
+        burst.start()
+        peak, deadline = 0, time.monotonic() + hold
+        while time.monotonic() < deadline:
+            peak = max(peak, app_connections(database) - 1)  # the locker's own connection is not the app's
+            time.sleep(0.02)
+    finally:
+        locker.rollback()
+        locker.close()
+    burst.join(30)
+    assert outcome and isinstance(outcome[0], list) and len(outcome[0]) == calls, (
+        f"expected {calls} calls of get_question at once to come back once the lock was let go, got "
+        f"{str(outcome)[:300] or 'nothing within 30 s'}"
+    )
+    return peak
 
 
 @pytest.mark.task(1)
@@ -157,21 +193,101 @@ def test_engine_connects_whatever_the_names(learner, pg_server):
 # --- task 3: the vote hands back its total -----------------------------------------------------------------
 
 
+VOTES_AT_ONCE = 20
+RETURNING_HINT = (
+    "Hint: .returning(choice.c.votes) on the UPDATE, and `return result.scalar_one_or_none()` when it is "
+    "not None: the total PostgreSQL wrote, not rowcount (always 1 here) or a count of your own."
+)
+
+
+def choice_with_votes(database: Database) -> tuple[int, int, int]:
+    """(question id, choice id, votes) of a seeded choice whose count the judge first sets to a random number,
+    so that a vote returning 1 (rowcount) or True cannot pass for the total."""
+    question_id, choice_id = database.execute(
+        "SELECT question_id, id FROM public.choice ORDER BY id LIMIT 1"
+    )[0]
+    votes = random.randint(10, 9000)
+    database.execute(f"UPDATE public.choice SET votes = {votes} WHERE id = {int(choice_id)}")
+    return question_id, choice_id, votes
+
+
 @pytest.mark.task(3)
 def test_vote_returns_the_new_total(learner, polls_app, polls_db):
-    question_id, choice_id, before = polls_db.execute(
-        "SELECT question_id, id, votes FROM public.choice ORDER BY id LIMIT 1"
-    )[0]
+    question_id, choice_id, before = choice_with_votes(polls_db)
+    call = f"vote(conn, {question_id}, {choice_id}) on a choice with {before} votes"
     try:
         total = learner.call("db:vote", question_id, choice_id, connection=polls_app)
     except LearnerRaised as exc:
-        pytest.fail(f"expected vote(conn, {question_id}, {choice_id}) to count the vote, it raised "
-                    f"{exc.name}: {exc.message}", pytrace=False)  # fmt: skip
+        pytest.fail(f"expected {call} to count the vote, it raised {exc.name}: {exc.message}", pytrace=False)
     (stored,) = polls_db.execute(f"SELECT votes FROM public.choice WHERE id = {int(choice_id)}")[0]
-    assert stored == before + 1 and total == stored, (
-        f"expected vote(conn, {question_id}, {choice_id}) to add one vote ({before} -> {before + 1}) and "
-        f"return the new total; PostgreSQL holds {stored}, vote returned {total!r}. Hint: "
-        ".returning(choice.c.votes) on the UPDATE, then `return result.scalar_one_or_none()` when not None."
+    assert stored == before + 1, f"expected {call} to leave {before + 1} votes, PostgreSQL holds {stored}"
+    assert type(total) is int and total == stored, (
+        f"expected {call} to return the new total, {stored}; it returned {total!r}. {RETURNING_HINT}"
+    )
+
+
+@pytest.mark.task(3)
+def test_votes_at_once_each_return_their_own_total(learner, polls_app, polls_db):
+    question_id, choice_id, before = choice_with_votes(polls_db)
+    totals = learner.call_or_fail(
+        "db:vote", question_id, choice_id, connection=polls_app, times=VOTES_AT_ONCE
+    )
+    expected = list(range(before + 1, before + VOTES_AT_ONCE + 1))
+    assert sorted(t for t in totals if type(t) is int) == expected, (
+        f"expected {VOTES_AT_ONCE} votes at once on a choice with {before} votes to return the totals "
+        f"{before + 1} to {before + VOTES_AT_ONCE}, one each; they returned {sorted(totals, key=str)[:25]}. "
+        + RETURNING_HINT
+    )
+
+
+IMPOSSIBLE = 2**31  # one more than PostgreSQL's integer holds: asyncpg refuses it as a parameter
+POSSIBLE_ID_HINT = (
+    "Hint: asyncpg sends ids as typed integer parameters and raises on one beyond 2147483647, where "
+    "psycopg2 found no row: ask possible_id(...) first and raise RecordNotFound when it says no."
+)
+
+
+@pytest.mark.task(2)
+def test_get_question_of_an_impossible_id_is_not_found(learner, polls_app):
+    try:
+        got = learner.call("db:get_question", IMPOSSIBLE, connection=polls_app)
+    except LearnerRaised as exc:
+        assert exc.name == "RecordNotFound", (
+            f"expected get_question(conn, {IMPOSSIBLE}) to raise RecordNotFound, it raised {exc.name}: "
+            f"{exc.message[:300]}. {POSSIBLE_ID_HINT}"
+        )
+        return
+    pytest.fail(f"expected get_question(conn, {IMPOSSIBLE}) to raise RecordNotFound, it returned {got!r}",
+                pytrace=False)  # fmt: skip
+
+
+@pytest.mark.task(3)
+@pytest.mark.parametrize("which", ["question", "choice"])
+def test_vote_for_an_impossible_id_is_not_found(learner, polls_app, polls_db, which):
+    question_id, choice_id = polls_db.execute(
+        "SELECT question_id, id FROM public.choice ORDER BY id LIMIT 1"
+    )[0]
+    args = (IMPOSSIBLE, choice_id) if which == "question" else (question_id, IMPOSSIBLE)
+    try:
+        got = learner.call("db:vote", *args, connection=polls_app)
+    except LearnerRaised as exc:
+        assert exc.name == "RecordNotFound", (
+            f"expected vote(conn, {args[0]}, {args[1]}) (an impossible {which} id) to raise RecordNotFound, "
+            f"it raised {exc.name}: {exc.message[:300]}. {POSSIBLE_ID_HINT}"
+        )
+        return
+    pytest.fail(f"expected vote(conn, {args[0]}, {args[1]}) to raise RecordNotFound, it returned {got!r}",
+                pytrace=False)  # fmt: skip
+
+
+@pytest.mark.task(3)
+async def test_voting_in_an_impossible_poll_is_404(polls_client, polls_db):
+    (choice_id,) = polls_db.execute("SELECT pg_catalog.min(id) FROM public.choice")[0]
+    path = f"/poll/{IMPOSSIBLE}/vote"
+    async with polls_client.post(path, data={"choice": str(choice_id)}, allow_redirects=False) as response:
+        status = response.status
+    assert status == 404, (
+        f"expected POST {path} (choice={choice_id}) to answer 404, got {status}. {POSSIBLE_ID_HINT}"
     )
 
 
@@ -199,9 +315,9 @@ FAILURE_HINTS = {
 }
 
 
-def check_clear_stop(startup: Startup, seconds: float = GIVE_UP) -> None:
+def check_clear_stop(startup: Startup, seconds: float = GIVE_UP, where: str = "") -> None:
     status, output = ended(startup, seconds, **HINTS)
-    check_clear_failure(status, output, startup.database, **FAILURE_HINTS)
+    check_clear_failure(status, output, startup.database, where, **FAILURE_HINTS)
 
 
 @pytest.mark.task(4)
@@ -216,7 +332,8 @@ def test_missing_database_stops_the_app_with_a_clear_message(startups):
 
 @pytest.mark.task(4)
 def test_silent_server_does_not_hang_the_app(startups):
-    check_clear_stop(startups["silent"], SILENT_GIVE_UP)
+    # Started with its stdout thrown away (as in step 5): the message must go to stderr.
+    check_clear_stop(startups["silent"], SILENT_GIVE_UP, where=" on stderr")
 
 
 @pytest.mark.task(4)
@@ -258,11 +375,6 @@ def test_init_db_builds_tables_and_sample_polls_twice_alike(tree, pg_database, t
         runs.append(table_rows(pg_database))
     questions, choices = runs[0]
     assert questions and choices, "expected init_db to insert sample questions and their choices, found none"
-    question_ids = {row[0] for row in questions}
-    assert all(row[3] in question_ids for row in choices), (
-        "expected every sample choice to belong to a sample question. Hint: insert each question with "
-        ".returning(question.c.id) and give its choices that id."
-    )
     assert runs[0] == runs[1], (
         "expected a second run of init_db to rebuild exactly the same rows, found others: "
         f"{runs[0]} then {runs[1]}"
@@ -279,4 +391,50 @@ def test_init_db_reports_an_unreachable_database(tree, pg_database, tmp_path):
         f"expected init_db to stop with exit status 1 and one line when PostgreSQL cannot be reached, got "
         f"status {status}:\n{output.strip()[-1200:]}\nHint: rebuild() calls check_database(engine, 1) first, "
         "and main() catches DatabaseUnavailable around asyncio.run(...)."
+    )
+
+
+# Runs in the learner's process: the learner's init_db.main(), with create_tables wrapped so that once the
+# learner's tables exist, their ids start at a random value, as in a database that has seen other rows.
+INIT_DB_WITH_MOVED_IDS = """
+from sqlalchemy import text
+from aiohttpdemo_polls import init_db
+learners_create_tables = init_db.create_tables
+async def create_tables(engine):
+    await learners_create_tables(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT setval(pg_get_serial_sequence('question', 'id'), {start})"))
+init_db.create_tables = create_tables
+init_db.main(["--config", {path!r}])
+"""
+
+
+SAMPLE_IDS_HINT = (
+    "Hint: insert each question with .returning(question.c.id), read it with result.scalar_one(), and give "
+    "its choices that id, not the one you expect it to get."
+)
+
+
+@pytest.mark.task(5)
+def test_sample_choices_follow_the_ids_postgres_hands_out(tree, pg_database, tmp_path):
+    pg_database.empty_schema()
+    start = random.randint(100, 900)
+    path = tmp_path / "moved.yaml"
+    path.write_text(yaml.safe_dump(valid_config(pg_database)))
+    finished = finish(Command(tree, "-c", INIT_DB_WITH_MOVED_IDS.format(start=start, path=str(path))))
+    if finished.status != 0:
+        stray_ids = "foreign key" in finished.output.lower()
+        pytest.fail(
+            f"expected init_db to succeed with the question ids starting after {start}, it exited with "
+            f"{finished.status}: {why_it_ended(finished.output)}\n"
+            + (f"PostgreSQL refused a choice whose question does not exist. {SAMPLE_IDS_HINT}" if stray_ids
+               else "Hint: create_tables is an `async def` that takes the engine."),
+            pytrace=False,
+        )  # fmt: skip
+    questions, choices = table_rows(pg_database)
+    question_ids = {row[0] for row in questions}
+    strays = [row for row in choices if row[3] not in question_ids]
+    assert questions and choices and not strays, (
+        f"expected every sample choice to belong to a sample question; the questions got the ids "
+        f"{sorted(question_ids)}, and these choices name others: {strays[:5]}. " + SAMPLE_IDS_HINT
     )

@@ -11,7 +11,7 @@ import asyncpg
 from aiohttp import web
 from sqlalchemy import Column, Date, ForeignKey, Integer, MetaData, Row, String, Table, select, update
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .settings import CONFIG_KEY
@@ -75,29 +75,31 @@ def make_engine(postgres: dict[str, Any]) -> AsyncEngine:
 
 
 async def open_connections(engine: AsyncEngine, count: int) -> None:
-    """Open `count` connections at once and give them back to the pool, which keeps them for requests.
+    """Open `count` connections and give them back to the pool, which keeps them for requests.
 
     SQLAlchemy's pool connects lazily, on first use; aiopg's `minsize` opened connections at startup.
     Doing it here keeps both of its effects: the first visitors find connections ready, and a database
-    that cannot be reached stops the app before it serves anything.
+    that cannot be reached stops the app before it serves anything. Each is held until all are open (else
+    the pool would hand the same one back every time), and all go back however the opening ended.
     """
-    # >>> task 1: borrow `count` connections at once (engine.connect() on an AsyncExitStack), give them back
+    # >>> task 1: hold `count` connections (engine.connect() on an AsyncExitStack), then give them back
     async with contextlib.AsyncExitStack() as stack:
-        await asyncio.gather(*(stack.enter_async_context(engine.connect()) for _ in range(count)))
+        for _ in range(count):
+            await stack.enter_async_context(engine.connect())
     # <<<
 
 
 async def check_database(engine: AsyncEngine, count: int) -> None:
     """open_connections, where failing to reach PostgreSQL becomes DatabaseUnavailable, with the reason.
 
-    Out of reach means: no connection at all (OSError), no answer in time (asyncio.TimeoutError), or a
-    refusal from the server (a missing database, a wrong password: asyncpg's PostgresError, which
-    SQLAlchemy may wrap in one of its own errors).
+    Out of reach means: no connection at all (OSError), no answer in time (asyncio.TimeoutError), a
+    refusal from the server (a missing database, a wrong password: asyncpg.PostgresError) or a connection
+    lost on the way (asyncpg.InterfaceError); SQLAlchemy may wrap the driver's errors in a DBAPIError.
     """
     # >>> task 4: what open_connections raises when PostgreSQL is out of reach -> DatabaseUnavailable
     try:
         await open_connections(engine, count)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, SQLAlchemyError) as exc:
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError) as exc:
         raise DatabaseUnavailable(first_line(exc) or f"no answer in {DB_TIMEOUT:g}s") from exc
     # ---
     #: await open_connections(engine, count)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from .db import DB_TIMEOUT, DatabaseUnavailable, check_database, choice, database_url, meta, question
 from .settings import ConfigError, get_config
@@ -25,8 +26,13 @@ SAMPLE_POLLS: list[tuple[str, date, list[str]]] = [
 
 
 def make_engine(postgres: dict[str, Any]) -> AsyncEngine:
-    """An engine for the `postgres` section of the configuration; a script needs no pool of its own."""
-    return create_async_engine(database_url(postgres), connect_args={"timeout": DB_TIMEOUT})
+    """An engine for the `postgres` section of the configuration. A script that runs once keeps no
+    connections for later (NullPool closes each one when it is given back)."""
+    return create_async_engine(
+        database_url(postgres),
+        poolclass=NullPool,
+        connect_args={"timeout": DB_TIMEOUT, "command_timeout": DB_TIMEOUT},
+    )
 
 
 async def create_tables(engine: AsyncEngine) -> None:
