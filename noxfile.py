@@ -43,16 +43,21 @@ def pyenv_pythons_on_path(folder: Path = ROOT / ".nox" / "pythons") -> None:
     on PATH and then refuses to run. So each supported version pyenv has gets a link of that name in a
     folder put first on PATH; a python3.X that runs from PATH already is left alone.
     """
-    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     links = {}
     for version in PYTHONS:
         name = f"python{version}"
         found = shutil.which(name)
-        if found and ".pyenv/shims" not in found:
+        if found and Path(found).parent != pyenv / "shims":
             continue
-        candidates = sorted(versions.glob(f"{version}.*/bin/{name}"))
-        if candidates:
-            links[name] = candidates[-1]
+        # Final releases only (3.12.1, not 3.13.0rc1 or a free-threaded 3.13.0t), the newest by number.
+        releases = [
+            (tuple(int(part) for part in folder.name.split(".")), folder / "bin" / name)
+            for folder in (pyenv / "versions").glob(f"{version}.*")
+            if folder.name.replace(".", "").isdigit() and (folder / "bin" / name).exists()
+        ]
+        if releases:
+            links[name] = max(releases)[1]
     if not links:
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -353,7 +358,9 @@ def pythons(session: nox.Session) -> None:
     """On one supported Python (`nox -s pythons` runs them all): every solution, the integrity matrix, and a
     seeded class of 3 learners graded over every step, solutions full and starters 0."""
     install(session, "test")
-    base = session.run("python", "-c", "import sys; print(sys._base_executable)", silent=True).strip()
+    # The real interpreter under the session's venv (3.10's sys._base_executable is the venv's own python).
+    find_base = "import sys; v = sys.version_info; print(f'{sys.base_prefix}/bin/python{v.major}.{v.minor}')"
+    base = session.run("python", "-c", find_base, silent=True).strip()
     step_envs(session, base=base, suffix=f"-{session.python}")
     session.run("python", "-c", "import sys; print('Python', sys.version.split()[0], 'at', sys.executable)")
     workbook(session, "solutions")

@@ -73,13 +73,15 @@ def same_version(python: str) -> bool:
 
 
 def fingerprint(step: catalogue.Step) -> str:
-    """What a verdict on the step depends on in its own environment: the interpreter and the installed
-    distributions (name and version, from their .dist-info folders); "" for the judge's own."""
+    """What a verdict on the step depends on in its own environment: the interpreter, its pyvenv.cfg and
+    the installed distributions (name and version, from their .dist-info folders); "" for the judge's own."""
     if not step.environment:
         return ""
     try:
         python = Path(learner_python(step))
     except EnvironmentMissing:
         return "missing"
-    installed = sorted(p.name for p in python.parent.parent.glob("lib/python*/site-packages/*.dist-info"))
-    return "\n".join([str(python), *installed])
+    prefix = python.parent.parent
+    installed = sorted(p.name for p in prefix.glob("lib/python*/site-packages/*.dist-info"))
+    config = prefix / "pyvenv.cfg"  # the base interpreter and its exact version
+    return "\n".join([str(python), config.read_text() if config.is_file() else "", *installed])

@@ -301,6 +301,8 @@ class Run:
     base: Confinement | None = None
     # The runtime's interpreter for each step environment ("" for the judge's own), when confined.
     pythons: dict[str, str] = field(default_factory=dict)
+    # The environments of their own that the graded steps' apps run on (name -> prefix).
+    own_environments: dict[str, Path] = field(default_factory=dict)
     uids: UidPool | None = None
     socket_dir: Path | None = None
     # Where a replacement server is entered, so that it is stopped with the run (see revive_database).
@@ -359,8 +361,12 @@ class RunRecord:
     classroom50: dict[str, Any] | None = None
 
 
-def _base_env(sandbox: Path, tmp: Path, dsn: str | None, token: str) -> dict[str, str]:
+def _base_env(run: Run, sandbox: Path, tmp: Path, dsn: str | None, token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (ENV_DSN, "PYTHONPATH", "WORKBOOK_TARGET")}
+    # The step environments found before grading began: the judge runs from the sandbox, where the
+    # checkout's own .nox folder is not to be found.
+    env.update({environments.variable(name): str(environments.interpreter(prefix))
+                for name, prefix in run.own_environments.items()})  # fmt: skip
     env.update(
         PYTHONPATH=str(sandbox),
         TMPDIR=str(tmp),
@@ -397,7 +403,7 @@ def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, ds
         "sandbox": str(sandbox),
         "stream": str(stream_path),
         "forget_paths": [str(run.root)],
-        "env": _base_env(sandbox, tmp, dsn, token),
+        "env": _base_env(run, sandbox, tmp, dsn, token),
         "args": [
             f"tests/{step.name}", "--target", "steps", "--workbook-report", str(report_path),
             "--basetemp", str(tmp / "pytest"), "-q", "--tb=short", "--color=no", *JUDGE_ARGS,
@@ -449,7 +455,7 @@ def _confine(run: Run, step: catalogue.Step, workdir: Path, sandbox: Path, tmp: 
     if run.socket_dir is not None:
         readable.append(str(run.socket_dir))
     confined = Confinement(
-        tier=run.tier, python=run.pythons.get(step.environment, run.base.python),
+        tier=run.tier, python=run.pythons[step.environment],
         learner_side=run.base.learner_side, uid=uid, gid=uid,
         home=str(home), tmp=str(learner_tmp), spool=str(spool), readable=readable,
         writable=[str(home), str(learner_tmp), str(spool)], env=run.base.env, bwrap=run.base.bwrap,
@@ -553,6 +559,7 @@ def grading_run(
             snapshot = take_snapshot(root, workspace / "instructor", steps)
             os.chmod(snapshot, 0o700)
             run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen, servers=stack)
+            run.own_environments = own_environments
             run.snapshot_hash = fingerprint(snapshot)
             if chosen != confinement.NONE:
                 # The checkout graded with and the one this code runs from (usually the same).
