@@ -273,7 +273,7 @@ def grade_merge(session: nox.Session) -> None:
 
 @nox.session(default=False, venv_backend="none")
 def classroom50(session: nox.Session) -> None:
-    """Build build/classroom50/, a Classroom 50 autograder: `nox -s classroom50 -- --steps 1-9`."""
+    """Build build/classroom50/, a Classroom 50 autograder: `nox -s classroom50 -- --steps 1-10`."""
     shared_env(session)
     workbook(session, "classroom50", *session.posargs)
 
