@@ -256,7 +256,7 @@ def integrity(session: nox.Session) -> None:
 
 @nox.session(default=False, venv_backend="none")
 def grade(session: nox.Session) -> None:
-    """Grade a class: `nox -s grade -- SUBMISSIONS [--steps 1-9] [--out DIR] [--jobs N] [--timeout S]`.
+    """Grade a class: `nox -s grade -- SUBMISSIONS [--steps 1-10] [--out DIR] [--jobs N] [--timeout S]`.
 
     `--shard K/N` grades one slice of the class (merge with grade-merge); `--format classroom50` adds
     Classroom 50's result.json per learner."""
@@ -280,7 +280,7 @@ def classroom50(session: nox.Session) -> None:
 
 @nox.session(default=False, venv_backend="none")
 def gradescope(session: nox.Session) -> None:
-    """Build build/gradescope-autograder.zip for Gradescope: `nox -s gradescope -- --steps 1-9`."""
+    """Build build/gradescope-autograder.zip for Gradescope: `nox -s gradescope -- --steps 1-10`."""
     shared_env(session)
     workbook(session, "gradescope", *session.posargs)
 

@@ -7,7 +7,7 @@ working directory, and reads ./result.json (the classroom50/result/v1 contract: 
 max-score, a list of tests) and, if there is one, ./release-body.md, which it publishes with the
 submission and mirrors to the job summary.
 
-    python -m workbook classroom50 --steps 1-9    (nox -s classroom50) writes build/classroom50/:
+    python -m workbook classroom50 --steps 1-10   (nox -s classroom50) writes build/classroom50/:
         autograder.py      what the runner runs: a virtualenv with the pinned test dependencies, then
                            `python -m workbook.classroom50 autograde`, as root through sudo when the runner
                            allows it (GitHub's runners do), so that the confinement has its uid tiers

@@ -1,6 +1,6 @@
 """A Gradescope autograder for the workbook, built from this checkout and grading with workbook.grading.
 
-`nox -s gradescope -- --steps 1-9` (`python -m workbook gradescope`) writes a zip to upload as the
+`nox -s gradescope -- --steps 1-10` (`python -m workbook gradescope`) writes a zip to upload as the
 assignment's autograder. It holds:
 
     setup.sh          run once by Gradescope, as root on its Ubuntu image: a virtualenv with the pinned test
