@@ -3,6 +3,7 @@ into grading's sandbox and runtime, and refused with a clear message when missin
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -83,16 +84,66 @@ def test_a_change_to_a_carried_suite_or_the_environment_changes_step10s_verdict_
     assert verdicts.step_key(STEP10, copy, judge) != edited
 
 
+# Appended to a finished step 10's db.py: as the learner's app is imported (in the harness, under the
+# step environment's interpreter), try to plant code where later runs or the grader would load it.
+PLANTING = """
+
+def _plant():
+    import os, site, sys
+    import sqlalchemy
+    targets = [sqlalchemy.__file__, sys.argv[0]]  # a hard-linked module of the runtime; the harness script
+    targets += [os.path.join(folder, "zz_planted.pth") for folder in site.getsitepackages()]
+    targets += {real!r}  # the step environment and the checkout as they are on the grader's disk
+    for target in targets:
+        try:
+            with open(target, "a") as handle:
+                handle.write("\\nimport os; os.environ['PLANTED'] = '1'\\n")
+        except OSError:
+            pass
+
+
+_plant()
+"""
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}  # fmt: skip
+
+
 @pytest.mark.skipif(os.geteuid() != 0 and not shutil.which("bwrap"), reason="no confinement on this machine")
 def test_step10_is_graded_confined_on_its_own_environment(tmp_path):
     """A finished step 10 gets every point and the untouched one none, at the strongest tier here: the
-    runtime holds the step environment's packages beside the judge's, on the one linked interpreter."""
+    runtime holds the step environment's packages beside the judge's, on the one linked interpreter.
+
+    A third learner's finished step 10 also tries, as it is imported, to write into the runtime's
+    hard-linked packages (the same files as the step environment's, on the grader's disk), a .pth in its
+    site-packages, the harness script, and the step environment and checkout by their real paths. It gets
+    its code's points and no more, and nothing of the grader's changed.
+    """
     tier, _ = confinement.detect_tier(None)
+    prefix = Path(environments.learner_python(STEP10)).parent.parent
+    site_packages = next(prefix.glob("lib/python*/site-packages"))
+    real = [str(site_packages / "sqlalchemy" / "__init__.py"), str(site_packages / "zz_planted.pth"),
+            str(catalogue.ROOT / "workbook" / "learner_side" / "harness.py")]  # fmt: skip
+    watched = {
+        "sqlalchemy": site_packages / "sqlalchemy",
+        "learner_side": catalogue.ROOT / "workbook" / "learner_side",
+    }
+    before = {name: tree_digest(folder) for name, folder in watched.items()}
+    listing = sorted(p.name for p in site_packages.iterdir())
     submissions = tmp_path / "class"
     finish(copy_of_the_workbook(submissions / "done"), 10)
     copy_of_the_workbook(submissions / "untouched")
+    planter = copy_of_the_workbook(submissions / "planter")
+    finish(planter, 10)
+    db = planter / "steps" / "step10" / catalogue.PACKAGE / "db.py"
+    db.write_text(db.read_text() + PLANTING.format(real=real))
     found, _ = discover(submissions)
     grades = grade_submissions(found, [STEP10], jobs=2, timeout=120, private=[submissions])
     totals = {grade.name: grade.total for grade in grades}
     problems = {grade.name: grade.all_problems() for grade in grades}
-    assert totals == {"done": Fraction(STEP10.points), "untouched": 0}, (tier, problems)
+    full = Fraction(STEP10.points)
+    assert totals == {"done": full, "untouched": 0, "planter": full}, (tier, problems)
+    assert {name: tree_digest(folder) for name, folder in watched.items()} == before
+    assert sorted(p.name for p in site_packages.iterdir()) == listing
