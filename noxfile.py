@@ -124,8 +124,7 @@ def _uv() -> str | None:
 
 def _shared_python(session: nox.Session) -> Path:
     """In nox's envdir beside its own environments: `--envdir` moves it too, `rm -rf .nox` clears it."""
-    bindir = session.cache_dir.parent / SHARED_ENV / ("Scripts" if os.name == "nt" else "bin")
-    return bindir / ("python.exe" if os.name == "nt" else "python")
+    return environments.interpreter(session.cache_dir.parent / SHARED_ENV)
 
 
 def ready_env(session: nox.Session, location: Path, base: str, requirements: list[str]) -> Path:
@@ -135,9 +134,7 @@ def ready_env(session: nox.Session, location: Path, base: str, requirements: lis
     The stamp records the interpreter and the pins: a new Python rebuilds the environment, new pins
     reinstall into it, and anything else costs nothing.
     """
-    python = (
-        location / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
-    )
+    python = environments.interpreter(location)
     stamp = location / STAMP
     wanted = "\n".join([base, *requirements])
     current = stamp.read_text() if stamp.is_file() else ""

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue
-from .gradescope import bundle_files, requirements, step_range
+from .gradescope import bundle_files, requirement_files, step_range
 from .grading import confinement
 from .grading.outputs import CLASSROOM50_SCALE, classroom50_result, task_table
 from .grading.running import DEFAULT_JOBS, GradingError, RunRecord, grade_submissions
@@ -146,10 +146,8 @@ def build(
     out.mkdir(parents=True)
     script = AUTOGRADER_PY.format(steps=step_range(steps), timeout=timeout, scale=scale, identity=IDENTITY)
     (out / "autograder.py").write_text(script)
-    (out / "requirements.txt").write_text("\n".join(requirements(root / "pyproject.toml")) + "\n")
-    for name in dict.fromkeys(step.environment for step in steps if step.environment):
-        pins = requirements(root / "pyproject.toml", name)
-        (out / f"requirements-{name}.txt").write_text("\n".join(pins) + "\n")
+    for name, text in requirement_files(root, steps).items():
+        (out / name).write_text(text)
     for name, path in bundle_files(root, steps):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, out / name)

@@ -33,6 +33,7 @@ def folder(name: str, root: Path = catalogue.ROOT) -> Path:
 
 
 def interpreter(location: Path) -> Path:
+    """The python of the virtual environment at `location` (the noxfile's environments use it too)."""
     return location / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 

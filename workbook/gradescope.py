@@ -140,6 +140,16 @@ def bundle_files(root: Path, steps: Sequence[catalogue.Step]) -> list[tuple[str,
     return sorted(found)
 
 
+def requirement_files(root: Path, steps: Sequence[catalogue.Step]) -> dict[str, str]:
+    """What an autograder installs, by file name: requirements.txt (the test group) and, for each step
+    environment these steps run on, requirements-NAME.txt (its group), which becomes a venv of its own."""
+    pyproject = root / "pyproject.toml"
+    files = {"requirements.txt": "\n".join(requirements(pyproject)) + "\n"}
+    for name in dict.fromkeys(step.environment for step in steps if step.environment):
+        files[f"requirements-{name}.txt"] = "\n".join(requirements(pyproject, name)) + "\n"
+    return files
+
+
 def _add(bundle: zipfile.ZipFile, name: str, data: bytes, executable: bool = False) -> None:
     info = zipfile.ZipInfo(name, FIXED_TIME)
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -176,10 +186,8 @@ def build_bundle(
     with zipfile.ZipFile(out, "w") as bundle:
         _add(bundle, "setup.sh", SETUP_SH.encode(), executable=True)
         _add(bundle, "run_autograder", run_script.encode(), executable=True)
-        _add(bundle, "requirements.txt", ("\n".join(requirements(root / "pyproject.toml")) + "\n").encode())
-        for name in names:
-            pins = "\n".join(requirements(root / "pyproject.toml", name)) + "\n"
-            _add(bundle, f"requirements-{name}.txt", pins.encode())
+        for name, text in requirement_files(root, steps).items():
+            _add(bundle, name, text.encode())
         for name, path in bundle_files(root, steps):
             _add(bundle, name, path.read_bytes())
     return out
