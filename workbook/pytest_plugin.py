@@ -146,13 +146,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if not (tree / catalogue.PACKAGE).is_dir():
         raise pytest.UsageError(f"There is no {catalogue.PACKAGE} package in {tree} (--target {target}).")
     guard.install(tree, catalogue.PACKAGE)
-    if not config.getoption("--confinement"):  # confined, the grader's runtime names the interpreter
+    if config.getoption("--confinement"):  # the grader's runtime names the interpreter
+        confine(Confinement.load(Path(config.getoption("--confinement"))))
+    else:
         try:
             use_python(environments.learner_python(step))
         except environments.EnvironmentMissing as exc:
             raise pytest.UsageError(str(exc)) from None
-    if config.getoption("--confinement"):
-        confine(Confinement.load(Path(config.getoption("--confinement"))))
     run = StepRun(step=step, target=target, tree=tree, harness=Harness(tree, step.libraries or PRELOAD))
     run.launcher = Launcher.beside(run.harness)  # for the learner's commands: the harness forks it, warm
     run.harness.start()  # preloads the libraries while pytest collects; no learner code runs yet
