@@ -27,7 +27,7 @@ import psycopg2.sql
 import pytest
 
 from workbook.judge.learner_process import Command, Finished, Harness, LearnerGone, LearnerRaised
-from workbook.judge.logs import last_exception
+from workbook.judge.logs import error_text, last_exception
 from workbook.pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
 pytest_plugins = ["workbook.pytest_plugin"]
@@ -40,7 +40,7 @@ NAME_HINT = "Hint: check the spelling; the tests use the tutorial's names."
 def raised_text(error: dict[str, str]) -> str:
     """'NameError: name 'x' is not defined (at aiohttpdemo_polls/views.py, line 3: ...)'."""
     where = f"\n  at {error['where']}" if error.get("where") else ""
-    return f"{error['name']}: {error['message']}{where}"
+    return f"{error['name']}: {error_text(error['message'])}{where}"
 
 
 @dataclass
@@ -550,8 +550,12 @@ def recorded_run_app(polls_process: PollsProcess, code: str, host: str, port: in
     `RUN_APP {json}`) in the learner's tree; that JSON, read with a size cap, or a failure saying why not."""
     finished = polls_process.start_python(code).wait(30)
     lines = [line for line in finished.output.splitlines() if line.startswith("RUN_APP ")]
+    if finished.timed_out:
+        pytest.fail(f"calling main(host={host!r}, port={port}) with a web.run_app that returns at once: "
+                    f"{finished.ended}. Hint: serve with web.run_app(...), not a loop or a runner of your "
+                    "own.", pytrace=False)  # fmt: skip
     if finished.status != 0 or not lines:
-        pytest.fail(f"calling main(host={host!r}, port={port}) failed (exit {finished.status}): "
+        pytest.fail(f"calling main(host={host!r}, port={port}) failed ({finished.ended}): "
                     f"{why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
     with contextlib.suppress(ValueError, RecursionError):
         seen = json.loads(lines[-1][len("RUN_APP ") :][:10000])

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from . import catalogue, starter, verdicts
 from .runner import StepResult, run_many, run_step
@@ -58,16 +59,32 @@ def task_states(step: catalogue.Step, result: StepResult | None) -> list[TaskSta
     return states
 
 
-def first_failure(result: StepResult) -> tuple[catalogue.Task, str] | None:
-    """The first failing task of a run and the message of its first failing check."""
+def first_failing_check(result: StepResult) -> tuple[catalogue.Task, dict[str, Any] | None] | None:
+    """The first failing task of a run and its first check that did not pass (None: no check of it ran).
+
+    The order is the one `nox -s stepN` prints (workbook/pytest_plugin.py's summary): tasks in the
+    catalogue's order, each task's checks in the order pytest ran them. So this check's message is the first
+    one a learner reads, and the one the integrity check holds to a known mistake's phrase (mistakes.py).
+    """
     for task in result.step.tasks:
         if result.task_done(task.number):
             continue
         for test in result.report.get("tests", []):
-            if test["task"] == task.number and test["outcome"] != "passed":
-                return task, f"{test['nodeid'].split('::')[-1]}: {test['message']}"
-        return task, result.broken or "no check of this task ran"
+            if test.get("task") == task.number and test.get("outcome") != "passed":
+                return task, test
+        return task, None
     return None
+
+
+def first_failure(result: StepResult) -> tuple[catalogue.Task, str] | None:
+    """The first failing task of a run and the message of its first failing check."""
+    found = first_failing_check(result)
+    if found is None:
+        return None
+    task, test = found
+    if test is None:
+        return task, result.broken or "no check of this task ran"
+    return task, f"{str(test.get('nodeid', '')).split('::')[-1]}: {test.get('message', '')}"
 
 
 def summary_lines(result: StepResult) -> list[str]:

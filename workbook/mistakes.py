@@ -7,9 +7,16 @@ solutions/stepN (`git apply -p1` inside a copy of it):
     # phrase: what the failure of that task must say (case-insensitive)
     # mistake: what the learner did wrong, in one sentence
 
-The integrity check applies each patch to a fresh copy of the solution, runs that task's checks, and
-requires the task to fail with the phrase in one of its failure messages. A patch that no longer applies
-is a problem too, so the list cannot silently rot.
+The integrity check applies each patch to a fresh copy of the solution and runs the whole step's suite on
+it, as `nox -s stepN` runs it for a learner (every task, in one pytest process). The mistake is caught when
+  1. its task fails (at least one of its checks does not pass), and
+  2. the phrase is in the FIRST failure message the learner reads: that of the first check that does not
+     pass in the first task that does not pass, tasks in the catalogue's order and each task's checks in
+     the order pytest ran them (learner.first_failing_check, the order of pytest_plugin's summary and of
+     `nox -s hint`), as the report keeps it (at most pytest_plugin.MAX_LINES lines).
+So when one mistake fails several tasks, the first message must name it, not a later one, and a task
+before the mistake's own that fails too must say the phrase. The test name is not part of the message.
+A patch that no longer applies is a problem too, so the list cannot silently rot.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import catalogue
+from .learner import first_failing_check
 from .runner import StepResult, run_step, shared_server
 
 MISTAKES_DIR = catalogue.ROOT / "tests" / "mistakes"
@@ -103,29 +111,41 @@ class Verdict:
 
 
 def judge(mistake: Mistake, env: dict[str, str]) -> Verdict:
-    """Run the mistake's task against a patched copy of the solution."""
+    """Run the whole step, as a learner does, against a patched copy of the solution."""
     with tempfile.TemporaryDirectory(prefix="workbook-mistake-") as tmp:
         try:
             apply(mistake, Path(tmp))
         except MistakeError as exc:
             return Verdict(mistake, False, str(exc))
-        result = run_step(mistake.step, tmp, extra=["-q", "--task", str(mistake.task)], env=env)
+        result = run_step(mistake.step, tmp, extra=["-q"], env=env)
     return verdict_of(mistake, result)
 
 
 def verdict_of(mistake: Mistake, result: StepResult) -> Verdict:
+    """Caught when the mistake's task fails and the first message of the step names the phrase."""
     if result.broken:
         return Verdict(mistake, False, f"the patched solution could not be checked: {result.broken[:300]}")
     passed, total = result.task_counts(mistake.task)
     if total == 0 or passed == total:
         return Verdict(mistake, False, f"task {mistake.task} still passes ({passed}/{total} checks)")
-    messages = [t.get("message", "") for t in result.report.get("tests", []) if t.get("task") == mistake.task]
-    if not any(mistake.phrase.lower() in str(message).lower() for message in messages):
-        shown = "\n    ".join(str(m)[:300] for m in messages if m)
-        return Verdict(
-            mistake, False, f"task {mistake.task} fails, but no message says {mistake.phrase!r}:\n    {shown}"
-        )
-    return Verdict(mistake, True, f"{total - passed}/{total} checks fail")
+    found = first_failing_check(result)
+    task, test = found if found is not None else (mistake.step.task(mistake.task), None)
+    first = str(test.get("message", "")) if test is not None else ""
+    if mistake.phrase.lower() in first.lower():
+        return Verdict(mistake, True, f"{total - passed}/{total} checks of task {mistake.task} fail")
+    name = str(test.get("nodeid", "")).split("::")[-1] if test is not None else "no check ran"
+    later = any(
+        mistake.phrase.lower() in str(other.get("message", "")).lower()
+        for other in result.report.get("tests", [])
+        if other.get("outcome") != "passed"
+    )
+    shown = first[:300].replace("\n", "\n    ")
+    return Verdict(
+        mistake,
+        False,
+        f"the first message (task {task.number}, {name}) does not say {mistake.phrase!r}"
+        f"{' (a later message says it)' if later else ''}:\n    {shown}",
+    )
 
 
 def check_all(mistakes: Sequence[Mistake], workers: int = 2) -> list[Verdict]:

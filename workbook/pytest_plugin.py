@@ -38,7 +38,7 @@ from .judge.learner_process import (
     use_launcher,
     use_python,
 )
-from .judge.logs import last_exception
+from .judge.logs import how_it_ended, last_exception
 from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
 _STEP_IN_PATH = re.compile(r"(?:^|[\\/])tests[\\/]step(\d+)(?:[\\/]|$|::)")
@@ -267,7 +267,7 @@ def _short_message(report: pytest.TestReport) -> str:
     message = message.split("\nassert ")[0]
     exit_status = getattr(report, "learner_exit", None)
     if exit_status is not None and "exited" not in message:
-        message += f"\n(the learner's process exited with status {exit_status} during this check)"
+        message += f"\n(the learner's process ended during this check: {how_it_ended(exit_status)})"
     server_error = last_exception(getattr(report, "learner_log", ""), catalogue.PACKAGE)
     if server_error and server_error not in message:
         message += f"\n(the app logged: {server_error})"

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.conftest import http_session, recorded_run_app, why_it_ended
+from workbook.judge.logs import how_it_ended
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
@@ -116,8 +117,8 @@ def wait_for_address(command, host: str, port: int, timeout: float = 20) -> None
         running = [line.strip("= ") for line in command.output().splitlines() if "Running on" in line]
         if command.returncode is not None:
             ended = why_it_ended(command.output())
-            pytest.fail(f"expected main(host={host!r}, port={port}) to keep serving, it exited "
-                        f"({command.returncode}): {ended}", pytrace=False)  # fmt: skip
+            pytest.fail(f"expected main(host={host!r}, port={port}) to keep serving, but "
+                        f"{how_it_ended(command.returncode)}: {ended}", pytrace=False)  # fmt: skip
         for address in (host, "127.0.0.1"):
             with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.5):
                 assert address == host, (

@@ -271,7 +271,9 @@ def test_config_option_wins(learner, tmp_path):
     got = learner.call_or_fail("settings:get_config", ["--config", str(chosen)])
     assert port_of(got) == chosen_port, (
         f"CONFIG_LOCATIONS = [default.yaml (port {default_port})], get_config(['--config', 'chosen.yaml']): "
-        f"expected chosen.yaml (port {chosen_port}) to win, got port {port_of(got)}"
+        f"expected chosen.yaml (port {chosen_port}) to win, got port {port_of(got)}. Hint: parse the argv "
+        "get_config was given (parser.parse_args(argv), never sys.argv) and load its --config file before "
+        "looking at CONFIG_LOCATIONS."
     )
 
 
@@ -358,7 +360,7 @@ def test_main_reports_bad_config_in_one_line(polls_process, tmp_path):
         pytest.fail(f"{sent}: expected one clear message, got a traceback ({why_it_ended(result.output)}). "
                     "Hint: catch ConfigError in main() and print it.", pytrace=False)  # fmt: skip
     assert result.status == 2, (
-        f"{sent}: expected exit status 2 for a bad config, got {result.status}; it printed:\n"
+        f"{sent}: expected exit status 2 for a bad config, but {result.ended}; it printed:\n"
         f"{result.output.strip()[-1000:]}\nHint: sys.exit(2) after printing the message."
     )
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -388,7 +390,7 @@ def test_main_reports_on_stderr(polls_process, tmp_path):
     result = polls_process.start_python(ONLY_STDERR.format(path=str(missing))).wait(30)
     sent = f"python -m aiohttpdemo_polls --config {missing.name} (a file that does not exist)"
     assert result.status == 2, (
-        f"{sent}: expected exit status 2, got {result.status}: {why_it_ended(result.output)}"
+        f"{sent}: expected exit status 2, but {result.ended}: {why_it_ended(result.output)}"
     )
     assert missing.name in result.output, (
         f"{sent}: expected a message naming {missing.name} on stderr, stderr had: "

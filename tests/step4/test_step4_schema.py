@@ -214,9 +214,8 @@ def refuse_missing(db: Database, insert: str, what: str, hint: str) -> None:
 
 
 def init_db_failure(finished: Finished, what: str) -> str:
-    killed = " (killed: too slow)" if finished.timed_out else ""
-    return (f"expected `python -m aiohttpdemo_polls.init_db --config FILE` to {what}; it exited "
-            f"{finished.status}{killed}: {why_it_ended(finished.output)}")  # fmt: skip
+    return (f"expected `python -m aiohttpdemo_polls.init_db --config FILE` to {what}; "
+            f"{finished.ended}: {why_it_ended(finished.output)}")  # fmt: skip
 
 
 def sample_polls(questions: list[tuple], choices: list[tuple]) -> list[tuple]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..grading.confinement import Confinement, proc_status
+from .logs import error_text, how_it_ended
 from .untrusted import load_json, read_capped
 
 HARNESS = Path(__file__).resolve().parent.parent / "learner_side" / "harness.py"
@@ -84,7 +85,7 @@ class LearnerRaised(Exception):
 
     def __init__(self, error: dict[str, str]) -> None:
         self.error = error
-        super().__init__(f"{error['name']}: {error['message']}")
+        super().__init__(f"{error['name']}: {error_text(error['message'])}")  # as a learner reads it
 
     @property
     def name(self) -> str:
@@ -368,6 +369,12 @@ class Finished:
     status: int
     output: str
     timed_out: bool = False
+    waited: float = 0.0  # how long the check waited before it killed a command that had not exited
+
+    @property
+    def ended(self) -> str:
+        """How it ended, in words for a message: never the -9 of a kill the check made itself."""
+        return how_it_ended(self.status, self.waited if self.timed_out else None)
 
 
 class Launcher:
@@ -603,7 +610,7 @@ class Command:
         status = self._wait(timeout)
         if status is None:
             self._kill()
-            return Finished(self.returncode, self.output(), timed_out=True)
+            return Finished(self.returncode, self.output(), timed_out=True, waited=timeout)
         return Finished(status, self.output())
 
     def stop(self, grace: float = 5.0) -> Finished:

@@ -483,6 +483,9 @@ def main() -> None:
     parser.add_argument("--preload", default="", help="libraries to import while the judge collects")
     parser.add_argument("--launcher", default="", help="READ_FD,WRITE_FD,FOLDER: fork the judge's launcher")
     args = parser.parse_args()
+    # The learner's code sees no argument of the harness's own: a `parse_args()` that reads sys.argv
+    # instead of the argv a check passes finds nothing, as in a program started with no arguments.
+    sys.argv, sys.orig_argv = [PACKAGE], [sys.executable]
     tree = args.tree.resolve()
     # The libraries first, none of the learner's code: the judge is still loading its suite meanwhile.
     for name in filter(None, args.preload.split(",")):

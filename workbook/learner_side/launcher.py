@@ -79,6 +79,8 @@ def run_child(request: dict[str, Any]) -> None:
         os.chdir(request["cwd"])
         argv = list(request["argv"])
         sys.path[0:0] = [request["cwd"]]
+        # The command line `python ARGS` would have had, not the launcher's own (its options, its path).
+        sys.orig_argv = [sys.executable, "-B", "-W", "error", *argv]
         try:
             if argv[0] == "-m":
                 sys.argv = [argv[1], *argv[2:]]
@@ -98,8 +100,11 @@ def run_child(request: dict[str, Any]) -> None:
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
-        except BaseException:
-            traceback.print_exc()
+        except BaseException as exc:
+            # From the learner's first frame, as `python -m` shows it: this file's own frame is not theirs.
+            if exc.__traceback__ is not None:
+                exc.__traceback__ = exc.__traceback__.tb_next
+            traceback.print_exception(exc)
             code = 1
     finally:
         with contextlib.suppress(Exception):
