@@ -27,7 +27,7 @@ import psycopg2.sql
 import pytest
 
 from workbook.judge.learner_process import Command, Finished, Harness, LearnerGone, LearnerRaised
-from workbook.judge.logs import error_text, last_exception
+from workbook.judge.logs import error_text, last_exception, without_own_frames
 from workbook.pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
 pytest_plugins = ["workbook.pytest_plugin"]
@@ -421,7 +421,8 @@ def make_config() -> Any:
 
 def why_it_ended(output: str) -> str:
     """The failing line and error of a learner process's traceback, else the last lines it printed."""
-    return last_exception(output) or "\n".join(output.strip().splitlines()[-6:]) or "(it printed nothing)"
+    shown = without_own_frames(output).strip().splitlines()[-6:]
+    return last_exception(output) or "\n".join(shown) or "(it printed nothing)"
 
 
 class PollsProcess:

@@ -38,7 +38,7 @@ from .judge.learner_process import (
     use_launcher,
     use_python,
 )
-from .judge.logs import how_it_ended, last_exception
+from .judge.logs import how_it_ended, last_exception, without_own_frames
 from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
 
 _STEP_IN_PATH = re.compile(r"(?:^|[\\/])tests[\\/]step(\d+)(?:[\\/]|$|::)")
@@ -307,7 +307,7 @@ class _Recorder:
         report = yield
         harness = self.run.harness
         if report.failed and harness is not None:
-            log = harness.log_text(item.stash.get(LOG_START, 0)).strip()
+            log = without_own_frames(harness.log_text(item.stash.get(LOG_START, 0))).strip()
             if log:
                 report.learner_log = log
                 report.sections.append(("what the learner's process logged", log[-6000:]))

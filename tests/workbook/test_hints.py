@@ -13,7 +13,7 @@ import pytest
 from workbook import catalogue, mistakes
 from workbook.judge import learner_process
 from workbook.judge.learner_process import Command, Harness
-from workbook.judge.logs import error_text, how_it_ended, last_exception
+from workbook.judge.logs import error_text, how_it_ended, last_exception, without_own_frames
 from workbook.runner import StepResult
 
 # --- the first-message rule (mistakes.verdict_of) ---------------------------------------------------------
@@ -208,3 +208,18 @@ def test_a_server_the_check_kills_is_said_to_be_killed_not_minus_9(launcher, tmp
 )  # fmt: skip
 def test_an_ending_in_words(status, words):
     assert how_it_ended(status) == words
+
+
+def test_the_workbooks_own_frames_leave_a_log_and_the_learners_stay():
+    log = (
+        "Traceback (most recent call last):\n"
+        '  File "/w/workbook/learner_side/harness.py", line 270, in once\n'
+        "    result = function(*args)\n"
+        "             ^^^^^^^^^^^^^^^\n"
+        '  File "/tree/aiohttpdemo_polls/db.py", line 5, in vote\n'
+        "    raise ValueError('x')\n"
+        "ValueError: x"
+    )
+    shown = without_own_frames(log)
+    assert "learner_side" not in shown and "function(*args)" not in shown and "^^^" not in shown
+    assert 'File "/tree/aiohttpdemo_polls/db.py", line 5' in shown and shown.endswith("ValueError: x")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..grading.confinement import Confinement, proc_status
-from .logs import error_text, how_it_ended
+from .logs import error_text, how_it_ended, without_own_frames
 from .untrusted import load_json, read_capped
 
 HARNESS = Path(__file__).resolve().parent.parent / "learner_side" / "harness.py"
@@ -352,7 +352,7 @@ class Harness:
         assert process is not None
         process.kill()
         status = process.popen.returncode
-        tail = "\n".join(process.log_text().strip().splitlines()[-15:])
+        tail = "\n".join(without_own_frames(process.log_text()).strip().splitlines()[-15:])
         self.close()
         detail = f" (exit status {status})" if status is not None and status >= 0 else ""
         return LearnerGone(f"{reason}{detail}." + (f" It logged:\n{tail}" if tail else ""))

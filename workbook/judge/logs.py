@@ -22,6 +22,23 @@ def error_text(message: str) -> str:
     return "\n".join(shown[:MAX_ERROR_LINES] + (["..."] if len(shown) > MAX_ERROR_LINES else []))
 
 
+# A frame of the workbook's own learner-side scripts (harness.py, launcher.py, or their confined copies).
+_OWN_FRAME = re.compile(r'^\s*File "[^"]*[\\/]learner_side[\\/][^"]+", line \d+')
+
+
+def without_own_frames(text: str) -> str:
+    """A learner process's output without the frames of the workbook's own scripts, whose paths and code
+    are none of the learner's business: each such `File ...` line goes with the source lines under it."""
+    kept, skipping = [], False
+    for line in text.splitlines():
+        if _OWN_FRAME.match(line):
+            skipping = True
+        elif not (skipping and line.startswith("    ")):
+            skipping = False
+            kept.append(line)
+    return "\n".join(kept)
+
+
 def last_exception(log: str, package: str = "aiohttpdemo_polls") -> str:
     """'aiohttpdemo_polls/views.py, line 9: NameError: ...' for the last traceback in `log`, or ''.
 
