@@ -1,6 +1,7 @@
 """Checks that every step still teaches: each task fails on its starter, every test passes on the solution,
-every known mistake fails its task with its phrase, no task loses a check, the checks that pass on the
-starters are the recorded ones, and steps/ is exactly what the generator makes from solutions/."""
+every known mistake fails its task and the first message of its step says its phrase (mistakes.py), no
+task loses a check, the checks that pass on the starters are the recorded ones, and steps/ is exactly what
+the generator makes from solutions/."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def check(steps: Sequence[catalogue.Step] | None = None, workers: int = 2, recor
 
 
 def _check_mistakes(steps: Sequence[catalogue.Step], workers: int, verdicts: dict[str, int]) -> list[str]:
-    """Every known mistake must fail its task with its phrase; every task needs MISTAKES_PER_TASK."""
+    """Every known mistake must fail its task, its phrase in the step's first message; every task needs
+    MISTAKES_PER_TASK."""
     problems: list[str] = []
     try:
         known = mistakes.load(steps)

@@ -34,6 +34,7 @@ from .judge.learner_process import (
     Harness,
     Launcher,
     LearnerGone,
+    LearnerRaised,
     use_confinement,
     use_launcher,
     use_python,
@@ -265,6 +266,8 @@ def _short_message(report: pytest.TestReport) -> str:
     else:
         message = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
     message = message.split("\nassert ")[0]
+    for internal in (LearnerRaised, LearnerGone):  # an escaped one says what the learner's code did
+        message = message.removeprefix(f"{internal.__module__}.{internal.__qualname__}: ")
     exit_status = getattr(report, "learner_exit", None)
     if exit_status is not None and "exited" not in message:
         message += f"\n(the learner's process ended during this check: {how_it_ended(exit_status)})"

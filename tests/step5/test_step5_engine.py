@@ -135,6 +135,26 @@ def test_engine_is_open_while_the_app_runs(learner, polls_db, make_config):
     )
 
 
+# Before the pool-size check: the apps of a suite share one learner process, so an engine kept at module level
+# reaches the next app with the first app's sizes, and this check is the one that names the cause.
+@pytest.mark.task(1)
+def test_each_app_has_its_own_engine(learner, polls_db, make_config):
+    base = settled(polls_db)
+    first, second = learner.serve(make_config(polls_db)), learner.serve(make_config(polls_db))
+    first_engine, second_engine = engine_of(learner, first), engine_of(learner, second)
+    assert first_engine["id"] != second_engine["id"], (
+        "expected every app to open its own engine, two apps shared one. "
+        "Hint: create it inside pg_context, not at module level."
+    )
+    count = wait_for_connections(polls_db, base + 2) - base
+    assert count == 2, f"expected two apps (minsize 1 each) to hold 2 connections, PostgreSQL shows {count}"
+    learner.stop(first)
+    still = engine_of(learner, second).get("attrs", {})
+    assert still.get("closed") is False and wait_for_connections(polls_db, base + 1) - base == 1, (
+        "expected the second app's engine to stay open when the first app stopped"
+    )
+
+
 @pytest.mark.task(1)
 def test_engine_uses_the_configured_pool_size(learner, polls_db):
     minsize = random.randint(2, 3)
@@ -171,24 +191,6 @@ def test_engine_is_closed_when_the_app_stops(learner, polls_db, make_config):
         "Hint: after `yield` in pg_context, engine.close() then await engine.wait_closed()."
     )
     assert not warnings, f"expected a quiet shutdown, the app's objects complained: {warnings[:3]}"
-
-
-@pytest.mark.task(1)
-def test_each_app_has_its_own_engine(learner, polls_db, make_config):
-    base = settled(polls_db)
-    first, second = learner.serve(make_config(polls_db)), learner.serve(make_config(polls_db))
-    first_engine, second_engine = engine_of(learner, first), engine_of(learner, second)
-    assert first_engine["id"] != second_engine["id"], (
-        "expected every app to open its own engine, two apps shared one. "
-        "Hint: create it inside pg_context, not at module level."
-    )
-    count = wait_for_connections(polls_db, base + 2) - base
-    assert count == 2, f"expected two apps (minsize 1 each) to hold 2 connections, PostgreSQL shows {count}"
-    learner.stop(first)
-    still = engine_of(learner, second).get("attrs", {})
-    assert still.get("closed") is False and wait_for_connections(polls_db, base + 1) - base == 1, (
-        "expected the second app's engine to stay open when the first app stopped"
-    )
 
 
 @pytest.mark.task(1)

@@ -211,9 +211,13 @@ def test_static_route_is_named_static(tree, learner, site):
         "Hint: add_static(..., name='static') lets templates ask the router for file addresses."
     )
     info = resource.get("info") if isinstance(resource.get("info"), dict) else {}
-    assert resource.get("kind") == "StaticResource" and info.get("prefix") == "/static", (
+    hand_made = resource.get("kind") != "StaticResource"
+    assert not hand_made and info.get("prefix") == "/static", (
         f"expected the route named 'static' to be a static route at /static/, got a {resource.get('kind')} "
-        f"at {resource.get('canonical')!r}. Hint: app.router.add_static('/static/', ..., name='static')."
+        f"at {resource.get('canonical')!r}"
+        + (": a view of your own serves whatever path it is asked for, unless it has every path that leads "
+           "outside static/ refused (../, encoded slashes, symlinks)" if hand_made else "")
+        + ". Hint: app.router.add_static('/static/', ..., name='static'), which refuses them for you."
     )
     directory = info.get("directory", "")
     assert directory and Path(directory).resolve() == static_dir(tree).resolve(), (
@@ -283,8 +287,16 @@ def stylesheet_hrefs(body: str) -> list[str]:
     return [m.group(1) for link in sheets for m in [re.search(r"href=[\"']([^\"']+)", link)] if m]
 
 
+PAGES = ("/", "/poll/1", "/poll/3/results")
+
+
+async def links_stylesheet(client, path: str) -> bool:
+    _, _, raw = await fetch(client, path)
+    return "/static/style.css" in stylesheet_hrefs(raw.decode("utf-8", "replace"))
+
+
 @pytest.mark.task(2)
-@pytest.mark.parametrize("path", ["/", "/poll/1", "/poll/3/results"])
+@pytest.mark.parametrize("path", PAGES)
 async def test_every_page_links_the_stylesheet(client, path):
     status, _, raw = await fetch(client, path)
     body = raw.decode("utf-8", "replace")
@@ -295,10 +307,15 @@ async def test_every_page_links_the_stylesheet(client, path):
         f"{links or 'no <link> at all'}. Hint: put the link in the <head> of base.html."
     )
     head = re.search(r"<head\b.*?</head>", body, re.S | re.I)
-    assert head and "/static/style.css" in stylesheet_hrefs(head.group(0)), (
-        f"expected the stylesheet's <link> of {path} inside <head>...</head>, it is elsewhere. "
-        "Hint: put the link in the <head> of base.html."
-    )
+    if not (head and "/static/style.css" in stylesheet_hrefs(head.group(0))):
+        # A link in one page's own template is outside <head> and styles that page only: say so.
+        unlinked = [other for other in PAGES if other != path and not await links_stylesheet(client, other)]
+        pytest.fail(
+            f"expected the stylesheet's <link> of {path} inside <head>...</head>, it is elsewhere"
+            + (f", and {' and '.join(unlinked)} have none at all" if unlinked else "")
+            + ". Hint: put the link in the <head> of base.html, which every page extends.",
+            pytrace=False,
+        )
     status, _, _ = await fetch(client, "/static/style.css")
     assert status == 200, f"expected the linked stylesheet to be served, got {status}"
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from workbook import catalogue, mistakes
+from workbook import catalogue, mistakes, pytest_plugin
 from workbook.judge import learner_process
 from workbook.judge.learner_process import Command, Harness
 from workbook.judge.logs import error_text, how_it_ended, last_exception, without_own_frames
@@ -223,3 +224,17 @@ def test_the_workbooks_own_frames_leave_a_log_and_the_learners_stay():
     shown = without_own_frames(log)
     assert "learner_side" not in shown and "function(*args)" not in shown and "^^^" not in shown
     assert 'File "/tree/aiohttpdemo_polls/db.py", line 5' in shown and shown.endswith("ValueError: x")
+
+
+def report_of(crash: str, exit_status: int | None = None, log: str = "") -> SimpleNamespace:
+    """What pytest_plugin._short_message reads of a failed check's report."""
+    longrepr = SimpleNamespace(reprcrash=SimpleNamespace(message=crash))
+    return SimpleNamespace(longrepr=longrepr, learner_exit=exit_status, learner_log=log)
+
+
+def test_a_checks_message_names_no_internal_class_and_no_sentinel():
+    crash = 'workbook.judge.learner_process.LearnerRaised: ProgrammingError: relation "x" does not exist'
+    message = pytest_plugin._short_message(report_of(crash, exit_status=-9, log=SQLALCHEMY_LOG))
+    assert message.startswith('ProgrammingError: relation "x" does not exist'), message
+    assert "workbook." not in message and "-9" not in message and "killed by SIGKILL" in message
+    assert 'relation "questions" does not exist' in message and "sqlalche.me" not in message
