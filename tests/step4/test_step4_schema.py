@@ -423,7 +423,7 @@ def test_init_db_reports_an_unreachable_database(built):
     result, database = built.unreachable, built.unreachable_config["postgres"]["database"]
     assert result.status not in (0, None), (
         f"expected init_db to fail when PostgreSQL cannot be reached (port "
-        f"{built.unreachable_config['postgres']['port']} is closed), it exited {result.status}"
+        f"{built.unreachable_config['postgres']['port']} is closed), but {result.ended}"
     )
     assert database in result.output and "Traceback" not in result.output, (
         f"expected one clear line naming the database {database!r} and no traceback, got:\n"
