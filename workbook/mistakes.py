@@ -7,8 +7,10 @@ solutions/stepN (`git apply -p1` inside a copy of it):
     # phrase: what the failure of that task must say (case-insensitive)
     # mistake: what the learner did wrong, in one sentence
 
-The integrity check applies each patch to a fresh copy of the solution and runs the whole step's suite on
-it, as `nox -s stepN` runs it for a learner (every task, in one pytest process). The mistake is caught when
+The integrity check applies each patch to a fresh copy of the solution and runs the step's suite on it as
+`nox -s stepN` runs it for a learner (one pytest process, in the same order), until the last check of the
+mistake's task or an earlier one: what comes after runs after every message the rule reads. The mistake is
+caught when
   1. its task fails (at least one of its checks does not pass), and
   2. the phrase is in the FIRST failure message the learner reads: that of the first check that does not
      pass in the first task that does not pass, tasks in the catalogue's order and each task's checks in
@@ -117,7 +119,8 @@ def judge(mistake: Mistake, env: dict[str, str]) -> Verdict:
             apply(mistake, Path(tmp))
         except MistakeError as exc:
             return Verdict(mistake, False, str(exc))
-        result = run_step(mistake.step, tmp, extra=["-q"], env=env)
+        # What runs after the last check of this task or an earlier one cannot change the first message.
+        result = run_step(mistake.step, tmp, extra=["-q", "--up-to-task", str(mistake.task)], env=env)
     return verdict_of(mistake, result)
 
 

@@ -104,6 +104,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--workbook-report", default=None, help="write per-task results as JSON to this file")
     group.addoption("--task", type=int, default=None, help="run only the checks of this task")
     group.addoption(
+        "--up-to-task",
+        type=int,
+        default=None,
+        help="stop after the last check of this task or an earlier one: the run as far as a learner "
+        "reads before the later tasks",
+    )
+    group.addoption(
         "--confinement",
         default=None,
         help="(grading) the grader's confinement file for the learner's processes",
@@ -234,8 +241,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = []
         return
     known = {task.number for task in run.step.tasks}
-    only = config.getoption("--task")
+    only, up_to = config.getoption("--task"), config.getoption("--up-to-task")
     left_out = [item for item in items if only is not None and _task_of(item) != only]
+    if up_to is not None:  # a prefix of the run, so that every check in it meets the same learner process
+        last = max((i for i, item in enumerate(items) if (_task_of(item) or 0) <= up_to), default=-1)
+        left_out = list(dict.fromkeys(left_out + items[last + 1 :]))
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if item not in left_out]

@@ -15,7 +15,7 @@ from workbook import catalogue, mistakes, pytest_plugin
 from workbook.judge import learner_process
 from workbook.judge.learner_process import Command, Harness
 from workbook.judge.logs import error_text, how_it_ended, last_exception, without_own_frames
-from workbook.runner import StepResult
+from workbook.runner import StepResult, run_step
 
 # --- the first-message rule (mistakes.verdict_of) ---------------------------------------------------------
 
@@ -238,3 +238,9 @@ def test_a_checks_message_names_no_internal_class_and_no_sentinel():
     assert message.startswith('ProgrammingError: relation "x" does not exist'), message
     assert "workbook." not in message and "-9" not in message and "killed by SIGKILL" in message
     assert 'relation "questions" does not exist' in message and "sqlalche.me" not in message
+
+
+def test_a_mistake_is_judged_on_the_steps_run_up_to_its_task():
+    # Step 1's checks in the order they run: tasks 1, 2, 3. Up to task 2, task 3's checks are left out.
+    result = run_step(catalogue.step(1), "solutions", extra=["-q", "--up-to-task", "2"])
+    assert result.task_done(1) and result.task_done(2) and result.task_counts(3) == (0, 0), result.output
