@@ -391,6 +391,8 @@ def test_main_reports_on_stderr(polls_process, tmp_path):
     sent = f"python -m aiohttpdemo_polls --config {missing.name} (a file that does not exist)"
     assert result.status == 2, (
         f"{sent}: expected exit status 2, but {result.ended}: {why_it_ended(result.output)}"
+        + ("\nHint: sys.exit(2) once the message is printed: main() must not go on to serve."
+           if result.timed_out else "")
     )
     assert missing.name in result.output, (
         f"{sent}: expected a message naming {missing.name} on stderr, stderr had: "
