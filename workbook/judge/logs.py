@@ -24,4 +24,6 @@ def last_exception(log: str, package: str = "aiohttpdemo_polls") -> str:
             place = f"{relative}, line {match['line']}"
     errors = [line.strip() for line in tail if line.strip() and not line.startswith((" ", "\t"))]
     last = errors[-1] if errors else ""
+    if last.startswith("(Background on this error at:"):  # SQLAlchemy ends on a link; its first line says why
+        last = next((line for line in reversed(errors) if line.startswith("sqlalchemy.")), last)
     return f"{place}: {last}" if place and last else last
