@@ -324,6 +324,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     quiet["postgres"].update(host="127.0.0.1", port=silent.getsockname()[1])
     launch("silent", quiet, short_timeout=True)
     launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
+    bad = valid_config(reachable, port=free_port())
+    bad["postgres"]["port"] = random.randint(65536, 99999)  # two refused fields: step 3's one line still
+    launch("bad-config", bad, watch_port=False)
     return launched
 
 
@@ -405,6 +408,20 @@ def test_silent_server_does_not_hang_the_app(startups):
     # seconds, imports included), and say so on stderr, in one line.
     status, output = ended(startups["silent"], SILENT_GIVE_UP)
     check_clear_failure(status, output, startups["silent"].database, where=" on stderr")
+
+
+@pytest.mark.task(3)
+def test_a_bad_config_still_ends_in_one_line(startups):
+    """Step 3's rule, kept by the settings.py given since: a refused config is one line, exit status 2."""
+    status, output = ended(startups["bad-config"])
+    refused = "postgres.port"
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and refused in lines[0], (
+        f"python -m aiohttpdemo_polls --config bad-config.yaml (postgres.port above 65535): expected one "
+        f"line naming {refused} and exit status 2, as in step 3, got exit status {status} and "
+        f"{len(lines)} lines:\n{output.strip()[-1000:]}\nHint: settings.py keeps step 3's rule: "
+        "ConfigError's message is one line, its problems joined with '; '."
+    )
 
 
 @pytest.mark.task(3)
