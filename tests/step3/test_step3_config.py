@@ -184,6 +184,7 @@ INVALID = {
     "missing-database": ("postgres.database", "postgres.database is missing",
                          lambda c: c["postgres"].pop("database"), None),
     "port-not-int": ("port", "port is not a number", lambda c: c.update(port=bad_text()), "port"),
+    "port-zero": ("port", "port is 0, below 1", lambda c: c.update(port=0), "port"),
     "port-too-big": ("port", "port is above 65535", lambda c: c.update(port=random.randrange(65536, 10**6)),
                      "port"),
     "db-port-zero": ("postgres.port", "postgres.port is 0, below 1", lambda c: c["postgres"].update(port=0),
