@@ -302,10 +302,16 @@ def not_held(held: Held) -> str:
 async def test_index_waits_for_postgres_without_blocking_the_loop(learner, polls_db):
     app = learner.serve(pool_config(polls_db, 1, 2))
     probe = f"/judge-probe-{random.randint(10**5, 10**6)}"
+    learner.blocking_calls()  # forget what came before this request
     async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
         if held.waiting is None:
             pytest.fail(not_held(held), pytrace=False)
         status = await answers_meanwhile(app.url + probe)
+    slept = learner.blocking_calls()
+    assert not slept, (
+        f"GET / called {slept[0]} on the event loop: time.sleep blocks the event loop, so while it sleeps "
+        "no other visitor is served. Hint: await asyncio.sleep(...) if a view must wait; better, do not wait."
+    )
     assert status is not None, (
         f"while GET / waited for PostgreSQL (the judge held a lock on the question table), GET {probe} "
         f"got no answer within {PROBE_SECONDS:.0f}s: the view blocks the event loop, so while it waits "
