@@ -68,6 +68,7 @@ event.listen(db.meta, "after_create", stop)
 engine = init_db.make_engine(load_config({path!r})["postgres"])
 try:
     init_db.create_tables(engine)
+    print("JUDGE: create_tables returned without calling meta.create_all")
 except JudgeStop:
     pass
 finally:
@@ -490,6 +491,9 @@ def test_create_tables_drops_and_creates_in_one_transaction(built, tree):
         pytest.fail(init_db_failure(built.init_db, "succeed a first time"), pytrace=False)
     before = table_rows(built.db)
     failed = finish(Command(tree, "-c", CREATE_FAILS.format(path=str(built.config_path))))
+    if "without calling meta.create_all" in failed.output:
+        pytest.fail("expected create_tables to build the tables with meta.create_all(conn), it returned "
+                    "without calling it", pytrace=False)  # fmt: skip
     left = sorted(tables(built.db) & {"question", "choice"})
     after = table_rows(built.db) if len(left) == 2 else None
     assert after == before, (
