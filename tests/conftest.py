@@ -126,6 +126,11 @@ class Learner:
         unraisable = reply.get("unraisable") if isinstance(reply, dict) else None
         return [str(item)[:500] for item in unraisable] if isinstance(unraisable, list) else []
 
+    def blocking_calls(self) -> list[str]:
+        """Blocking calls (time.sleep) the learner's code made on a running event loop since the last ask."""
+        reply = self._request("blocking", "asking the learner's process for blocking calls")
+        return [str(item)[:500] for item in reply] if isinstance(reply, list) else []
+
     def call(self, target: str, *args: Any, connection: ServedApp | None = None, times: int | None = None,
              describe_result: bool = False, **kwargs: Any) -> Any:  # fmt: skip
         """The learner's `target` ('settings:load_config') called with these arguments; its result.

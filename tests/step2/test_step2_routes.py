@@ -28,6 +28,18 @@ def shown(routes: list[dict]) -> str:
     ) or "no routes at all"  # fmt: skip
 
 
+def view_hint(status: int, body: str, no_route_hint: str) -> str:
+    """The real cause of a wrong answer to GET /: the route (404, 405) or the view behind it (task 1)."""
+    if status in (404, 405):
+        return no_route_hint
+    if status == 500:
+        return "the route exists but the view failed: finish task 1 first"
+    if status != 200:
+        return (f"the route reaches a view, but views.index answers {status}, not 200: fix the view "
+                "(task 1); web.Response(text=...) answers 200 unless you pass another status")  # fmt: skip
+    return f"the route reaches a view, but views.index answers {body[:80]!r}: fix the view (task 1)"
+
+
 # --- task 1: the view -----------------------------------------------------------------------------------
 
 
@@ -72,11 +84,7 @@ async def test_setup_routes_adds_named_index_route(learner):
 async def test_setup_routes_serves_hello_on_get(learner):
     app = learner.serve(setup=("routes:setup_routes",))
     status, _, body = await fetch(app.url + "/")
-    hint = (
-        "the route exists but the view failed: finish task 1 first"
-        if status == 500
-        else "setup_routes must add GET / -> index"
-    )
+    hint = view_hint(status, body, "setup_routes must add GET / -> index")
     assert (status, body) == (200, HELLO), (
         f"GET / on a new app passed to setup_routes: expected 200 {HELLO!r}, got {status} {body!r}. "
         f"Hint: {hint}."
@@ -106,11 +114,7 @@ async def test_only_get_root_is_routed(learner):
 async def test_init_app_serves_hello(learner):
     app = learner.serve(factory="main:init_app")
     status, _, body = await fetch(app.url + "/")
-    hint = (
-        "the app has a route for / but it failed: finish tasks 1 and 2"
-        if status == 500
-        else "init_app() must call setup_routes(app) before returning the app"
-    )
+    hint = view_hint(status, body, "init_app() must call setup_routes(app) before returning the app")
     assert (status, body) == (200, HELLO), (
         f"GET / on the app init_app() built: expected 200 {HELLO!r}, got {status} {body!r}. Hint: {hint}."
     )
@@ -176,7 +180,8 @@ async def test_main_serves_on_the_port_it_is_given(polls_process):
     )
     polls_process.wait_for_port(command, port)
     status, _, body = await fetch(f"http://127.0.0.1:{port}/")
+    no_route = "main() must serve the app init_app() builds, which calls setup_routes(app)"
     assert (status, body) == (200, HELLO), (
         f"expected the server main() started on port {port} to answer GET / with {HELLO!r}, "
-        f"got {status} {body!r}"
+        f"got {status} {body!r}. Hint: {view_hint(status, body, no_route)}."
     )

@@ -32,7 +32,7 @@ def random_config(**overrides: Any) -> dict[str, Any]:
             "password": secrets.token_urlsafe(9),
             "host": f"db-{word}.example",
             "port": random.randrange(1024, 65536),
-            "minsize": random.randrange(0, 3),
+            "minsize": random.randrange(1, 3),  # 0, the edge, is its own check (smallest-pool)
             "maxsize": random.randrange(3, 20),
         },
         "host": f"127.0.{random.randrange(256)}.{random.randrange(2, 255)}",
@@ -42,9 +42,13 @@ def random_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
-def write_config(path: Path, data: Any) -> Path:
-    """The judge writes the file (plain YAML it made itself); only its path goes to the learner."""
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+def write_config(path: Path, data: Any, encoding: str = "utf-8") -> Path:
+    """The judge writes the file (plain YAML it made itself); only its path goes to the learner.
+
+    Non-ASCII text is written as it is (allow_unicode), not escaped, so the file's encoding matters.
+    """
+    text = data if isinstance(data, str) else yaml.safe_dump(data, allow_unicode=True)
+    path.write_text(text, encoding=encoding)
     return path
 
 
@@ -111,6 +115,55 @@ def test_blank_password_loads(learner, tmp_path):
     )
 
 
+def ipv6_host(config: dict[str, Any]) -> None:
+    config["host"] = f"fd00::{secrets.token_hex(2)}"
+
+
+def edge_ports(port: int):
+    def change(config: dict[str, Any]) -> None:
+        config["port"] = config["postgres"]["port"] = port
+    return change
+
+
+def smallest_pool(config: dict[str, Any]) -> None:
+    config["postgres"].update(minsize=0, maxsize=1)
+
+
+def non_ascii_text(config: dict[str, Any]) -> None:
+    word = secrets.token_hex(2)
+    config["postgres"].update(database=f"sondage_été_{word}", password=f"mot-dé-passe-ü-{word}")
+
+
+# Every class of value the lesson accepts, at its edge. case: (what the file holds, the change, the hint)
+ACCEPTED = {
+    "ipv6-host": ("the app's host is an IPv6 address (the lesson asks for an IP address, IPv4 or IPv6)",
+                  ipv6_host, "t.IP takes IPv4 and IPv6 addresses; t.IPv4 refuses every IPv6 one"),
+    "highest-ports": ("port and postgres.port are 65535, the highest port", edge_ports(65535),
+                      "a port is between 1 and 65535, both included: t.Int(gte=1, lte=65535)"),
+    "lowest-ports": ("port and postgres.port are 1, the lowest port", edge_ports(1),
+                     "a port is between 1 and 65535, both included: t.Int(gte=1, lte=65535)"),
+    "smallest-pool": ("postgres.minsize 0 and postgres.maxsize 1, the smallest pool the lesson allows",
+                      smallest_pool, "minsize is 0 or more (gte=0), maxsize 1 or more (gte=1)"),
+    "utf8-text": ("postgres.database and postgres.password hold UTF-8 text with accents (é, ü)",
+                  non_ascii_text, "open the file with encoding='utf-8', whatever the machine's default is"),
+}  # fmt: skip
+
+
+@pytest.mark.task(1)
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_every_class_of_valid_value_loads(learner, tmp_path, case):
+    what, change, hint = ACCEPTED[case]
+    expected = random_config()
+    change(expected)
+    path = write_config(tmp_path / f"edge-{secrets.token_hex(2)}.yaml", expected)
+    try:
+        got = learner.call("settings:load_config", str(path))
+    except LearnerRaised as exc:
+        pytest.fail(f"{what}: expected load_config to accept it and return the file's content, it raised "
+                    f"{raised_text(exc.error)}\nHint: {hint}.", pytrace=False)  # fmt: skip
+    assert got == expected, f"{what}: expected load_config to return {expected}, got {got}\nHint: {hint}."
+
+
 @pytest.mark.task(1)
 def test_workbook_config_file_is_valid(learner, tree):
     root_config = tree.parents[1] / "config" / "polls.yaml"  # only its path: the judge never reads it
@@ -131,6 +184,7 @@ INVALID = {
     "missing-database": ("postgres.database", "postgres.database is missing",
                          lambda c: c["postgres"].pop("database"), None),
     "port-not-int": ("port", "port is not a number", lambda c: c.update(port=bad_text()), "port"),
+    "port-zero": ("port", "port is 0, below 1", lambda c: c.update(port=0), "port"),
     "port-too-big": ("port", "port is above 65535", lambda c: c.update(port=random.randrange(65536, 10**6)),
                      "port"),
     "db-port-too-big": ("postgres.port", "postgres.port is above 65535",
@@ -148,6 +202,15 @@ INVALID = {
                     lambda c: c.update(host=f"not an address {secrets.token_hex(2)}"), "host"),
     "misspelt-key": ("prot", "the key prot is a misspelt port (unknown keys must be refused)",
                      lambda c: c.update(prot=random.randrange(1024, 65536)), None),
+    "misspelt-postgres-key": ("postgres.pasword", "the key postgres.pasword is a misspelt password (unknown "
+                              "keys must be refused, in the postgres section too)",
+                              lambda c: c["postgres"].update(pasword=secrets.token_hex(4)), None),
+    "blank-database": ("postgres.database", "postgres.database is blank (only the password may be empty)",
+                       lambda c: c["postgres"].update(database=""), None),
+    "blank-user": ("postgres.user", "postgres.user is blank (only the password may be empty)",
+                   lambda c: c["postgres"].update(user=""), None),
+    "blank-db-host": ("postgres.host", "postgres.host is blank (only the password may be empty)",
+                      lambda c: c["postgres"].update(host=""), None),
 }  # fmt: skip
 
 
@@ -172,6 +235,23 @@ def test_invalid_values_name_the_field_value_and_file(learner, tmp_path, case):
         assert str(value) in message, (
             f"expected the error to show the refused value {value!r} of {field}, got: {message}. "
             "Hint: exc.as_dict(value=True) adds 'got ...' to each problem."
+        )
+
+
+REQUIRED = ["postgres", *(f"postgres.{key}" for key in random_config()["postgres"]), "host", "port"]
+
+
+@pytest.mark.task(1)
+def test_every_key_is_required(learner, tmp_path):
+    for field in REQUIRED:
+        config = random_config()
+        section, _, key = field.rpartition(".")
+        (config[section] if section else config).pop(key)
+        name = f"incomplete-{secrets.token_hex(2)}.yaml"
+        problem = f"{field} is missing from {name} (every key is required: give none of them a default)"
+        message = config_error(learner, write_config(tmp_path / name, config), problem)
+        assert field in message and name in message, (
+            f"{problem}: expected the error to name the field {field!r} and the file, got: {message}"
         )
 
 
@@ -233,6 +313,18 @@ def test_binary_file_names_the_file(learner, tmp_path):
     path.write_bytes(bytes(range(256)))
     message = config_error(learner, path, "picture.yaml holds binary data, not UTF-8 text")
     assert "picture.yaml" in message, f"expected the error to name picture.yaml, got: {message}"
+
+
+@pytest.mark.task(1)
+def test_file_in_another_encoding_is_refused(learner, tmp_path):
+    """The same YAML saved as Latin-1: 'é' is the byte 0xE9, which is not UTF-8."""
+    config = random_config()
+    non_ascii_text(config)
+    name = f"latin-1-{secrets.token_hex(2)}.yaml"
+    path = write_config(tmp_path / name, config, encoding="latin-1")
+    problem = f"{name} is Latin-1 text, not UTF-8 (open the file with encoding='utf-8')"
+    message = config_error(learner, path, problem)
+    assert name in message, f"{problem}: expected the error to name {name}, got: {message}"
 
 
 @pytest.mark.task(1)

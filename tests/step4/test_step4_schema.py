@@ -53,6 +53,27 @@ END $$;
 CREATE TRIGGER judge_interloper AFTER INSERT ON question FOR EACH ROW WHEN (pg_trigger_depth() < 1)
     EXECUTE FUNCTION judge_interloper();
 """
+# Runs in the learner's process: the learner's create_tables, on tables that hold rows, with create_all made
+# to fail once it has created every table (as a full disk or a lost connection would). In one transaction
+# the drop is rolled back with it and the old tables stay.
+CREATE_FAILS = """
+from sqlalchemy import event
+from aiohttpdemo_polls import db, init_db
+from aiohttpdemo_polls.settings import load_config
+class JudgeStop(Exception):
+    pass
+def stop(target, connection, **kw):
+    raise JudgeStop("the judge makes create_all fail here")
+event.listen(db.meta, "after_create", stop)
+engine = init_db.make_engine(load_config({path!r})["postgres"])
+try:
+    init_db.create_tables(engine)
+    print("JUDGE: create_tables returned without calling meta.create_all")
+except JudgeStop:
+    pass
+finally:
+    engine.dispose()
+"""
 # Runs in the learner's process when init_db could not build the tables: the learner's meta, created.
 CREATE_ALL = """
 from sqlalchemy import create_engine
@@ -84,17 +105,26 @@ class Built:
     config_path: Path
     init_db: Finished
     question_start: int
+    choice_start: int
     init_db_built_tables: bool
     fallback: Finished | None
     questions: list[tuple]
     choices: list[tuple]
     unreachable: Finished
     unreachable_config: dict
+    # The last id each table's sequence handed out when init_db had run (None: no sequence found).
+    sequence_ends: dict[str, int | None]
 
 
 def tables(db: Database) -> set[str]:
     rows = db.execute("SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'public'")
     return {name for (name,) in rows}
+
+
+def sequence_end(db: Database, table: str) -> int | None:
+    """The last value the id sequence of `table` handed out, or None if it has none."""
+    [(name,)] = db.execute(f"SELECT pg_catalog.pg_get_serial_sequence('public.{table}', 'id')")
+    return db.execute(f"SELECT last_value FROM {name}")[0][0] if name else None
 
 
 def table_rows(db: Database) -> tuple[list[tuple], list[tuple]]:
@@ -120,6 +150,7 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
     finished = finish(busy)
     built_tables = {"question", "choice"} <= tables(pg_database)
     questions, choices = table_rows(pg_database) if built_tables else ([], [])
+    ends = {name: sequence_end(pg_database, name) for name in ("question", "choice")} if built_tables else {}
     fallback = None
     if built_tables:  # the judge's own extras go; the learner's rows stay as init_db left them
         pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper ON public.question")
@@ -130,8 +161,8 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
         dsn = {key: params[key] for key in ("host", "port", "user", "password") if params[key]}
         dsn["dbname"] = params["database"]
         fallback = finish(Command(tree, "-c", CREATE_ALL.format(dsn=dsn)))
-    yield Built(pg_database, path, finished, question_start + 1, built_tables, fallback, questions, choices,
-                finish(unreachable), unreachable_config)  # fmt: skip
+    yield Built(pg_database, path, finished, question_start + 1, choice_start + 1, built_tables, fallback,
+                questions, choices, finish(unreachable), unreachable_config, ends)  # fmt: skip
 
 
 @pytest.fixture
@@ -216,6 +247,17 @@ def refuse_missing(db: Database, insert: str, what: str, hint: str) -> None:
 def init_db_failure(finished: Finished, what: str) -> str:
     return (f"expected `python -m aiohttpdemo_polls.init_db --config FILE` to {what}; "
             f"{finished.ended}: {why_it_ended(finished.output)}")  # fmt: skip
+
+
+def nothing_committed(built: Built) -> str:
+    """Why the tables are empty although init_db exited 0 and said it was done."""
+    said = built.init_db.output.strip().splitlines()[-1:] or ["nothing"]
+    return (
+        f"`python -m aiohttpdemo_polls.init_db` exited 0 and said {said[0]!r}, but the question table is "
+        "empty: nothing was committed, so PostgreSQL rolled the inserts back when the connection closed. "
+        "Hint: insert inside `with engine.begin() as conn:`, which commits when the block ends; "
+        "`engine.connect()` commits nothing unless you call conn.commit()."
+    )
 
 
 def sample_polls(questions: list[tuple], choices: list[tuple]) -> list[tuple]:
@@ -359,9 +401,12 @@ def test_deleting_a_question_deletes_its_choices(schema):
             cur.execute("SELECT choice_text FROM public.choice WHERE question_id = %s", (question_id,))
             left = cur.fetchall()
         except psycopg2.Error as exc:
+            no_votes = isinstance(exc, psycopg2.errors.NotNullViolation) and "votes" in str(exc)
+            hint = ("server_default='0' gives votes its default in PostgreSQL" if no_votes
+                    else "ForeignKey('question.id', ondelete='CASCADE')")  # fmt: skip
             pytest.fail(
-                f"expected a question with two choices to be inserted and deleted, PostgreSQL said: "
-                f"{str(exc).strip()}. Hint: ForeignKey('question.id', ondelete='CASCADE').",
+                f"expected a question with two choices (no votes given) to be inserted and deleted, "
+                f"PostgreSQL said: {str(exc).strip()}. Hint: {hint}.",
                 pytrace=False,
             )
     assert left == [], f"expected a question's choices to go with it, these stayed: {left}"
@@ -385,7 +430,7 @@ def test_init_db_script_creates_tables_and_sample_data(built):
     )
     assert built.init_db.status == 0, init_db_failure(built.init_db, "succeed")
     sample = [q for q in built.questions if q[1] != INTERLOPER]
-    assert sample, "expected init_db to insert at least one sample question, the question table is empty"
+    assert sample, nothing_committed(built)
     ids = {row[0] for row in sample}
     strays = [row for row in built.choices if row[3] not in ids]
     assert not strays, (
@@ -408,14 +453,21 @@ def test_sample_data_uses_the_ids_postgres_returns(built):
     if not built.init_db_built_tables:
         pytest.fail(init_db_failure(built.init_db, "create the tables first"), pytrace=False)
     sample = [q for q in built.questions if q[1] != INTERLOPER]
-    assert built.init_db.status == 0 and sample, init_db_failure(built.init_db, "succeed") + (
+    assert built.init_db.status != 0 or sample, nothing_committed(built)
+    assert built.init_db.status == 0, init_db_failure(built.init_db, "succeed") + (
         f"\nWith question ids starting at {built.question_start}, not 1. Hint: "
         "insert(question).values(...).returning(question.c.id) tells you the id; never assume 1."
     )
-    assert sample[0][0] >= built.question_start, (
-        f"expected the first sample question to get an id from PostgreSQL's sequence (from "
-        f"{built.question_start} in this run), got {sample[0][0]}. Hint: do not insert ids yourself."
-    )
+    for table, rows, start in (("question", sample, built.question_start),
+                               ("choice", built.choices, built.choice_start)):  # fmt: skip
+        ids, end = sorted(row[0] for row in rows), built.sequence_ends.get(table)
+        assert end is not None and all(start <= row_id <= end for row_id in ids), (
+            f"expected every sample {table} to get its id from PostgreSQL's sequence (from {start} on in "
+            f"this run; it stood at {end} after init_db), got the ids {ids}: ids of your own leave the "
+            f"sequence behind, and the next "
+            f"{table} inserted without an id collides with one of yours. Hint: do not insert ids yourself; "
+            "leave id out of insert(...).values(...) and take it from RETURNING."
+        )
 
 
 @pytest.mark.task(3)
@@ -428,6 +480,28 @@ def test_init_db_reports_an_unreachable_database(built):
     assert database in result.output and "Traceback" not in result.output, (
         f"expected one clear line naming the database {database!r} and no traceback, got:\n"
         f"{why_it_ended(result.output)}\nHint: catch sqlalchemy.exc.OperationalError in main()."
+    )
+
+
+@pytest.mark.task(3)
+def test_create_tables_drops_and_creates_in_one_transaction(built, tree):
+    """A failure while creating must leave the old tables: drop and create commit together or not at all."""
+    if not built.init_db_built_tables or built.init_db.status != 0:
+        pytest.fail(init_db_failure(built.init_db, "succeed a first time"), pytrace=False)
+    before = table_rows(built.db)
+    failed = finish(Command(tree, "-c", CREATE_FAILS.format(path=str(built.config_path))))
+    if "without calling meta.create_all" in failed.output:
+        pytest.fail("expected create_tables to build the tables with meta.create_all(conn), it returned "
+                    "without calling it", pytrace=False)  # fmt: skip
+    left = sorted(tables(built.db) & {"question", "choice"})
+    after = table_rows(built.db) if len(left) == 2 else None
+    assert after == before, (
+        "the judge made meta.create_all() fail once it had created the tables (as a lost connection "
+        f"would), while create_tables rebuilt tables that held rows: expected the drop to be rolled back "
+        f"with it and the old rows to stay, found {f'the tables {left}' if left else 'no tables'}"
+        f"{' with other rows' if after is not None else ''}; it printed: {why_it_ended(failed.output)}. "
+        "Hint: drop and create in one transaction: meta.drop_all(conn) and meta.create_all(conn) inside "
+        "one `with engine.begin() as conn:`, never on the engine or in two blocks."
     )
 
 

@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import Database, step_run, valid_config, why_it_ended
+from tests.conftest import Database, http_session, step_run, valid_config, why_it_ended
+from tests.held_query import PROBE_SECONDS, Held, answers_meanwhile, client_backends, held_in_postgres
 from workbook.judge.learner_process import Command
 from workbook.pg import free_port
 
@@ -273,8 +274,76 @@ async def test_index_gives_its_connection_back(learner, polls_db):
                         pytrace=False)  # fmt: skip
     statuses = sorted({answer.status for answer in answers})
     assert statuses == [200], f"expected {wanted} GET / at once to answer 200, got statuses {statuses}"
+    # PostgreSQL lists a backend a moment after its client has gone: only connections that stay count.
+    deadline = time.monotonic() + 2.0
     count = app_connections(polls_db) - before
-    assert count <= maxsize, f"expected at most maxsize={maxsize} connections under load, found {count}"
+    while count > maxsize and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        count = app_connections(polls_db) - before
+    assert count <= maxsize, (
+        f"expected at most maxsize={maxsize} connections once {wanted} requests were answered, {count} "
+        "stayed open: the ones beyond the pool's come from an engine of its own (or a connection of its "
+        "own) that the view opens per request and never closes. "
+        "Hint: async with request.app[db.DB_KEY].acquire() as conn."
+    )
+
+
+def not_held(held: Held) -> str:
+    """Why GET / could not be held inside PostgreSQL: it answered without reading, or never got there."""
+    if held.answered is not None:
+        status, body = held.answered
+        return (
+            f"while the judge held a lock on the question table, GET / answered {status} {body[:100]!r} "
+            "without waiting for it: expected the index to read the questions from PostgreSQL on every "
+            "request. Hint: select(db.question) on a connection from request.app[db.DB_KEY]."
+        )
+    return "expected GET / to query the question table, it did not reach PostgreSQL within 10 s"
+
+
+@pytest.mark.task(2)
+async def test_index_waits_for_postgres_without_blocking_the_loop(learner, polls_db):
+    app = learner.serve(pool_config(polls_db, 1, 2))
+    probe = f"/judge-probe-{random.randint(10**5, 10**6)}"
+    learner.blocking_calls()  # forget what came before this request
+    async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
+        if held.waiting is None:
+            pytest.fail(not_held(held), pytrace=False)
+        status = await answers_meanwhile(app.url + probe)
+    slept = learner.blocking_calls()
+    assert not slept, (
+        f"GET / called {slept[0]} on the event loop: time.sleep blocks the event loop, so while it sleeps "
+        "no other visitor is served. Hint: await asyncio.sleep(...) if a view must wait; better, do not wait."
+    )
+    assert status is not None, (
+        f"while GET / waited for PostgreSQL (the judge held a lock on the question table), GET {probe} "
+        f"got no answer within {PROBE_SECONDS:.0f}s: the view blocks the event loop, so while it waits "
+        "no other visitor is served. Hint: await the query on a connection from the app's aiopg engine; "
+        "never a synchronous driver in a view (psycopg2.connect, step 4's make_engine), nor time.sleep "
+        "or a blocking file read."
+    )
+
+
+@pytest.mark.task(2)
+async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db):
+    size = random.randint(2, 3)  # minsize = maxsize: the engine opens every connection it will ever use
+    before = client_backends(polls_db)
+    app = learner.serve(pool_config(polls_db, size, size))
+    deadline = time.monotonic() + 3.0  # the engine has opened them by now; PostgreSQL may list them late
+    pool = client_backends(polls_db) - before
+    while len(pool) < size and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        pool = client_backends(polls_db) - before
+    async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
+        if held.waiting is None:
+            pytest.fail(not_held(held), pytrace=False)
+    assert held.waiting in pool, (
+        f"GET / (while the judge held a lock on the question table) waited on a connection the app's "
+        f"engine did not open (the engine's {size} connections, minsize = maxsize = {size}, are the "
+        f"backends {sorted(pool)}; the query waited on {held.waiting}): the view opened an engine of its "
+        "own, or a connection of its own, for the request. Connecting costs far more than the query, and "
+        "under load such connections pile up past PostgreSQL's limit. "
+        "Hint: async with request.app[db.DB_KEY].acquire() as conn."
+    )
 
 
 # --- task 3: a clear stop when the database cannot be reached --------------------------------------------
@@ -326,6 +395,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     quiet["postgres"].update(host="127.0.0.1", port=silent.getsockname()[1])
     launch("silent", quiet, short_timeout=True)
     launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
+    bad = valid_config(reachable, port=free_port())
+    bad["postgres"]["port"] = random.randint(65536, 99999)  # two refused fields: step 3's one line still
+    launch("bad-config", bad, watch_port=False)
     return launched
 
 
@@ -407,6 +479,20 @@ def test_silent_server_does_not_hang_the_app(startups):
     # seconds, imports included), and say so on stderr, in one line.
     status, output = ended(startups["silent"], SILENT_GIVE_UP)
     check_clear_failure(status, output, startups["silent"].database, where=" on stderr")
+
+
+@pytest.mark.task(3)
+def test_a_bad_config_still_ends_in_one_line(startups):
+    """Step 3's rule, kept by the settings.py given since: a refused config is one line, exit status 2."""
+    status, output = ended(startups["bad-config"])
+    refused = "postgres.port"
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and refused in lines[0], (
+        f"python -m aiohttpdemo_polls --config bad-config.yaml (postgres.port above 65535): expected one "
+        f"line naming {refused} and exit status 2, as in step 3, got exit status {status} and "
+        f"{len(lines)} lines:\n{output.strip()[-1000:]}\nHint: settings.py keeps step 3's rule: "
+        "ConfigError's message is one line, its problems joined with '; '."
+    )
 
 
 @pytest.mark.task(3)

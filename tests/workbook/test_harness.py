@@ -36,6 +36,10 @@ def huge():
 def sleeps():
     time.sleep(60)
 
+async def naps():
+    time.sleep(0)
+    return 1
+
 def dies():
     os._exit(9)
 
@@ -88,6 +92,13 @@ def test_calls_return_plain_json(harness):
     assert harness.request("call", target="things:add", args=[2, 3]) == 5
     assert harness.request("call", target="things:later", args=["v"]) == {"value": "v", "when": "2024-02-29"}
     assert harness.request("call", target="things:add", args=[1, 1], times=3) == [2, 2, 2]
+
+
+def test_a_sleep_on_the_event_loop_is_noted_with_its_place(harness):
+    assert harness.request("call", target="things:naps") == 1
+    noted = harness.request("blocking")
+    assert len(noted) == 1 and noted[0].startswith("time.sleep(0) at aiohttpdemo_polls/things.py, line ")
+    assert harness.request("blocking") == []  # each note is handed over once
 
 
 def test_a_raise_comes_back_as_type_message_and_place(harness):

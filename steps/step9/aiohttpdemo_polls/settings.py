@@ -72,13 +72,13 @@ def load_config(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: this is not a UTF-8 text file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: this is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # its message spans lines: fold it into one
+        raise ConfigError(f"{path}: this is not valid YAML: {' '.join(str(exc).split())}") from None
     try:
         return CONFIG_SCHEMA.check(data)
-    except t.DataError as exc:
-        problems = "\n  ".join(_describe_errors(exc.as_dict(value=True)))
-        raise ConfigError(f"{path}: invalid configuration:\n  {problems}") from None
+    except t.DataError as exc:  # as_dict(value=True): each refused field with the value it got
+        problems = "; ".join(_describe_errors(exc.as_dict(value=True)))
+        raise ConfigError(f"{path}: invalid configuration: {problems}") from None
 
 
 def get_config(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -91,5 +91,5 @@ def get_config(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for location in CONFIG_LOCATIONS:
         if location.is_file():
             return load_config(location)
-    searched = "\n  ".join(str(location) for location in CONFIG_LOCATIONS)
-    raise ConfigError(f"no configuration file found. Looked in:\n  {searched}\nor pass --config PATH")
+    searched = ", ".join(str(location) for location in CONFIG_LOCATIONS)
+    raise ConfigError(f"no configuration file found (looked in {searched}); pass --config PATH to name one")
