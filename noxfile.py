@@ -352,7 +352,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """What CI runs: lint, the tooling's own tests, the integrity matrix, then every notebook."""
-    install(session, "notebooks", "lint", "learner")
+    install(session, "notebooks", "lint", "learner", "mutants")
     step_envs(session)
     run_ruff(session)
     session.run("python", "-m", "pytest", "tests/workbook", "-q")
