@@ -42,12 +42,16 @@ from typing import Any
 
 import jinja2
 import libcst as cst
-import tomllib
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from . import catalogue, starter
 from .mistakes import solution_copy
 from .runner import RunningSuites, run_step, shared_server
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - pytest depends on tomli on 3.10
+    import tomli as tomllib
 
 EQUIVALENT_FILE = catalogue.ROOT / "tests" / "mutants" / "equivalent.toml"
 # A mutant that is still running after this is stopped and counted as timed out: a step takes seconds, and
