@@ -177,6 +177,12 @@ def test_every_solution_has_mutants_in_every_step(every_mutant: mutants.Generate
     assert len({m.id for m in generated.mutants}) == len(generated.mutants)
 
 
+def test_the_reviewed_equivalents_name_existing_mutants(every_mutant: mutants.Generated):
+    """A record that names no mutant any more describes code that has changed: it must be reviewed again."""
+    recorded = mutants.load_equivalents()
+    assert mutants.stale_entries(recorded, every_mutant.mutants, catalogue.steps()) == []
+
+
 def test_the_sample_is_the_same_draw_every_time_and_at_most_k_per_step(every_mutant: mutants.Generated):
     generated = every_mutant
     first = [m.id for m in mutants.sample(generated.mutants, 10, seed=19)]
