@@ -314,6 +314,16 @@ def run_ruff(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing: every task region of the solutions mutated, each mutant judged as a learner's tree.
+
+    `-- 3` or `-- 3-5` for some steps; also `--sample K --seed S`, `--list`, `--jobs J`, `--out FILE`."""
+    install(session, "mutants")
+    step_envs(session)
+    workbook(session, "mutants", *session.posargs)
+
+
+@nox.session(default=False)
 def notebooks(session: nox.Session) -> None:
     """Execute every companion notebook against the solutions (`-- --tree steps` for yours)."""
     install(session, "notebooks")
@@ -342,7 +352,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """What CI runs: lint, the tooling's own tests, the integrity matrix, then every notebook."""
-    install(session, "notebooks", "lint", "learner")
+    install(session, "notebooks", "lint", "learner", "mutants")
     step_envs(session)
     run_ruff(session)
     session.run("python", "-m", "pytest", "tests/workbook", "-q")

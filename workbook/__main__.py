@@ -62,6 +62,12 @@ def _integrity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mutants(args: argparse.Namespace) -> int:
+    from . import mutants  # needs libcst, installed by the mutants and tests sessions only
+
+    return mutants.main(args)
+
+
 def _build(args: argparse.Namespace) -> int:
     result = starter.build(force=args.force)
     if result.learner_edits and not args.force:
@@ -183,6 +189,19 @@ def main(argv: list[str] | None = None) -> int:
         help="rewrite tests/baseline.json from this run (after a deliberate change)",
     )
     check_all.set_defaults(handler=_integrity)
+
+    mutating = commands.add_parser("mutants", help="mutation-test the suites (nox -s mutants)")
+    mutating.add_argument("steps", nargs="?", help="a step or a range such as 3 or 3-5 (default: all)")
+    mutating.add_argument("--sample", type=int, metavar="K", help="judge at most K mutants per step")
+    mutating.add_argument("--seed", type=int, default=19, help="the seed of --sample's draw (default 19)")
+    mutating.add_argument("--list", action="store_true", help="list the mutants, judge none")
+    mutating.add_argument("--id", action="append", help="judge only this mutant (repeatable)")
+    mutating.add_argument("--jobs", type=int, default=2, help="mutants judged at once (default 2)")
+    mutating.add_argument(
+        "--timeout", type=float, help="seconds a mutant's run may take before it counts as timed out (60)"
+    )
+    mutating.add_argument("--out", type=Path, help="write the run as JSON to this file")
+    mutating.set_defaults(handler=_mutants)
 
     build = commands.add_parser("build", help="regenerate steps/ from solutions/")
     build.add_argument("--force", action="store_true", help="overwrite starters a learner has edited")

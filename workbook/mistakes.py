@@ -86,12 +86,21 @@ def load(steps: Sequence[catalogue.Step] | None = None) -> list[Mistake]:
     return sorted(found, key=lambda m: (m.step.number, m.task, m.name))
 
 
+def solution_copy(step: catalogue.Step, workbook_copy: Path) -> Path:
+    """Copy the step's solution into workbook_copy/steps/stepN, beside the workbook's config/ as in a
+    learner's copy; the step folder."""
+    tree = step.tree(workbook_copy, "steps")
+    shutil.copytree(
+        step.tree(catalogue.ROOT, "solutions"), tree, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    if not (workbook_copy / "config").exists():
+        shutil.copytree(catalogue.ROOT / "config", workbook_copy / "config")
+    return tree
+
+
 def apply(mistake: Mistake, workbook_copy: Path) -> Path:
     """Copy the step's solution into workbook_copy/steps/stepN and apply the patch; the step folder."""
-    tree = mistake.step.tree(workbook_copy, "steps")
-    shutil.copytree(mistake.step.tree(catalogue.ROOT, "solutions"), tree)
-    if not (workbook_copy / "config").exists():  # the workbook's config/, as in a learner's copy
-        shutil.copytree(catalogue.ROOT / "config", workbook_copy / "config")
+    tree = solution_copy(mistake.step, workbook_copy)
     # `git apply` works outside a repository too; it ignores the header lines before the diff.
     done = subprocess.run(
         ["git", "apply", "-p1", "--whitespace=nowarn", str(mistake.path)],

@@ -117,6 +117,37 @@ def render(text: str, step: int, where: str, *, keep_solution: bool = False) -> 
     return "".join(out), tasks
 
 
+@dataclass(frozen=True)
+class TaskRegion:
+    """The finished code of one task region: lines `first` to `last` of its file (1-based, inclusive), the
+    markers and the stub section left out. workbook/mutants.py mutates these lines and no others."""
+
+    task: int
+    first: int
+    last: int
+
+
+def task_regions(text: str, where: str) -> list[TaskRegion]:
+    """Every task region of a solution file, in file order; MarkerError when its markers do not pair up."""
+    render(text, 0, where)  # the one place that validates markers
+    found: list[TaskRegion] = []
+    task = start = 0
+    code_end: int | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        kind, match = _classify(line)
+        if kind == "start":
+            assert match is not None
+            opened = _START.match(match["body"])
+            assert opened is not None
+            task, start, code_end = int(opened["task"]), number, None
+        elif kind == "stub" and start:
+            code_end = number - 1
+        elif kind == "end" and start:
+            found.append(TaskRegion(task, start + 1, number - 1 if code_end is None else code_end))
+            start = 0
+    return found
+
+
 def _starter_lines(region: _Region, step: int) -> list[str]:
     todo = f"TODO (step {step}, task {region.task}): {region.todo}"
     lines = [f"{region.indent}{region.opener} {todo}{_CLOSERS[region.opener]}\n"]
