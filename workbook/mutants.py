@@ -327,6 +327,7 @@ TEXT = re.compile(r">(?P<text>[^<>{}]*[^<>{}\s][^<>{}]*)<")
 
 
 def _spans(pattern: re.Pattern[str], text: str, group: str) -> Iterator[tuple[int, int]]:
+    """Where one group of each match of `pattern` lies in `text`."""
     for match in pattern.finditer(text):
         yield match.start(group), match.end(group)
 
@@ -393,6 +394,7 @@ def template_changes(text: str, regions: Sequence[starter.TaskRegion]) -> Iterat
 
 
 def template_is_valid(text: str) -> bool:
+    """Parses as Jinja (nothing rendered): a broken tag is a typo the learner sees at once, not a mistake."""
     try:
         jinja2.Environment().parse(text)
     except jinja2.TemplateSyntaxError:
@@ -526,6 +528,7 @@ class Outcome:
 
 
 def first_failure(report: dict[str, Any]) -> str:
+    """The node id of the first check that did not pass: which check killed the mutant."""
     for test in report.get("tests", []):
         if test.get("outcome") not in ("passed", "skipped", "not run"):
             return str(test.get("nodeid", ""))

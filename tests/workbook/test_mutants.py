@@ -249,3 +249,15 @@ def test_real_mutants_through_the_real_engine(capsys: pytest.CaptureFixture[str]
     assert "1 survivor(s)" in shown and harmless.id in shown
     assert "solutions/step1/aiohttpdemo_polls/main.py:10" in shown
     assert "+     # a comment changes nothing" in shown
+
+
+def test_the_command_lists_a_steps_mutants_and_refuses_an_unknown_id(capsys: pytest.CaptureFixture[str]):
+    from workbook.__main__ import main
+
+    assert main(["mutants", "1", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{GOOD_ID}  solutions/step1/aiohttpdemo_polls/main.py:19" in listed
+    assert '+ app.add_routes([web.get("", index)])' in listed
+    assert "step 1: " in listed and "step 2: " not in listed
+    assert main(["mutants", "1", "--id", "step1:nowhere.py:task1.1:string:0"]) == 2
+    assert "no such mutant: step1:nowhere.py:task1.1:string:0" in capsys.readouterr().err
