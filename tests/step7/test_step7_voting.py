@@ -11,6 +11,8 @@ import asyncio
 import random
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,6 +23,7 @@ from tests.conftest import (
     ServedApp,
     around,
     http_session,
+    judge_connect,
     page_text,
     status_with_a_broken_database,
     valid_config,
@@ -212,6 +215,93 @@ def test_concurrent_votes_are_all_counted(learner, busy_app, polls_db, judge_pol
         f"pool of 10 connections) to add {CONCURRENT_VOTES} votes, they added {added}: some were lost. "
         "Hint: do not read the count and write it back; let PostgreSQL add 1 in one statement: "
         ".values(votes=choice.c.votes + 1)."
+    )
+
+
+OTHER_VOTES = 5  # the votes the judge's own transaction adds while vote() runs
+LOCK_WAIT = 10.0  # seconds for vote() to reach the row the judge holds (it is one UPDATE away)
+
+
+def votes_of_a_vote_during_another_transaction(learner, app, db, question_id: int, choice_id: int) -> int:
+    """The count of `choice_id` after vote() ran while another transaction (the judge's, as another app
+    process or program would) had added OTHER_VOTES to it and not yet committed. The judge commits once
+    vote() waits for that row's lock (or has returned): an UPDATE that adds 1 in PostgreSQL then adds to
+    the committed count, a count read before and written back drops the other votes."""
+    other = judge_connect(db.server.dsn(db.name))
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            learner.call("db:vote", question_id, choice_id, connection=app)
+        except LearnerRaised as exc:
+            outcome["raised"] = exc
+        except BaseException as exc:  # pytest.fail from the learner's process dying: shown below
+            outcome["failed"] = exc
+
+    caller = threading.Thread(target=run, daemon=True)
+    try:
+        with other.cursor() as cur:
+            cur.execute("UPDATE public.choice SET votes = votes + %s WHERE id = %s", (OTHER_VOTES, choice_id))
+        caller.start()
+        deadline = time.monotonic() + LOCK_WAIT
+        while caller.is_alive() and time.monotonic() < deadline:
+            waiting = db.execute(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )[0][0]
+            if waiting:
+                break
+            time.sleep(0.01)
+        other.commit()
+        caller.join(LOCK_WAIT)
+    finally:
+        other.close()
+    if caller.is_alive():
+        pytest.fail(f"vote(conn, {question_id}, {choice_id}) did not return within {LOCK_WAIT:.0f} s after "
+                    "the judge's transaction ended", pytrace=False)  # fmt: skip
+    if "failed" in outcome:
+        raise outcome["failed"]  # type: ignore[misc]
+    if "raised" in outcome:
+        exc = outcome["raised"]
+        pytest.fail(f"vote(conn, {question_id}, {choice_id}) raised {exc.name}: {exc.message}",  # type: ignore[attr-defined]
+                    pytrace=False)  # fmt: skip
+    return votes(db)[choice_id]
+
+
+@pytest.mark.task(1)
+def test_a_vote_during_another_transaction_keeps_its_votes(learner, polls_app, polls_db, judge_poll):
+    choice_id = judge_poll.choice_ids[0]
+    before = votes(polls_db)[choice_id]
+    after = votes_of_a_vote_during_another_transaction(learner, polls_app, polls_db, judge_poll.id, choice_id)
+    expected = before + OTHER_VOTES + 1
+    assert after == expected, (
+        f"another transaction (as another process of your app would) added {OTHER_VOTES} votes to choice "
+        f"{choice_id} ({before} -> {before + OTHER_VOTES}) while vote(conn, {judge_poll.id}, {choice_id}) "
+        f"ran; expected {expected} once both were done, got {after}: vote() read the count before the other "
+        "transaction committed and wrote its own number back, so those votes were lost. A lock inside your "
+        "app (asyncio.Lock) cannot prevent that: other processes and programs write to the same table. "
+        "Hint: one UPDATE in which PostgreSQL adds the vote, .values(votes=choice.c.votes + 1)."
+    )
+
+
+@pytest.mark.task(1)
+@pytest.mark.parametrize("which", ["choice_id", "question_id"])
+def test_vote_never_runs_its_arguments_as_sql(learner, polls_app, polls_db, judge_poll, which):
+    # As text: a value to compare with, never a piece of SQL. Spliced into the WHERE, "OR TRUE" matches
+    # every choice of the poll (or every choice at all).
+    args = {"question_id": judge_poll.id, "choice_id": missing(polls_db, "choice")}
+    args[which] = f"{args[which]} OR TRUE"
+    shown = f"vote(conn, {args['question_id']!r}, {args['choice_id']!r})"
+    before = votes(polls_db)
+    try:
+        learner.call("db:vote", args["question_id"], args["choice_id"], connection=polls_app)
+    except LearnerRaised:
+        pass  # RecordNotFound, or PostgreSQL refusing the text as an integer: both are safe
+    after = votes(polls_db)
+    assert after == before, (
+        f"{shown} changed the votes (choice id: before -> after) {changes(before, after)}: the text "
+        f"passed as {which} became part of the SQL (SQL injection). Hint: build the UPDATE with SQLAlchemy "
+        "expressions, update(choice).where(choice.c.id == choice_id, ...), never with f-strings or text()."
     )
 
 
@@ -414,6 +504,24 @@ async def test_concurrent_votes_over_http_are_all_counted(busy_client, polls_db,
     )
 
 
+@pytest.mark.task(2)
+async def test_vote_of_a_broken_database_is_not_a_missing_choice(polls_client, polls_db, judge_poll):
+    choice_id = judge_poll.choice_ids[1]
+    path = f"/poll/{judge_poll.id}/vote"
+    polls_db.execute("ALTER TABLE public.choice RENAME COLUMN votes TO renamed_by_the_judge")
+    try:
+        response = await post_vote(polls_client, judge_poll.id, str(choice_id))
+        status, body = response.status, await response.text()
+    finally:
+        polls_db.execute("ALTER TABLE public.choice RENAME COLUMN renamed_by_the_judge TO votes")
+    assert status != 404, (
+        f"with the votes column renamed (the database is broken, choice {choice_id} of poll {judge_poll.id} "
+        f"exists), expected POST {path} (choice={choice_id}) to fail as a server error, got a 404 that "
+        f"blames the visitor: {body[:200]!r}. Hint: catch only db.RecordNotFound in the vote view, not "
+        "every exception: a broken database is never a 404."
+    )
+
+
 # --- task 3: the results page -------------------------------------------------------------------------------
 
 
@@ -444,6 +552,26 @@ def assert_counts(text: str, question_id: int, counts: list[tuple[str, int]], wh
 async def test_results_show_every_choice_with_its_votes(polls_client, judge_poll):
     text = page_text(await results_page(polls_client, judge_poll.id))
     assert_counts(text, judge_poll.id, [(choice_text, count) for _, choice_text, count in judge_poll.choices])
+
+
+@pytest.mark.task(3)
+async def test_results_list_the_choices_in_id_order_after_a_vote(polls_client, polls_db):
+    # Poll 1's choices were inserted in id order, so a SELECT without ORDER BY gives them in that order
+    # until a vote: PostgreSQL writes an updated row anew, after the others, and a plain scan meets it last.
+    texts = [text for (text,) in polls_db.execute(
+        "SELECT choice_text FROM public.choice WHERE question_id = 1 ORDER BY id")]  # fmt: skip
+    first = polls_db.execute("SELECT min(id) FROM public.choice WHERE question_id = 1")[0][0]
+    response = await post_vote(polls_client, 1, str(first))
+    assert response.status == 302, f"expected the vote for choice {first} to answer 302, got {response.status}"
+    body = await results_page(polls_client, 1)
+    text = page_text(body)
+    positions = [text.find(choice_text) for choice_text in texts]
+    assert -1 not in positions and positions == sorted(positions), (
+        f"after a vote for choice {first}, expected /poll/1/results to list its choices in id order, {texts}; "
+        f"the page reads {text[:300]!r}. Hint: without ORDER BY, PostgreSQL returns rows in whatever order "
+        "it finds them, and an update moves a row: load them with db.get_question, which orders them "
+        "(.order_by(choice.c.id))."
+    )
 
 
 @pytest.mark.task(3)
