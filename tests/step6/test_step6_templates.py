@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import random
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -106,6 +107,8 @@ def escaped_forms(text: str) -> set[str]:
 
 def assert_shows(body: str, text: str, where: str) -> None:
     if not any(form in body for form in escaped_forms(text)):
+        if text in body:  # there, but as written: the cause is the escaping, not the data or the query
+            assert_escaped(body, text, where)
         seen = page_text(body)
         pytest.fail(
             f"expected {where} to show {text!r} (HTML-escaped, as autoescaping writes it), it is not in the "
@@ -327,8 +330,30 @@ async def test_poll_page_shows_the_question_and_its_choices(polls_client, polls_
 
 
 @pytest.mark.task(2)
+async def test_poll_page_shows_the_question_as_a_heading(polls_client, judge_poll):
+    path = f"/poll/{judge_poll.id}"
+    body = await page(polls_client, path)
+    assert_shows(body, judge_poll.text, path)
+    headings = re.findall(r"<(h[1-6])\b[^>]*>(.*?)</\1\s*>", body, re.S | re.I)
+    if any(form in inner for _, inner in headings for form in escaped_forms(judge_poll.text)):
+        return
+    outside_title = re.sub(r"<title\b.*?</title\s*>", "", body, flags=re.S | re.I)
+    shown_outside = any(form in outside_title for form in escaped_forms(judge_poll.text))
+    where = "in the page but not in a heading" if shown_outside else "only in the <title>"
+    shown = [f"<{tag}>{page_text(inner)[:80]}</{tag}>" for tag, inner in headings] or "no heading at all"
+    pytest.fail(
+        f"expected {path} to show its question as a heading (<h1>...</h1>), the question is {where}; the "
+        f"page's headings: {shown}. Hint: <h1>{{{{ question.question_text }}}}</h1> in detail.html: the "
+        "<title> names the browser tab, the page itself needs the question too.",
+        pytrace=False,
+    )
+
+
+@pytest.mark.task(2)
 async def test_poll_page_lists_the_choices_in_id_order(polls_client, judge_poll):
     body = await page(polls_client, f"/poll/{judge_poll.id}")
+    for _, text in judge_poll.choices:
+        assert_shows(body, text, f"/poll/{judge_poll.id}")
     positions = [min((body.find(f) for f in escaped_forms(text) if f in body), default=-1)
                  for _, text in judge_poll.choices]  # fmt: skip
     assert -1 not in positions and positions == sorted(positions), (
