@@ -78,16 +78,20 @@ class Learner:
     def serve(self, config: dict[str, Any] | None = None, *, factory: str = "main:init_app",
               attribute: str | None = None, views: dict[str, str] | None = None, reload: tuple[str, ...] = (),
               raising_routes: list[dict[str, str]] | None = None,
-              mount: str | None = None, setup: tuple[str, ...] | None = None) -> ServedApp:  # fmt: skip
+              mount: str | None = None, apart: dict[str, str] | None = None,
+              setup: tuple[str, ...] | None = None) -> ServedApp:  # fmt: skip
         """Build an app (factory(config), a module's `app`, or bare views) and serve it on a free port.
 
         With `setup` (('routes:setup_routes',)), a bare app is passed to each of those functions first.
         With `mount` ('/x1'), the app is served as a sub-application under that prefix (its routes and the
-        addresses the router builds move there, hard-coded ones do not).
+        addresses the router builds move there, hard-coded ones do not). With `apart` ({'poll': '/q1'}),
+        each named route is first put under a prefix of its own (see tests/moved.py).
         """
         fields: dict[str, Any] = {"reload": list(reload), "raising_routes": raising_routes or []}
         if mount:
             fields["mount"] = mount
+        if apart:
+            fields["apart"] = apart
         if views is not None or setup is not None:
             fields["views"], fields["setup"] = views or {}, list(setup or ())
             what = "serving the views " + ", ".join((views or {}).values())

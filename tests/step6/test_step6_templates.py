@@ -11,7 +11,6 @@ import html
 import json
 import random
 import re
-import secrets
 from dataclasses import dataclass
 
 import markupsafe
@@ -26,12 +25,12 @@ from tests.conftest import (
     valid_config,
     why_it_ended,
 )
+from tests.moved import Layout
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
-WRITTEN = "an address written into the template does not move with the app"
 
 # --- the judge's own poll, different on every run ----------------------------------------------------------
 
@@ -191,24 +190,26 @@ async def test_index_page_links_every_poll(polls_client, polls_db, judge_poll):
 
 @pytest.mark.task(1)
 async def test_index_links_come_from_the_router(learner, polls_db, judge_poll):
-    """The app served under a random prefix: a link from the router moves with it, a written one does not."""
-    prefix = f"/polls-{secrets.token_hex(3)}"
-    app = learner.serve(valid_config(polls_db), mount=prefix)
+    """The app served where only the router's addresses lead (tests/moved.py): a link written by hand, or
+    pasted onto the index's address, does not follow."""
+    layout = Layout()
+    app = layout.serve(learner, valid_config(polls_db))
     async with http_session(app.url) as client:
-        body = await page(client, f"{prefix}/")
+        body = await page(client, layout.url("index", "/"))
+    hrefs = re.findall(r'href="([^"]*)"', body)
     for question_id, text in questions(polls_db):
-        expected = f'href="{prefix}/poll/{question_id}"'
-        if expected in body:
+        expected = layout.url("poll", f"/poll/{question_id}")
+        if f'href="{expected}"' in body:
             continue
-        if f'href="/poll/{question_id}"' in body:
-            found = f"it links /poll/{question_id}: {WRITTEN}"
+        found = next((href for href in hrefs if href.endswith(f"/poll/{question_id}")), None)
+        if found:
+            found = f"it links {layout.diagnose(found, 'poll', f'/poll/{question_id}')}"
         else:
             found = "it has no such link. The page around its question: "
             found += around(body, str(markupsafe.escape(text)))
         pytest.fail(
-            f"the judge served your app under {prefix}/ (as a sub-application, as behind a proxy that adds a "
-            f"path); expected the index to link poll {question_id} to {prefix}/poll/{question_id}, {found}. "
-            "Hint: ask the router, <a href=\"{{ url('poll', question_id=question.id) }}\">.",
+            f"{layout.told}; expected the index to link poll {question_id} to {expected}, {found}. "
+            "Hint: ask the router for that route, <a href=\"{{ url('poll', question_id=question.id) }}\">.",
             pytrace=False,
         )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -28,12 +27,12 @@ from tests.conftest import (
     status_with_a_broken_database,
     valid_config,
 )
+from tests.moved import Layout
 from workbook.judge.learner_process import LearnerRaised
 
 CONCURRENT_VOTES = 200
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
-WRITTEN = "an address written into the template does not move with the app"
 WHERE_HINT = (
     "Hint: the UPDATE's WHERE needs both conditions, "
     ".where(choice.c.id == choice_id, choice.c.question_id == question_id)"
@@ -113,9 +112,9 @@ async def busy_client(busy_app):
 
 
 @pytest.fixture(scope="module")
-def prefix() -> str:
-    """Where the judge mounts the app in this run: a path that changes from run to run."""
-    return f"/polls-{secrets.token_hex(3)}"
+def layout() -> Layout:
+    """Where the judge serves the app in this module (tests/moved.py): it changes from run to run."""
+    return Layout()
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +123,13 @@ def mounted_apps() -> dict[int | None, ServedApp]:
 
 
 @pytest.fixture
-def mounted_app(module_learner, mounted_apps, pg_database, polls_db, prefix) -> ServedApp:
-    """The learner's app served as a sub-application under `prefix` (as behind a proxy that adds a path):
-    addresses the router builds move with it, written ones do not. One app for the module, like polls_app."""
+def mounted_app(module_learner, mounted_apps, pg_database, polls_db, layout) -> ServedApp:
+    """The learner's app served as `layout` says: addresses the router builds for a route move with it,
+    written ones and ones pasted onto another route's do not. One app for the module, like polls_app."""
     pid = module_learner.harness.pid
     if pid not in mounted_apps or module_learner.harness.exit_status() is not None:
         mounted_apps.clear()
-        mounted_apps[pid] = module_learner.serve(valid_config(pg_database), mount=prefix)
+        mounted_apps[pid] = layout.serve(module_learner, valid_config(pg_database))
     return mounted_apps[pid]
 
 
@@ -138,13 +137,6 @@ def mounted_app(module_learner, mounted_apps, pg_database, polls_db, prefix) -> 
 async def mounted_client(mounted_app):
     async with http_session(mounted_app.url) as session:
         yield session
-
-
-def mounted(prefix: str) -> str:
-    return (
-        f"the judge served your app under {prefix}/ (as a sub-application, as behind a proxy that adds a "
-        "path)"
-    )
 
 
 async def post_vote(client, question_id, choice, **kwargs):
@@ -352,46 +344,43 @@ async def test_vote_redirects_to_the_results(polls_client, polls_db, judge_poll)
 
 
 @pytest.mark.task(2)
-async def test_vote_form_action_comes_from_the_router(mounted_client, prefix, judge_poll):
-    path = f"{prefix}/poll/{judge_poll.id}"
+async def test_vote_form_action_comes_from_the_router(mounted_client, layout, judge_poll):
+    path = layout.url("poll", f"/poll/{judge_poll.id}")
     response = await mounted_client.get(path)
     body = await response.text()
     assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
     form = re.search(r"<form[^>]*>", body)
     action = re.search(r'action="([^"]*)"', form.group(0)) if form else None
-    expected = f"{path}/vote"
+    expected = layout.url("vote", f"/poll/{judge_poll.id}/vote")
     if action and action.group(1) == expected:
         return
-    if action and action.group(1) == f"/poll/{judge_poll.id}/vote":
-        found = f'action="{action.group(1)}": an address written into the template does not move with the app'
+    if action:
+        found = f'action="{layout.diagnose(action.group(1), "vote", f"/poll/{judge_poll.id}/vote")}"'
     else:
         found = form.group(0) if form else "no form"
     pytest.fail(
-        f'{mounted(prefix)}; expected {path} to hold <form action="{expected}" method="post">, '
-        f"found {found}. "
-        "Hint: ask the router, action=\"{{ url('vote', question_id=question.id) }}\".",
+        f'{layout.told}; expected {path} to hold <form action="{expected}" method="post">, found {found}. '
+        "Hint: ask the router for the vote route itself, "
+        "action=\"{{ url('vote', question_id=question.id) }}\".",
         pytrace=False,
     )
 
 
 @pytest.mark.task(2)
-async def test_vote_redirect_comes_from_the_router(mounted_client, prefix, polls_db, judge_poll):
+async def test_vote_redirect_comes_from_the_router(mounted_client, layout, polls_db, judge_poll):
     choice_id = judge_poll.choice_ids[2]
-    path = f"{prefix}/poll/{judge_poll.id}/vote"
+    path = layout.url("vote", f"/poll/{judge_poll.id}/vote")
     before = votes(polls_db)[choice_id]
     response = await mounted_client.post(path, data={"choice": str(choice_id)}, allow_redirects=False)
     assert response.status == 302, (
-        f"{mounted(prefix)}; expected POST {path} (choice={choice_id}) to answer a 302 redirect, got "
+        f"{layout.told}; expected POST {path} (choice={choice_id}) to answer a 302 redirect, got "
         f"{response.status}: {(await response.text())[:200]!r}"
     )
     location = response.headers.get("Location")
-    expected = f"{prefix}/poll/{judge_poll.id}/results"
-    if location == f"/poll/{judge_poll.id}/results":
-        found = f"{location}: an address pasted together in the view does not move with the app"
-    else:
-        found = str(location)
+    expected = layout.url("results", f"/poll/{judge_poll.id}/results")
+    found = layout.diagnose(location, "results", f"/poll/{judge_poll.id}/results", where="view")
     assert location == expected, (
-        f"{mounted(prefix)}; expected a vote on poll {judge_poll.id} to send the browser to {expected}, got "
+        f"{layout.told}; expected a vote on poll {judge_poll.id} to send the browser to {expected}, got "
         f"Location: {found}. Hint: raise web.HTTPFound(request.app.router['results'].url_for("
         "question_id=str(question_id)))."
     )
@@ -525,8 +514,9 @@ async def test_vote_of_a_broken_database_is_not_a_missing_choice(polls_client, p
 # --- task 3: the results page -------------------------------------------------------------------------------
 
 
-async def results_page(client, question_id: int, prefix: str = "") -> str:
-    path = f"{prefix}/poll/{question_id}/results"
+async def results_page(client, question_id: int | str) -> str:
+    """The results page of a poll (or at a path: str), which must answer 200 with HTML."""
+    path = question_id if isinstance(question_id, str) else f"/poll/{question_id}/results"
     response = await client.get(path)
     body = await response.text()
     if (response.status, response.content_type) != (200, "text/html"):
@@ -562,15 +552,15 @@ async def test_results_list_the_choices_in_id_order_after_a_vote(polls_client, p
         "SELECT choice_text FROM public.choice WHERE question_id = 1 ORDER BY id")]  # fmt: skip
     first = polls_db.execute("SELECT min(id) FROM public.choice WHERE question_id = 1")[0][0]
     response = await post_vote(polls_client, 1, str(first))
-    assert response.status == 302, f"expected the vote for choice {first} to answer 302, got {response.status}"
+    assert response.status == 302, f"expected a vote for choice {first} to answer 302, got {response.status}"
     body = await results_page(polls_client, 1)
     text = page_text(body)
     positions = [text.find(choice_text) for choice_text in texts]
     assert -1 not in positions and positions == sorted(positions), (
-        f"after a vote for choice {first}, expected /poll/1/results to list its choices in id order, {texts}; "
-        f"the page reads {text[:300]!r}. Hint: without ORDER BY, PostgreSQL returns rows in whatever order "
-        "it finds them, and an update moves a row: load them with db.get_question, which orders them "
-        "(.order_by(choice.c.id))."
+        f"after a vote for choice {first}, expected /poll/1/results to list its choices in id order, "
+        f"{texts}; the page reads {text[:300]!r}. Hint: without ORDER BY, PostgreSQL returns rows in "
+        "whatever order it finds them, and an update moves a row: load them with db.get_question, which "
+        "orders them (.order_by(choice.c.id))."
     )
 
 
@@ -608,19 +598,21 @@ async def test_results_list_choices_without_votes(polls_client, polls_db, judge_
 
 
 @pytest.mark.task(3)
-async def test_results_link_back_to_the_poll(mounted_client, prefix, judge_poll):
-    path = f"{prefix}/poll/{judge_poll.id}/results"
-    body = await results_page(mounted_client, judge_poll.id, prefix)
-    expected = f'href="{prefix}/poll/{judge_poll.id}"'
-    if expected in body:
+async def test_results_link_back_to_the_poll(mounted_client, layout, judge_poll):
+    path = layout.url("results", f"/poll/{judge_poll.id}/results")
+    body = await results_page(mounted_client, path)
+    expected = layout.url("poll", f"/poll/{judge_poll.id}")
+    if f'href="{expected}"' in body:
         return
-    if f'href="/poll/{judge_poll.id}"' in body:
-        found = f"it links /poll/{judge_poll.id}: {WRITTEN}"
+    hrefs = re.findall(r'href="([^"]*)"', body)
+    back = next((href for href in hrefs if href.endswith(f"/poll/{judge_poll.id}")), None)
+    if back:
+        found = f"it links {layout.diagnose(back, 'poll', f'/poll/{judge_poll.id}')}"
     else:
         links = re.findall(r"<a\b[^>]*>", body)
         found = f"it has no link back to the poll (its links: {links or 'none'})"
     pytest.fail(
-        f"{mounted(prefix)}; expected {path} to link back to the poll, {expected}, {found}. Hint: "
+        f'{layout.told}; expected {path} to link back to the poll, href="{expected}", {found}. Hint: '
         "<a href=\"{{ url('poll', question_id=question.id) }}\">Vote again?</a> in results.html.",
         pytrace=False,
     )
