@@ -208,6 +208,9 @@ class Learner:
 
     def cleanup(self) -> None:
         for app in list(self.served):
+            if kept_connections(self, app):  # its engine would wait for them to come back, for ever
+                self.served.remove(app)
+                continue
             with contextlib.suppress(LearnerGone, LearnerRaised, pytest.fail.Exception):
                 self.stop(app)
         if self.patched:
@@ -511,11 +514,25 @@ def polls_app(
     and closed) serve apps of their own. If the learner's process died, a new app is served.
     """
     pid = module_learner.harness.pid
+    if pid in module_apps and module_learner.harness.exit_status() is None and kept_connections(
+        module_learner, module_apps[pid]
+    ):  # a view kept its connections: a fresh pool, so one mistake fails its own check, not every later one
+        module_learner.served.remove(module_apps.pop(pid))  # stopping it would wait for them forever
     if pid not in module_apps or module_learner.harness.exit_status() is not None:
         module_apps.clear()
         module_learner.served.clear()
         module_apps[module_learner.harness.pid] = module_learner.serve(valid_config(pg_database))
     return module_apps[module_learner.harness.pid]
+
+
+def kept_connections(learner: Learner, app: ServedApp) -> bool:
+    """Whether connections of the app's engine are still lent out between two checks (none should be)."""
+    from tests.pooled import connections_in_use  # a test library that imports this module
+
+    try:
+        return bool(connections_in_use(learner, app))
+    except (LearnerGone, LearnerRaised, pytest.fail.Exception):
+        return False
 
 
 @pytest.fixture

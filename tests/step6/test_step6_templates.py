@@ -26,6 +26,7 @@ from tests.conftest import (
     why_it_ended,
 )
 from tests.moved import Layout
+from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
@@ -215,6 +216,16 @@ async def test_index_links_come_from_the_router(learner, polls_db, judge_poll):
 
 
 @pytest.mark.task(1)
+async def test_index_borrows_a_connection_of_the_apps_pool(polls_client, polls_db):
+    await assert_served_by_the_pool(polls_client, polls_db, "GET", "/", "question")
+
+
+@pytest.mark.task(1)
+async def test_index_gives_its_connection_back(learner, polls_db, make_config):
+    await assert_connections_given_back(learner, learner.serve(make_config(polls_db)), "GET", "/")
+
+
+@pytest.mark.task(1)
 async def test_index_page_escapes_question_text(polls_client, judge_poll):
     body = await page(polls_client, "/")
     assert_escaped(body, judge_poll.raw, "the index page")
@@ -362,6 +373,17 @@ async def test_poll_page_lists_the_choices_in_id_order(polls_client, judge_poll)
         f"{[text for _, text in judge_poll.choices]}; the page shows {page_text(body)[:400]!r}. "
         "Hint: .order_by(choice.c.id) in get_question."
     )
+
+
+@pytest.mark.task(2)
+async def test_poll_page_borrows_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
+    await assert_served_by_the_pool(polls_client, polls_db, "GET", f"/poll/{judge_poll.id}", "question")
+
+
+@pytest.mark.task(2)
+async def test_poll_page_gives_its_connection_back(learner, polls_db, make_config, judge_poll):
+    app = learner.serve(make_config(polls_db))
+    await assert_connections_given_back(learner, app, "GET", f"/poll/{judge_poll.id}")
 
 
 @pytest.mark.task(2)

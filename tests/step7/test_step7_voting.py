@@ -28,6 +28,7 @@ from tests.conftest import (
     valid_config,
 )
 from tests.moved import Layout
+from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
 from workbook.judge.learner_process import LearnerRaised
 
 CONCURRENT_VOTES = 200
@@ -298,6 +299,19 @@ def test_vote_never_runs_its_arguments_as_sql(learner, polls_app, polls_db, judg
 
 
 # --- task 2: the vote form and POST /poll/{id}/vote ---------------------------------------------------------
+
+
+@pytest.mark.task(2)
+async def test_vote_borrows_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
+    path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
+    await assert_served_by_the_pool(polls_client, polls_db, "POST", path, "choice", data=data)
+
+
+@pytest.mark.task(2)
+async def test_vote_gives_its_connection_back(learner, polls_db, make_config, judge_poll):
+    path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
+    app = learner.serve(make_config(polls_db))
+    await assert_connections_given_back(learner, app, "POST", path, data=data)
 
 
 @pytest.mark.task(2)
@@ -616,6 +630,18 @@ async def test_results_link_back_to_the_poll(mounted_client, layout, judge_poll)
         "<a href=\"{{ url('poll', question_id=question.id) }}\">Vote again?</a> in results.html.",
         pytrace=False,
     )
+
+
+@pytest.mark.task(3)
+async def test_results_borrow_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
+    path = f"/poll/{judge_poll.id}/results"
+    await assert_served_by_the_pool(polls_client, polls_db, "GET", path, "question")
+
+
+@pytest.mark.task(3)
+async def test_results_give_their_connection_back(learner, polls_db, make_config, judge_poll):
+    app = learner.serve(make_config(polls_db))
+    await assert_connections_given_back(learner, app, "GET", f"/poll/{judge_poll.id}/results")
 
 
 @pytest.mark.task(3)
