@@ -21,11 +21,18 @@ from _pytest.fixtures import FixtureFunctionDefinition
 
 
 def carry(
-    origin: str, tasks: dict[int, int], into: dict[str, Any], *, leave: Iterable[str] = ()
+    origin: str,
+    tasks: dict[int, int],
+    into: dict[str, Any],
+    *,
+    leave: Iterable[str] = (),
+    needs: dict[str, int] | None = None,
 ) -> list[str]:
     """Copy into the module namespace `into` every check of module `origin` whose task is a key of `tasks`
     (re-marked with the task it maps to) and every fixture of `origin` not named in `leave`; the names of
-    the carried checks."""
+    the carried checks. `needs` gives a check the later task it depends on instead (a check of error pages
+    that asks for a poll page needs the task that writes that page: under its origin's mapping it would
+    fail a finished task with the TODO of another one)."""
     module = importlib.import_module(origin)
     left = set(leave)
     carried = []
@@ -39,7 +46,8 @@ def carry(
             origin_tasks = [mark.args[0] for mark in marks if mark.name == "task"]
             if len(origin_tasks) != 1 or origin_tasks[0] not in tasks:
                 continue
-            into[name] = _remarked(value, tasks[origin_tasks[0]], into["__name__"])
+            task = (needs or {}).get(name, tasks[origin_tasks[0]])
+            into[name] = _remarked(value, task, into["__name__"])
             carried.append(name)
     return carried
 

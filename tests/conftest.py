@@ -78,16 +78,20 @@ class Learner:
     def serve(self, config: dict[str, Any] | None = None, *, factory: str = "main:init_app",
               attribute: str | None = None, views: dict[str, str] | None = None, reload: tuple[str, ...] = (),
               raising_routes: list[dict[str, str]] | None = None,
-              mount: str | None = None, setup: tuple[str, ...] | None = None) -> ServedApp:  # fmt: skip
+              mount: str | None = None, apart: dict[str, str] | None = None,
+              setup: tuple[str, ...] | None = None) -> ServedApp:  # fmt: skip
         """Build an app (factory(config), a module's `app`, or bare views) and serve it on a free port.
 
         With `setup` (('routes:setup_routes',)), a bare app is passed to each of those functions first.
         With `mount` ('/x1'), the app is served as a sub-application under that prefix (its routes and the
-        addresses the router builds move there, hard-coded ones do not).
+        addresses the router builds move there, hard-coded ones do not). With `apart` ({'poll': '/q1'}),
+        each named route is first put under a prefix of its own (see tests/moved.py).
         """
         fields: dict[str, Any] = {"reload": list(reload), "raising_routes": raising_routes or []}
         if mount:
             fields["mount"] = mount
+        if apart:
+            fields["apart"] = apart
         if views is not None or setup is not None:
             fields["views"], fields["setup"] = views or {}, list(setup or ())
             what = "serving the views " + ", ".join((views or {}).values())
@@ -209,6 +213,9 @@ class Learner:
 
     def cleanup(self) -> None:
         for app in list(self.served):
+            if kept_connections(self, app):  # its engine would wait for them to come back, for ever
+                self.served.remove(app)
+                continue
             with contextlib.suppress(LearnerGone, LearnerRaised, pytest.fail.Exception):
                 self.stop(app)
         if self.patched:
@@ -513,11 +520,25 @@ def polls_app(
     and closed) serve apps of their own. If the learner's process died, a new app is served.
     """
     pid = module_learner.harness.pid
+    if pid in module_apps and module_learner.harness.exit_status() is None and kept_connections(
+        module_learner, module_apps[pid]
+    ):  # a view kept its connections: a fresh pool, so one mistake fails its own check, not every later one
+        module_learner.served.remove(module_apps.pop(pid))  # stopping it would wait for them forever
     if pid not in module_apps or module_learner.harness.exit_status() is not None:
         module_apps.clear()
         module_learner.served.clear()
         module_apps[module_learner.harness.pid] = module_learner.serve(valid_config(pg_database))
     return module_apps[module_learner.harness.pid]
+
+
+def kept_connections(learner: Learner, app: ServedApp) -> bool:
+    """Whether connections of the app's engine are still lent out between two checks (none should be)."""
+    from tests.pooled import connections_in_use  # a test library that imports this module
+
+    try:
+        return bool(connections_in_use(learner, app))
+    except (LearnerGone, LearnerRaised, pytest.fail.Exception):
+        return False
 
 
 @pytest.fixture

@@ -5,4 +5,7 @@ They need an app that starts, which on the new engine is task 1. See tests/carri
 
 from tests.carried import carry
 
-carry("tests.step8.test_step8_static", {1: 1, 2: 1}, globals())
+# The stylesheet is looked for on every page, poll and results pages too: those are written in task 2.
+NEEDS = {"test_every_page_links_the_stylesheet": 2}
+
+carry("tests.step8.test_step8_static", {1: 1, 2: 1}, globals(), needs=NEEDS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import random
-import secrets
+import re
 from dataclasses import dataclass
 
 import markupsafe
@@ -25,12 +25,13 @@ from tests.conftest import (
     valid_config,
     why_it_ended,
 )
+from tests.moved import Layout
+from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
-WRITTEN = "an address written into the template does not move with the app"
 
 # --- the judge's own poll, different on every run ----------------------------------------------------------
 
@@ -106,6 +107,8 @@ def escaped_forms(text: str) -> set[str]:
 
 def assert_shows(body: str, text: str, where: str) -> None:
     if not any(form in body for form in escaped_forms(text)):
+        if text in body:  # there, but as written: the cause is the escaping, not the data or the query
+            assert_escaped(body, text, where)
         seen = page_text(body)
         pytest.fail(
             f"expected {where} to show {text!r} (HTML-escaped, as autoescaping writes it), it is not in the "
@@ -188,26 +191,38 @@ async def test_index_page_links_every_poll(polls_client, polls_db, judge_poll):
 
 @pytest.mark.task(1)
 async def test_index_links_come_from_the_router(learner, polls_db, judge_poll):
-    """The app served under a random prefix: a link from the router moves with it, a written one does not."""
-    prefix = f"/polls-{secrets.token_hex(3)}"
-    app = learner.serve(valid_config(polls_db), mount=prefix)
+    """The app served where only the router's addresses lead (tests/moved.py): a link written by hand, or
+    pasted onto the index's address, does not follow."""
+    layout = Layout()
+    app = layout.serve(learner, valid_config(polls_db))
     async with http_session(app.url) as client:
-        body = await page(client, f"{prefix}/")
+        body = await page(client, layout.url("index", "/"))
+    hrefs = re.findall(r'href="([^"]*)"', body)
     for question_id, text in questions(polls_db):
-        expected = f'href="{prefix}/poll/{question_id}"'
-        if expected in body:
+        expected = layout.url("poll", f"/poll/{question_id}")
+        if f'href="{expected}"' in body:
             continue
-        if f'href="/poll/{question_id}"' in body:
-            found = f"it links /poll/{question_id}: {WRITTEN}"
+        found = next((href for href in hrefs if href.endswith(f"/poll/{question_id}")), None)
+        if found:
+            found = f"it links {layout.diagnose(found, 'poll', f'/poll/{question_id}')}"
         else:
             found = "it has no such link. The page around its question: "
             found += around(body, str(markupsafe.escape(text)))
         pytest.fail(
-            f"the judge served your app under {prefix}/ (as a sub-application, as behind a proxy that adds a "
-            f"path); expected the index to link poll {question_id} to {prefix}/poll/{question_id}, {found}. "
-            "Hint: ask the router, <a href=\"{{ url('poll', question_id=question.id) }}\">.",
+            f"{layout.told}; expected the index to link poll {question_id} to {expected}, {found}. "
+            "Hint: ask the router for that route, <a href=\"{{ url('poll', question_id=question.id) }}\">.",
             pytrace=False,
         )
+
+
+@pytest.mark.task(1)
+async def test_index_borrows_a_connection_of_the_apps_pool(polls_client, polls_db):
+    await assert_served_by_the_pool(polls_client, polls_db, "GET", "/", "question")
+
+
+@pytest.mark.task(1)
+async def test_index_gives_its_connection_back(learner, polls_db, make_config):
+    await assert_connections_given_back(learner, learner.serve(make_config(polls_db)), "GET", "/")
 
 
 @pytest.mark.task(1)
@@ -327,8 +342,30 @@ async def test_poll_page_shows_the_question_and_its_choices(polls_client, polls_
 
 
 @pytest.mark.task(2)
+async def test_poll_page_shows_the_question_as_a_heading(polls_client, judge_poll):
+    path = f"/poll/{judge_poll.id}"
+    body = await page(polls_client, path)
+    assert_shows(body, judge_poll.text, path)
+    headings = re.findall(r"<(h[1-6])\b[^>]*>(.*?)</\1\s*>", body, re.S | re.I)
+    if any(form in inner for _, inner in headings for form in escaped_forms(judge_poll.text)):
+        return
+    outside_title = re.sub(r"<title\b.*?</title\s*>", "", body, flags=re.S | re.I)
+    shown_outside = any(form in outside_title for form in escaped_forms(judge_poll.text))
+    where = "in the page but not in a heading" if shown_outside else "only in the <title>"
+    shown = [f"<{tag}>{page_text(inner)[:80]}</{tag}>" for tag, inner in headings] or "no heading at all"
+    pytest.fail(
+        f"expected {path} to show its question as a heading (<h1>...</h1>), the question is {where}; the "
+        f"page's headings: {shown}. Hint: <h1>{{{{ question.question_text }}}}</h1> in detail.html: the "
+        "<title> names the browser tab, the page itself needs the question too.",
+        pytrace=False,
+    )
+
+
+@pytest.mark.task(2)
 async def test_poll_page_lists_the_choices_in_id_order(polls_client, judge_poll):
     body = await page(polls_client, f"/poll/{judge_poll.id}")
+    for _, text in judge_poll.choices:
+        assert_shows(body, text, f"/poll/{judge_poll.id}")
     positions = [min((body.find(f) for f in escaped_forms(text) if f in body), default=-1)
                  for _, text in judge_poll.choices]  # fmt: skip
     assert -1 not in positions and positions == sorted(positions), (
@@ -336,6 +373,17 @@ async def test_poll_page_lists_the_choices_in_id_order(polls_client, judge_poll)
         f"{[text for _, text in judge_poll.choices]}; the page shows {page_text(body)[:400]!r}. "
         "Hint: .order_by(choice.c.id) in get_question."
     )
+
+
+@pytest.mark.task(2)
+async def test_poll_page_borrows_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
+    await assert_served_by_the_pool(polls_client, polls_db, "GET", f"/poll/{judge_poll.id}", "question")
+
+
+@pytest.mark.task(2)
+async def test_poll_page_gives_its_connection_back(learner, polls_db, make_config, judge_poll):
+    app = learner.serve(make_config(polls_db))
+    await assert_connections_given_back(learner, app, "GET", f"/poll/{judge_poll.id}")
 
 
 @pytest.mark.task(2)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,16 +22,23 @@ from tests.conftest import (
     ServedApp,
     around,
     http_session,
+    judge_connect,
     page_text,
     status_with_a_broken_database,
     valid_config,
 )
+from tests.moved import Layout
+from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
 from workbook.judge.learner_process import LearnerRaised
 
 CONCURRENT_VOTES = 200
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
-WRITTEN = "an address written into the template does not move with the app"
+NOT_KEPT = (
+    "the view answered as if the vote counted, but PostgreSQL does not have it: call db.vote, and let its "
+    "UPDATE be committed (aiopg commits each statement by itself; SQLAlchemy's engine.connect() rolls back "
+    "at the end of its block unless you commit, engine.begin() commits)"
+)
 WHERE_HINT = (
     "Hint: the UPDATE's WHERE needs both conditions, "
     ".where(choice.c.id == choice_id, choice.c.question_id == question_id)"
@@ -110,9 +118,9 @@ async def busy_client(busy_app):
 
 
 @pytest.fixture(scope="module")
-def prefix() -> str:
-    """Where the judge mounts the app in this run: a path that changes from run to run."""
-    return f"/polls-{secrets.token_hex(3)}"
+def layout() -> Layout:
+    """Where the judge serves the app in this module (tests/moved.py): it changes from run to run."""
+    return Layout()
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +129,13 @@ def mounted_apps() -> dict[int | None, ServedApp]:
 
 
 @pytest.fixture
-def mounted_app(module_learner, mounted_apps, pg_database, polls_db, prefix) -> ServedApp:
-    """The learner's app served as a sub-application under `prefix` (as behind a proxy that adds a path):
-    addresses the router builds move with it, written ones do not. One app for the module, like polls_app."""
+def mounted_app(module_learner, mounted_apps, pg_database, polls_db, layout) -> ServedApp:
+    """The learner's app served as `layout` says: addresses the router builds for a route move with it,
+    written ones and ones pasted onto another route's do not. One app for the module, like polls_app."""
     pid = module_learner.harness.pid
     if pid not in mounted_apps or module_learner.harness.exit_status() is not None:
         mounted_apps.clear()
-        mounted_apps[pid] = module_learner.serve(valid_config(pg_database), mount=prefix)
+        mounted_apps[pid] = layout.serve(module_learner, valid_config(pg_database))
     return mounted_apps[pid]
 
 
@@ -135,13 +143,6 @@ def mounted_app(module_learner, mounted_apps, pg_database, polls_db, prefix) -> 
 async def mounted_client(mounted_app):
     async with http_session(mounted_app.url) as session:
         yield session
-
-
-def mounted(prefix: str) -> str:
-    return (
-        f"the judge served your app under {prefix}/ (as a sub-application, as behind a proxy that adds a "
-        "path)"
-    )
 
 
 async def post_vote(client, question_id, choice, **kwargs):
@@ -215,7 +216,107 @@ def test_concurrent_votes_are_all_counted(learner, busy_app, polls_db, judge_pol
     )
 
 
+OTHER_VOTES = 5  # the votes the judge's own transaction adds while vote() runs
+LOCK_WAIT = 10.0  # seconds for vote() to reach the row the judge holds (it is one UPDATE away)
+
+
+def votes_of_a_vote_during_another_transaction(learner, app, db, question_id: int, choice_id: int) -> int:
+    """The count of `choice_id` after vote() ran while another transaction (the judge's, as another app
+    process or program would) had added OTHER_VOTES to it and not yet committed. The judge commits once
+    vote() waits for that row's lock (or has returned): an UPDATE that adds 1 in PostgreSQL then adds to
+    the committed count, a count read before and written back drops the other votes."""
+    other = judge_connect(db.server.dsn(db.name))
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            learner.call("db:vote", question_id, choice_id, connection=app)
+        except LearnerRaised as exc:
+            outcome["raised"] = exc
+        except BaseException as exc:  # pytest.fail from the learner's process dying: shown below
+            outcome["failed"] = exc
+
+    caller = threading.Thread(target=run, daemon=True)
+    try:
+        with other.cursor() as cur:
+            cur.execute("UPDATE public.choice SET votes = votes + %s WHERE id = %s", (OTHER_VOTES, choice_id))
+        caller.start()
+        deadline = time.monotonic() + LOCK_WAIT
+        while caller.is_alive() and time.monotonic() < deadline:
+            waiting = db.execute(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )[0][0]
+            if waiting:
+                break
+            time.sleep(0.01)
+        other.commit()
+        caller.join(LOCK_WAIT)
+    finally:
+        other.close()
+    if caller.is_alive():
+        pytest.fail(f"vote(conn, {question_id}, {choice_id}) did not return within {LOCK_WAIT:.0f} s after "
+                    "the judge's transaction ended", pytrace=False)  # fmt: skip
+    if "failed" in outcome:
+        raise outcome["failed"]  # type: ignore[misc]
+    if "raised" in outcome:
+        exc = outcome["raised"]
+        pytest.fail(f"vote(conn, {question_id}, {choice_id}) raised {exc.name}: {exc.message}",  # type: ignore[attr-defined]
+                    pytrace=False)  # fmt: skip
+    return votes(db)[choice_id]
+
+
+@pytest.mark.task(1)
+def test_a_vote_during_another_transaction_keeps_its_votes(learner, polls_app, polls_db, judge_poll):
+    choice_id = judge_poll.choice_ids[0]
+    before = votes(polls_db)[choice_id]
+    after = votes_of_a_vote_during_another_transaction(learner, polls_app, polls_db, judge_poll.id, choice_id)
+    expected = before + OTHER_VOTES + 1
+    assert after == expected, (
+        f"another transaction (as another process of your app would) added {OTHER_VOTES} votes to choice "
+        f"{choice_id} ({before} -> {before + OTHER_VOTES}) while vote(conn, {judge_poll.id}, {choice_id}) "
+        f"ran; expected {expected} once both were done, got {after}: vote() read the count before the other "
+        "transaction committed and wrote its own number back, so those votes were lost. A lock inside your "
+        "app (asyncio.Lock) cannot prevent that: other processes and programs write to the same table. "
+        "Hint: one UPDATE in which PostgreSQL adds the vote, .values(votes=choice.c.votes + 1)."
+    )
+
+
+@pytest.mark.task(1)
+@pytest.mark.parametrize("which", ["choice_id", "question_id"])
+def test_vote_never_runs_its_arguments_as_sql(learner, polls_app, polls_db, judge_poll, which):
+    # As text: a value to compare with, never a piece of SQL. Spliced into the WHERE, "OR TRUE" matches
+    # every choice of the poll (or every choice at all).
+    args = {"question_id": judge_poll.id, "choice_id": missing(polls_db, "choice")}
+    args[which] = f"{args[which]} OR TRUE"
+    shown = f"vote(conn, {args['question_id']!r}, {args['choice_id']!r})"
+    before = votes(polls_db)
+    try:
+        learner.call("db:vote", args["question_id"], args["choice_id"], connection=polls_app)
+    except LearnerRaised:
+        pass  # RecordNotFound, or PostgreSQL refusing the text as an integer: both are safe
+    after = votes(polls_db)
+    assert after == before, (
+        f"{shown} changed the votes (choice id: before -> after) {changes(before, after)}: the text "
+        f"passed as {which} became part of the SQL (SQL injection). Hint: build the UPDATE with SQLAlchemy "
+        "expressions, update(choice).where(choice.c.id == choice_id, ...), never with f-strings or text()."
+    )
+
+
 # --- task 2: the vote form and POST /poll/{id}/vote ---------------------------------------------------------
+
+
+@pytest.mark.task(2)
+async def test_vote_borrows_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
+    path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
+    await assert_served_by_the_pool(polls_client, polls_db, "POST", path, "choice", data=data)
+
+
+@pytest.mark.task(2)
+async def test_vote_gives_its_connection_back(learner, polls_db, make_config, judge_poll):
+    path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
+    app = learner.serve(make_config(polls_db))
+    await assert_connections_given_back(learner, app, "POST", path, data=data)
 
 
 @pytest.mark.task(2)
@@ -255,57 +356,59 @@ async def test_vote_redirects_to_the_results(polls_client, polls_db, judge_poll)
         f"got Location: {location}. "
         "Hint: request.app.router['results'].url_for(question_id=str(question_id))."
     )
-    assert votes(polls_db)[choice_id] == before[choice_id] + 1, (
+    after = votes(polls_db)[choice_id]
+    assert after == before[choice_id] + 1, (
         f"expected choice {choice_id} to get one more vote ({before[choice_id]} -> {before[choice_id] + 1}), "
-        f"it has {votes(polls_db)[choice_id]}"
+        f"it has {after}" + (f". Hint: {NOT_KEPT}." if after == before[choice_id] else "")
     )
 
 
 @pytest.mark.task(2)
-async def test_vote_form_action_comes_from_the_router(mounted_client, prefix, judge_poll):
-    path = f"{prefix}/poll/{judge_poll.id}"
+async def test_vote_form_action_comes_from_the_router(mounted_client, layout, judge_poll):
+    path = layout.url("poll", f"/poll/{judge_poll.id}")
     response = await mounted_client.get(path)
     body = await response.text()
     assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
     form = re.search(r"<form[^>]*>", body)
     action = re.search(r'action="([^"]*)"', form.group(0)) if form else None
-    expected = f"{path}/vote"
+    expected = layout.url("vote", f"/poll/{judge_poll.id}/vote")
     if action and action.group(1) == expected:
         return
-    if action and action.group(1) == f"/poll/{judge_poll.id}/vote":
-        found = f'action="{action.group(1)}": an address written into the template does not move with the app'
+    if action:
+        found = f'action="{layout.diagnose(action.group(1), "vote", f"/poll/{judge_poll.id}/vote")}"'
     else:
         found = form.group(0) if form else "no form"
     pytest.fail(
-        f'{mounted(prefix)}; expected {path} to hold <form action="{expected}" method="post">, '
-        f"found {found}. "
-        "Hint: ask the router, action=\"{{ url('vote', question_id=question.id) }}\".",
+        f'{layout.told}; expected {path} to hold <form action="{expected}" method="post">, found {found}. '
+        "Hint: ask the router for the vote route itself, "
+        "action=\"{{ url('vote', question_id=question.id) }}\".",
         pytrace=False,
     )
 
 
 @pytest.mark.task(2)
-async def test_vote_redirect_comes_from_the_router(mounted_client, prefix, polls_db, judge_poll):
+async def test_vote_redirect_comes_from_the_router(mounted_client, layout, polls_db, judge_poll):
     choice_id = judge_poll.choice_ids[2]
-    path = f"{prefix}/poll/{judge_poll.id}/vote"
+    path = layout.url("vote", f"/poll/{judge_poll.id}/vote")
     before = votes(polls_db)[choice_id]
     response = await mounted_client.post(path, data={"choice": str(choice_id)}, allow_redirects=False)
     assert response.status == 302, (
-        f"{mounted(prefix)}; expected POST {path} (choice={choice_id}) to answer a 302 redirect, got "
+        f"{layout.told}; expected POST {path} (choice={choice_id}) to answer a 302 redirect, got "
         f"{response.status}: {(await response.text())[:200]!r}"
     )
     location = response.headers.get("Location")
-    expected = f"{prefix}/poll/{judge_poll.id}/results"
-    if location == f"/poll/{judge_poll.id}/results":
-        found = f"{location}: an address pasted together in the view does not move with the app"
-    else:
-        found = str(location)
+    expected = layout.url("results", f"/poll/{judge_poll.id}/results")
+    found = layout.diagnose(location, "results", f"/poll/{judge_poll.id}/results", where="view")
     assert location == expected, (
-        f"{mounted(prefix)}; expected a vote on poll {judge_poll.id} to send the browser to {expected}, got "
+        f"{layout.told}; expected a vote on poll {judge_poll.id} to send the browser to {expected}, got "
         f"Location: {found}. Hint: raise web.HTTPFound(request.app.router['results'].url_for("
         "question_id=str(question_id)))."
     )
-    assert votes(polls_db)[choice_id] == before + 1, f"expected choice {choice_id} to get one more vote"
+    after = votes(polls_db)[choice_id]
+    assert after == before + 1, (
+        f"expected choice {choice_id} to get one more vote ({before} -> {before + 1}), it has {after}"
+        + (f". Hint: {NOT_KEPT}." if after == before else "")
+    )
 
 
 @pytest.mark.task(2)
@@ -340,12 +443,15 @@ async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll,
     }[case]
     before = votes(polls_db)
     response = await post_vote(polls_client, question_id, choice)
+    after = votes(polls_db)
+    assert after == before, (  # first: a vote counted here is db.vote's mistake, whatever the view answers
+        f"expected POST /poll/{question_id}/vote with choice={choice} ({what}) to count no vote, it answered "
+        f"{response.status} and the votes changed (choice id: before -> after) {changes(before, after)}: "
+        f"db.vote's UPDATE matched a choice that is not this poll's. {WHERE_HINT}."
+    )
     assert response.status == 404, (
         f"expected POST /poll/{question_id}/vote with choice={choice} ({what}) to answer 404, got "
         f"{response.status}. Hint: catch RecordNotFound from db.vote and raise web.HTTPNotFound."
-    )
-    assert votes(polls_db) == before, (
-        f"expected {what} to count no vote, the votes changed: {changes(before, votes(polls_db))}"
     )
 
 
@@ -408,17 +514,39 @@ async def test_concurrent_votes_over_http_are_all_counted(busy_client, polls_db,
     after = votes(polls_db)
     added = {choice: after[choice] - before[choice] for choice in ids}
     expected = dict(zip(ids, (67, 67, 66), strict=True))
+    if not any(added.values()):
+        hint = NOT_KEPT
+    else:
+        hint = "votes get lost when db.vote reads the count and writes it back instead of one UPDATE"
     assert added == expected, (
-        f"expected {CONCURRENT_VOTES} simultaneous votes to add {expected}, they added {added}. "
-        "Hint: votes get lost when db.vote reads the count and writes it back (task 1)."
+        f"expected {CONCURRENT_VOTES} simultaneous votes to add {expected}, they added {added}. Hint: {hint}."
+    )
+
+
+@pytest.mark.task(2)
+async def test_vote_of_a_broken_database_is_not_a_missing_choice(polls_client, polls_db, judge_poll):
+    choice_id = judge_poll.choice_ids[1]
+    path = f"/poll/{judge_poll.id}/vote"
+    polls_db.execute("ALTER TABLE public.choice RENAME COLUMN votes TO renamed_by_the_judge")
+    try:
+        response = await post_vote(polls_client, judge_poll.id, str(choice_id))
+        status, body = response.status, await response.text()
+    finally:
+        polls_db.execute("ALTER TABLE public.choice RENAME COLUMN renamed_by_the_judge TO votes")
+    assert status != 404, (
+        f"with the votes column renamed (the database is broken, choice {choice_id} of poll {judge_poll.id} "
+        f"exists), expected POST {path} (choice={choice_id}) to fail as a server error, got a 404 that "
+        f"blames the visitor: {body[:200]!r}. Hint: catch only db.RecordNotFound in the vote view, not "
+        "every exception: a broken database is never a 404."
     )
 
 
 # --- task 3: the results page -------------------------------------------------------------------------------
 
 
-async def results_page(client, question_id: int, prefix: str = "") -> str:
-    path = f"{prefix}/poll/{question_id}/results"
+async def results_page(client, question_id: int | str) -> str:
+    """The results page of a poll (or at a path: str), which must answer 200 with HTML."""
+    path = question_id if isinstance(question_id, str) else f"/poll/{question_id}/results"
     response = await client.get(path)
     body = await response.text()
     if (response.status, response.content_type) != (200, "text/html"):
@@ -456,6 +584,26 @@ async def test_results_show_every_choice_with_its_votes(polls_client, judge_poll
 
 
 @pytest.mark.task(3)
+async def test_results_list_the_choices_in_id_order_after_a_vote(polls_client, polls_db):
+    # Poll 1's choices were inserted in id order, so a SELECT without ORDER BY gives them in that order
+    # until a vote: PostgreSQL writes an updated row anew, after the others, and a plain scan meets it last.
+    texts = [text for (text,) in polls_db.execute(
+        "SELECT choice_text FROM public.choice WHERE question_id = 1 ORDER BY id")]  # fmt: skip
+    first = polls_db.execute("SELECT min(id) FROM public.choice WHERE question_id = 1")[0][0]
+    response = await post_vote(polls_client, 1, str(first))
+    assert response.status == 302, f"expected a vote for choice {first} to answer 302, got {response.status}"
+    body = await results_page(polls_client, 1)
+    text = page_text(body)
+    positions = [text.find(choice_text) for choice_text in texts]
+    assert -1 not in positions and positions == sorted(positions), (
+        f"after a vote for choice {first}, expected /poll/1/results to list its choices in id order, "
+        f"{texts}; the page reads {text[:300]!r}. Hint: without ORDER BY, PostgreSQL returns rows in "
+        "whatever order it finds them, and an update moves a row: load them with db.get_question, which "
+        "orders them (.order_by(choice.c.id))."
+    )
+
+
+@pytest.mark.task(3)
 async def test_results_follow_the_votes(polls_client, polls_db):
     count = random.randint(11, 999)
     polls_db.execute(f"UPDATE public.choice SET votes = {count} WHERE id = 3")
@@ -485,22 +633,36 @@ async def test_results_list_choices_without_votes(polls_client, polls_db, judge_
 
 
 @pytest.mark.task(3)
-async def test_results_link_back_to_the_poll(mounted_client, prefix, judge_poll):
-    path = f"{prefix}/poll/{judge_poll.id}/results"
-    body = await results_page(mounted_client, judge_poll.id, prefix)
-    expected = f'href="{prefix}/poll/{judge_poll.id}"'
-    if expected in body:
+async def test_results_link_back_to_the_poll(mounted_client, layout, judge_poll):
+    path = layout.url("results", f"/poll/{judge_poll.id}/results")
+    body = await results_page(mounted_client, path)
+    expected = layout.url("poll", f"/poll/{judge_poll.id}")
+    if f'href="{expected}"' in body:
         return
-    if f'href="/poll/{judge_poll.id}"' in body:
-        found = f"it links /poll/{judge_poll.id}: {WRITTEN}"
+    hrefs = re.findall(r'href="([^"]*)"', body)
+    back = next((href for href in hrefs if href.endswith(f"/poll/{judge_poll.id}")), None)
+    if back:
+        found = f"it links {layout.diagnose(back, 'poll', f'/poll/{judge_poll.id}')}"
     else:
         links = re.findall(r"<a\b[^>]*>", body)
         found = f"it has no link back to the poll (its links: {links or 'none'})"
     pytest.fail(
-        f"{mounted(prefix)}; expected {path} to link back to the poll, {expected}, {found}. Hint: "
+        f'{layout.told}; expected {path} to link back to the poll, href="{expected}", {found}. Hint: '
         "<a href=\"{{ url('poll', question_id=question.id) }}\">Vote again?</a> in results.html.",
         pytrace=False,
     )
+
+
+@pytest.mark.task(3)
+async def test_results_borrow_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
+    path = f"/poll/{judge_poll.id}/results"
+    await assert_served_by_the_pool(polls_client, polls_db, "GET", path, "question")
+
+
+@pytest.mark.task(3)
+async def test_results_give_their_connection_back(learner, polls_db, make_config, judge_poll):
+    app = learner.serve(make_config(polls_db))
+    await assert_connections_given_back(learner, app, "GET", f"/poll/{judge_poll.id}/results")
 
 
 @pytest.mark.task(3)

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Learner, ServedApp, http_session, valid_config, why_it_ended
+from tests.moved import Layout
 from workbook.pg import free_port
 
 # Requests that try to climb out of static/, sent byte for byte (an HTTP client would tidy them up first).
@@ -322,19 +323,22 @@ async def test_every_page_links_the_stylesheet(client, path):
 
 @pytest.mark.task(2)
 async def test_stylesheet_address_comes_from_the_router(learner, site, pg_database):
-    """The app served under a random prefix: an address from the router moves with it, a written one not."""
-    prefix = f"/moved-{secrets.token_hex(3)}"
-    app = learner.serve(valid_config(pg_database), mount=prefix)
+    """The app served where only the router's addresses lead (tests/moved.py): a link written by hand, or
+    pasted onto the index's address, does not follow."""
+    layout = Layout()
+    app = layout.serve(learner, valid_config(pg_database))
+    index = layout.url("index", "/")
     async with http_session() as session:
-        async with session.get(f"{app.url}{prefix}/") as response:
+        async with session.get(f"{app.url}{index}") as response:
             status, body = response.status, await response.text()
-        expected = f"{prefix}/static/style.css"
-        assert status == 200, f"expected {prefix}/ to answer 200, got {status}: {body[:300]}"
+        expected = layout.url("static", "/static/style.css")
+        assert status == 200, f"{layout.told}; expected {index} to answer 200, got {status}: {body[:300]}"
         hrefs = stylesheet_hrefs(body)
+        found = ", ".join(layout.diagnose(href, "static", "/static/style.css") for href in hrefs)
         assert expected in hrefs, (
-            f"the judge served your app under {prefix}/ (as a sub-application); expected the page to link "
-            f"the stylesheet at {expected}, it links {hrefs or 'no stylesheet'}. Hint: ask the router for "
-            "the address in base.html, {{ url('static', filename='style.css') }}, rather than writing it."
+            f"{layout.told}; expected the page to link the stylesheet at {expected}, it links "
+            f"{found or 'no stylesheet'}. Hint: ask the router for the static route itself in base.html, "
+            "{{ url('static', filename='style.css') }}, rather than writing the address or pasting it on."
         )
         async with session.get(f"{app.url}{expected}") as response:
             assert response.status == 200, f"expected {expected} to be served, got {response.status}"

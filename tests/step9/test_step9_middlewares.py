@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, http_session, valid_config
+from tests.conftest import Learner, ServedApp, around, http_session, valid_config
 
 # What identifies the site's error pages (templates/404.html and 500.html, both given, extend base.html).
 PAGES = {404: ("404.html", "Page not found"), 500: ("500.html", "Something went wrong")}
@@ -86,6 +86,20 @@ def expect_page(answer: Answer, status: int, what: str, hint: str = "") -> None:
     )
 
 
+# What only a traceback or an exception's text would put on a page: its header, a frame's file line, a
+# module file, the package's name.
+CODE_MARKS = ("Traceback", 'File "', ".py", "aiohttpdemo_polls")
+
+
+def assert_nothing_of_the_code(answer: Answer, what: str) -> None:
+    for mark in CODE_MARKS:
+        assert mark not in answer.body, (
+            f"expected no traceback or server path on {what}, found {mark!r}: "
+            f"{around(answer.body, mark)}. An error page shows strangers nothing of your code, its files "
+            "or its data. Hint: return error_page(request, 404) as it is; log what you need with log."
+        )
+
+
 # --- task 1: the 404 page, and everything else untouched -------------------------------------------------
 
 
@@ -115,6 +129,7 @@ async def test_not_found_shows_the_404_page(client, path, what):
     elif answer.status == 404 and answer.content_type != "text/html":
         hint = "in the `web.HTTPException` clause, return error_page(request, 404) when exc.status == 404."
     expect_page(answer, 404, f"GET {path} ({what})", hint)
+    assert_nothing_of_the_code(answer, f"the 404 page of GET {path} ({what})")
 
 
 @pytest.mark.task(1)

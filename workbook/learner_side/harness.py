@@ -254,6 +254,8 @@ class Harness:
             raise HarnessError(f"expected a web.Application, got {qualified_type(app)}")
         for route in request.get("raising_routes", []):
             app.router.add_get(route["path"], raising_view(route["exception"], route.get("message", "")))
+        for name, extra in request.get("apart", {}).items():  # each named route under a prefix of its own
+            move_apart(app.router, str(name), str(extra))
         served = app
         if request.get("mount"):  # the app under a prefix, as a sub-application: its URLs must follow
             served = web.Application()
@@ -447,6 +449,19 @@ def pool_attrs(engine: Any) -> dict[str, Any]:
                 if isinstance(value, (int, str)):
                     attrs[name] = value
     return attrs
+
+
+def move_apart(router: Any, name: str, extra: str) -> None:
+    """Put the resource named `name` (if the app has one) under the prefix `extra` of its own, so that its
+    address shares no beginning with any other route's: an address pasted onto another route's URL, or
+    made by editing request.path, then misses it. add_prefix is what add_subapp does to every resource;
+    the router's lookup table is keyed by path, hence the unindex and index around it."""
+    if name not in router:
+        return
+    resource = router[name]
+    router.unindex_resource(resource)
+    resource.add_prefix(extra)
+    router.index_resource(resource)
 
 
 def routes_of(app: Any) -> list[dict[str, Any]]:

@@ -40,8 +40,12 @@ choice = Table(
 # The app's one engine (it owns the pool of connections), created at startup by pg_context.
 DB_KEY = web.AppKey("db", AsyncEngine)
 
-# Seconds to wait for PostgreSQL: for a new connection, for a free one from the pool, and for each query.
+# Seconds to wait for PostgreSQL: for a new connection and for each query.
 DB_TIMEOUT = 5.0
+# Seconds a request may wait for a free connection of the pool. aiopg had one number for this and the two
+# above; here it has its own, as generous as SQLAlchemy's default: in a burst of 100 visitors and 10
+# connections, a request waits its turn behind nine rounds of queries, and that is no error.
+POOL_TIMEOUT = 30.0
 
 
 class DatabaseUnavailable(Exception):
