@@ -63,6 +63,8 @@ def ignored_setting_hint(message: str, config: Any) -> str:
         wrong = "port"
     elif str(postgres.get("host", "")).startswith("/") and "TCP/IP" in message:  # confined: no network
         wrong = "host"
+    elif str(postgres.get("host", "")).startswith("/") and "No such file or directory" in message:
+        wrong = "port"  # asyncpg's words when the socket folder has no socket for that port
     if not wrong:
         return ""
     return (
@@ -346,7 +348,8 @@ class Database:
         if not may:
             return
         role, password = f"wb_app_{secrets.token_hex(5)}", secrets.token_urlsafe(18)
-        learner_role(self.execute, role, password, socket_only=True)  # the settings grading gives, too
+        # The settings grading gives; TCP closed to it where its host is a socket folder, as when graded.
+        learner_role(self.execute, role, password, socket_only=self.server.host_is_socket)
         names = {"role": psycopg2.sql.Identifier(role), "db": psycopg2.sql.Identifier(self.name)}
         for statement in (
             "ALTER DATABASE {db} OWNER TO {role}",
