@@ -81,7 +81,8 @@ class PostgresServer:
     password: str = ""
     admin_database: str = "postgres"
     kind: str = "dsn"
-    socket: str = ""  # a socket folder reachable without TCP (grading's confined learners), if any
+    # A socket folder reachable without TCP, if any: what a step run and grading give the learner's app.
+    socket: str = ""
     _databases: list[str] = field(default_factory=list, repr=False)
 
     def over_socket(self) -> PostgresServer:
