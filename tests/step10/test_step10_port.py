@@ -39,6 +39,7 @@ from tests.step5.test_step5_engine import (
     ended,
     launch_startups,
     pool_config,
+    pool_sizes,
     settled,
     wait_for_connections,
 )
@@ -85,8 +86,7 @@ def test_engine_is_an_asyncio_engine_on_asyncpg(learner, polls_db, make_config):
 
 @pytest.mark.task(1)
 def test_pool_is_bounded_by_the_config(learner, polls_db):
-    minsize = random.randint(2, 3)
-    maxsize = minsize + random.randint(1, 3)  # different every run: the config's numbers must reach the pool
+    minsize, maxsize = pool_sizes()  # different every run: the config's numbers must reach the pool
     base = settled(polls_db)
     app = learner.serve(pool_config(polls_db, minsize, maxsize))
     attrs = engine_of(learner, app).get("attrs", {})
