@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1042,8 +1042,8 @@ LEARNER_CONNECTION_LIMIT = 50
 LEARNER_STATEMENT_TIMEOUT = "20s"
 
 
-def learner_role(execute: Any, role: str, password: str, *, createdb: bool = False,
-                 socket_only: bool = False) -> None:  # fmt: skip
+def learner_role(execute: Callable[[sql.Composable], list[tuple]], role: str, password: str, *,
+                 createdb: bool = False, socket_only: bool = False) -> None:  # fmt: skip
     """Create the login role of a learner's app with the settings above, through `execute` (a server's or a
     database's, run as a superuser or a role that may create roles).
 
