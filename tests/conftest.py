@@ -28,7 +28,7 @@ import pytest
 
 from workbook.judge.learner_process import Command, Finished, Harness, LearnerGone, LearnerRaised
 from workbook.judge.logs import error_text, last_exception, without_own_frames
-from workbook.pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
+from workbook.pg import NoPostgresAvailable, PostgresServer, learner_role, throwaway_postgres
 
 pytest_plugins = ["workbook.pytest_plugin"]
 
@@ -41,6 +41,36 @@ def raised_text(error: dict[str, str]) -> str:
     """'NameError: name 'x' is not defined (at aiohttpdemo_polls/views.py, line 3: ...)'."""
     where = f"\n  at {error['where']}" if error.get("where") else ""
     return f"{error['name']}: {error_text(error['message'])}{where}"
+
+
+def ignored_setting_hint(message: str, config: Any) -> str:
+    """' Hint: ...' naming the value of config['postgres'] the app did not use, when the error that stopped
+    it shows one; '' otherwise. Every run gives other values (a socket folder as the host, as grading
+    does), so a value of the app's own fails here as it would when graded."""
+    postgres = config.get("postgres") if isinstance(config, dict) else None
+    if not isinstance(postgres, dict):
+        return ""
+    wrong = ""
+    if "rejects connection for host" in message:  # a local cluster lets the app's role in by socket only
+        wrong = "host"
+    elif (found := re.search(r'database "([^"]*)" does not exist', message)) and \
+            found[1] != postgres.get("database"):  # fmt: skip
+        wrong = "database"
+    elif found := re.search(r'password authentication failed for user "([^"]*)"', message):
+        wrong = "user" if found[1] != postgres.get("user") else "password"
+    elif (found := re.search(r"\.s\.PGSQL\.(\d+)|port (\d+) failed", message)) and \
+            int(found[1] or found[2]) != postgres.get("port"):  # fmt: skip
+        wrong = "port"
+    elif str(postgres.get("host", "")).startswith("/") and "TCP/IP" in message:  # confined: no network
+        wrong = "host"
+    elif str(postgres.get("host", "")).startswith("/") and "No such file or directory" in message:
+        wrong = "port"  # asyncpg's words when the socket folder has no socket for that port
+    if not wrong:
+        return ""
+    return (
+        f"\nHint: use config['postgres']['{wrong}'] (this run: {postgres.get(wrong)!r}), not a value of your "
+        "own: every run gives other values, as grading does."
+    )
 
 
 @dataclass
@@ -107,7 +137,8 @@ class Learner:
         try:
             reply = self._request("serve", what, **fields)
         except LearnerRaised as exc:
-            pytest.fail(f"{what} raised {raised_text(exc.error)}", pytrace=False)
+            hint = ignored_setting_hint(exc.message, config)
+            pytest.fail(f"{what} raised {raised_text(exc.error)}{hint}", pytrace=False)
         if not isinstance(reply, dict) or not isinstance(reply.get("app"), int) \
                 or not isinstance(reply.get("port"), int):  # fmt: skip
             pytest.fail(f"{what}: the learner's process sent an unreadable answer", pytrace=False)
@@ -319,8 +350,9 @@ class Database:
         """Hand the database to a login role of its own, if the judge's user may create roles.
 
         The learner's app then owns its tables and nothing else: it is no superuser, reaches no other
-        database, and has a connection limit and a statement timeout. (In grading the judge itself is such
-        a role already, and the app shares it.)
+        database, has grading's connection limit and statement timeout, and on a local cluster logs in
+        through the socket folder only, as when graded. (In grading the judge itself is such a role
+        already, and the app shares it.)
         """
         (may,) = self.execute(
             "SELECT rolsuper OR rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = current_user"
@@ -328,15 +360,14 @@ class Database:
         if not may:
             return
         role, password = f"wb_app_{secrets.token_hex(5)}", secrets.token_urlsafe(18)
+        # The settings grading gives; TCP closed to it where its host is a socket folder, as when graded.
+        learner_role(self.execute, role, password, socket_only=self.server.host_is_socket)
         names = {"role": psycopg2.sql.Identifier(role), "db": psycopg2.sql.Identifier(self.name)}
         for statement in (
-            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 60 "
-            "PASSWORD {password}",
-            "ALTER ROLE {role} SET statement_timeout = '20s'",
             "ALTER DATABASE {db} OWNER TO {role}",
             "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC",
         ):
-            self.execute(psycopg2.sql.SQL(statement).format(password=psycopg2.sql.Literal(password), **names))
+            self.execute(psycopg2.sql.SQL(statement).format(**names))
         self.app_role, self.app_password = role, password
 
     def empty_schema(self) -> None:
@@ -382,15 +413,26 @@ class Database:
             self._connection.close()
 
 
+@contextlib.contextmanager
+def app_database(server: PostgresServer, name: str | None = None) -> Iterator[Database]:
+    """A fresh database and the login role the learner's app gets for it; both dropped afterwards."""
+    database = Database(server, "")
+    try:
+        with server.database(name) as database.name:
+            database.make_app_role()
+            try:
+                yield database
+            finally:
+                database.close()
+    finally:
+        database.drop_app_role()
+
+
 @pytest.fixture(scope="module")
 def pg_database(pg_server: PostgresServer) -> Iterator[Database]:
     """An empty database per test module, dropped afterwards."""
-    with pg_server.database() as name:
-        database = Database(pg_server, name)
-        database.make_app_role()
+    with app_database(pg_server) as database:
         yield database
-        database.close()
-    database.drop_app_role()
 
 
 @pytest.fixture

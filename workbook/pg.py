@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +81,18 @@ class PostgresServer:
     password: str = ""
     admin_database: str = "postgres"
     kind: str = "dsn"
-    socket: str = ""  # a socket folder reachable without TCP (grading's confined learners), if any
+    # A socket folder reachable without TCP, if any: what a step run and grading give the learner's app.
+    socket: str = ""
     _databases: list[str] = field(default_factory=list, repr=False)
 
     def over_socket(self) -> PostgresServer:
-        """The same server reached through its socket folder, no TCP: what confined grading hands out."""
+        """The same server reached through its socket folder, no TCP: what step runs and grading hand out."""
         return dataclasses.replace(self, host=self.socket) if self.socket else self
+
+    @property
+    def host_is_socket(self) -> bool:
+        """True when `host` is a socket folder (libpq reads a host that starts with / as one)."""
+        return self.host.startswith("/")
 
     def params(self, database: str | None = None) -> dict[str, Any]:
         """Connection keywords in the shape the polls config's `postgres` section uses."""
@@ -864,7 +870,13 @@ def setup_auth(data: Path, run_as: _RunAs) -> None:
     run_as.give(ident)
 
 
-_PASSWORD_RULES = "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
+# Members of this group (the learners' apps) may not log in over TCP: see learner_role.
+SOCKET_ONLY_GROUP = "workbook_socket_only"
+_PASSWORD_RULES = (
+    "local all all scram-sha-256\n"
+    f"host all +{SOCKET_ONLY_GROUP} 127.0.0.1/32 reject\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+)
 
 
 def lock_down(data: Path, run: Path, port: int, password: str) -> None:
@@ -881,6 +893,9 @@ def lock_down(data: Path, run: Path, port: int, password: str) -> None:
         conn.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_catalog.pg_reload_conf()")
+            cur.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (SOCKET_ONLY_GROUP,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(SOCKET_ONLY_GROUP)))
     finally:
         conn.close()
     deadline = time.monotonic() + 5
@@ -966,7 +981,8 @@ def local_postgres(
     """A private cluster copied from the template: loopback only, a free port, fsync off.
 
     `socket_dir` adds a socket in a folder of the caller's (grading hands it to confined learners, who
-    reach no TCP listener); password rules apply there as on TCP, the superuser's included.
+    reach no TCP listener); password rules apply there as on TCP, the superuser's included. The server's
+    `socket` is that folder, else the cluster's own: a step run hands it out too (see over_socket).
     """
     run_as = _RunAs.for_this_process()
     parent = private_root(tmp_root, run_as)
@@ -990,7 +1006,7 @@ def local_postgres(
         password = set_superuser_password(workdir / "run", port)
         lock_down(workdir / "data", workdir / "run", port, password)
         yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password, kind="local",
-                             socket=str(socket_dir or ""))  # fmt: skip
+                             socket=str(socket_dir or workdir / "run"))  # fmt: skip
     finally:
         if os.getpid() == owner:  # a forked child leaving the block must not stop its parent's server
             _stop_child(postmaster)
@@ -1015,6 +1031,48 @@ def _terminate_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --- the learner's side: the role and the host form it gets ----------------------------------------------
+
+# The settings of the role a learner's app logs in as, the same in `nox -s stepN` (tests/conftest.py's
+# Database.make_app_role) and in grading (grading.database.LearnerRole): so many connections at most, and
+# no statement longer than this.
+LEARNER_CONNECTION_LIMIT = 50
+LEARNER_STATEMENT_TIMEOUT = "20s"
+
+
+def learner_role(execute: Callable[[sql.Composable], list[tuple]], role: str, password: str, *,
+                 createdb: bool = False, socket_only: bool = False) -> None:  # fmt: skip
+    """Create the login role of a learner's app with the settings above, through `execute` (a server's or a
+    database's, run as a superuser or a role that may create roles).
+
+    With `socket_only`, and on a cluster of ours (which has the group), the role may not log in over TCP,
+    only through the socket folder: an app that connects to a host of its own (localhost, 127.0.0.1)
+    instead of the one its config names is refused in a step run as it is when graded, where a confined
+    learner reaches PostgreSQL by its socket folder only.
+    """
+    ident = sql.Identifier(role)
+    execute(sql.SQL(
+        "CREATE ROLE {} LOGIN {} NOSUPERUSER NOCREATEROLE CONNECTION LIMIT {} PASSWORD {}"
+    ).format(ident, sql.SQL("CREATEDB" if createdb else "NOCREATEDB"), sql.Literal(LEARNER_CONNECTION_LIMIT),
+             sql.Literal(password)))  # fmt: skip
+    execute(sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+        ident, sql.Literal(LEARNER_STATEMENT_TIMEOUT)
+    ))  # fmt: skip
+    group = sql.Literal(SOCKET_ONLY_GROUP)
+    if socket_only and execute(sql.SQL("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {}").format(group)):
+        execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(SOCKET_ONLY_GROUP), ident))
+
+
+def host_form_note(server: PostgresServer) -> str:
+    """One line for a step's output when the app's database host is no socket folder ('' when it is)."""
+    if server.host_is_socket:
+        return ""
+    return (
+        f"Note: {describe(server)} has no socket folder to give your app, so this run did not check that "
+        "the app connects to the host its config names (grading gives a socket folder there)."
+    )
 
 
 def describe(server: PostgresServer) -> str:

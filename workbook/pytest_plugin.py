@@ -40,7 +40,7 @@ from .judge.learner_process import (
     use_python,
 )
 from .judge.logs import how_it_ended, last_exception, without_own_frames
-from .pg import NoPostgresAvailable, PostgresServer, throwaway_postgres
+from .pg import NoPostgresAvailable, PostgresServer, host_form_note, throwaway_postgres
 
 _STEP_IN_PATH = re.compile(r"(?:^|[\\/])tests[\\/]step(\d+)(?:[\\/]|$|::)")
 
@@ -199,7 +199,8 @@ def start_postgres(config: pytest.Config, run: StepRun) -> None:
     stack = contextlib.ExitStack()
     config.add_cleanup(stack.close)
     try:
-        run.postgres = stack.enter_context(throwaway_postgres())
+        # Through its socket folder, when it has one: the host form grading gives the learner's app too.
+        run.postgres = stack.enter_context(throwaway_postgres()).over_socket()
     except NoPostgresAvailable as exc:
         run.postgres_problem = str(exc)
 
@@ -365,6 +366,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     write("")
     write(f"Step {run.step.number}: {run.step.title}  (testing {run.tree})", bold=True)
+    note = host_form_note(run.postgres) if run.postgres is not None else ""
+    if note:
+        write(f"  {note}", yellow=True)
     first_failing, started = None, False
     earned = Fraction(0)
     for task in run.step.tasks:

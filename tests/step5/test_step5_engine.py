@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import Database, http_session, step_run, valid_config, why_it_ended
+from tests.conftest import Database, app_database, http_session, step_run, valid_config, why_it_ended
 from tests.held_query import PROBE_SECONDS, Held, answers_meanwhile, client_backends, held_in_postgres
 from workbook.judge.learner_process import Command
 from workbook.pg import free_port
@@ -29,8 +30,10 @@ from workbook.pg import free_port
 ENGINE = "aiopg.sa.engine.Engine"
 APP_KEY = "aiohttp.helpers.AppKey"
 SILENT_TIMEOUT = 0.5  # the judge's db.DB_TIMEOUT for the silent server: no one waits 5 s for a verdict
+PATIENT_TIMEOUT = 300.0  # db.DB_TIMEOUT for a second silent server, which the judge hangs up on first
 GIVE_UP = 8.0  # how long a startup that should fail may take before the judge calls it hung
-SILENT_GIVE_UP = 4.0  # with DB_TIMEOUT lowered to SILENT_TIMEOUT: an app with a 5 s timeout of its own fails
+SILENT_GIVE_UP = 4.0  # with DB_TIMEOUT lowered to SILENT_TIMEOUT, once the check runs
+CONNECT_WAIT = 10.0  # how long the judge waits for the patient start to reach its silent server
 
 # The learner's `python -m aiohttpdemo_polls --config FILE`, with db.DB_TIMEOUT lowered first (the lesson
 # says the suite does this) and stdout thrown away, so only what the app prints to stderr is kept.
@@ -83,6 +86,13 @@ def engine_of(learner, app) -> dict:
         "Hint: engine = await aiopg.sa.create_engine(...)."
     )
     return engine
+
+
+def pool_sizes() -> tuple[int, int]:
+    """This run's minsize and maxsize: never config/polls.yaml's 1 and 5 (also aiopg's minsize and
+    SQLAlchemy's pool_size by default), so sizes of the app's own fail on every draw."""
+    minsize = random.randint(2, 3)
+    return minsize, random.choice([n for n in range(minsize + 1, minsize + 4) if n != 5])
 
 
 def pool_config(database: Database, minsize: int, maxsize: int) -> dict:
@@ -158,8 +168,7 @@ def test_each_app_has_its_own_engine(learner, polls_db, make_config):
 
 @pytest.mark.task(1)
 def test_engine_uses_the_configured_pool_size(learner, polls_db):
-    minsize = random.randint(2, 3)
-    maxsize = minsize + random.randint(1, 3)  # different every run: the config's numbers must reach the pool
+    minsize, maxsize = pool_sizes()  # different every run: the config's numbers must reach the pool
     base = settled(polls_db)
     app = learner.serve(pool_config(polls_db, minsize, maxsize))
     attrs = engine_of(learner, app).get("attrs", {})
@@ -199,8 +208,7 @@ def test_engine_connects_whatever_the_names(learner, pg_server):
     # A database name with a space and a quote: a DSN built by hand with an f-string breaks on it.
     name = f"polls o'poll {random.randint(100, 999)}"
     hint = "Hint: pass database=, user=, password=, host=, port= to create_engine, not a DSN string."
-    with pg_server.database(name):
-        database = Database(pg_server, name)
+    with app_database(pg_server, name) as database:
         try:
             app = learner.serve(valid_config(database))
         except pytest.fail.Exception as exc:
@@ -208,7 +216,6 @@ def test_engine_connects_whatever_the_names(learner, pg_server):
         engine_of(learner, app)
         count = wait_for_connections(database, 1)
         learner.stop(app)
-        database.close()
     assert count == 1, (
         f"expected the app to connect to the database {name!r}, PostgreSQL shows {count} connections there. "
         + hint
@@ -358,25 +365,80 @@ class Startup:
     database: str
 
 
-def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack) -> dict[str, Startup]:
-    """Start the learner's app four times at once, each of which must end by itself: against a closed
-    port, a missing database, a server that never answers (db.DB_TIMEOUT lowered) and, with the database
-    reachable, an app port already taken. `stack` stops them all (and closes the sockets) at its end."""
+class SilentServer:
+    """A PostgreSQL port that accepts a connection and never says a word; a thread notes whether the
+    client hung up before the judge did (`hang_up`). Order, not a stopwatch: see launch_startups."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.listener = stack.enter_context(socket.socket())
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.1)
+        self.connected = threading.Event()
+        self.client_hung_up = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        stack.callback(self.hang_up)
+
+    @property
+    def port(self) -> int:
+        return self.listener.getsockname()[1]
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                conn, _ = self.listener.accept()
+                break
+        else:
+            return
+        self.connected.set()
+        with conn:
+            conn.settimeout(0.1)
+            while not self._stop.is_set():
+                try:
+                    if not conn.recv(4096):  # its startup packet is read and ignored; b"": it hung up
+                        self.client_hung_up.set()
+                        return
+                except TimeoutError:
+                    continue
+                except OSError:
+                    self.client_hung_up.set()
+                    return
+
+    def hang_up(self) -> bool:
+        """Close the client's connection (if it has not), and say whether the client had hung up first."""
+        self._stop.set()
+        self._thread.join()
+        return self.client_hung_up.is_set()
+
+
+Launched = tuple[dict[str, Startup], dict[str, SilentServer]]  # the starts, and the silent servers
+
+
+def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack) -> Launched:
+    """Start the learner's app five times, each of which must end by itself: against a closed port, a
+    missing database, two servers that never answer and, with the database reachable, an app port already
+    taken. `stack` stops them all (and closes the sockets) at its end.
+
+    The two silent servers tell db.DB_TIMEOUT from a timeout of the app's own without a stopwatch: the
+    "patient" start gets DB_TIMEOUT = 300 s and connects first; only then does the "silent" one start,
+    with DB_TIMEOUT = 0.5 s. The judge hangs up on the patient one once the silent one has ended. An app
+    that waits DB_TIMEOUT never hangs up first; one that waits a time of its own hangs up on the patient
+    server first, since that one started waiting earlier.
+    """
     launched: dict[str, Startup] = {}
-    silent = stack.enter_context(socket.socket())  # accepts connections, never says a word
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
+    silent, patient = SilentServer(stack), SilentServer(stack)
     taken = stack.enter_context(socket.socket())  # the app's own port, already in use
     taken.bind(("127.0.0.1", 0))
     taken.listen(8)
-    reachable = Database(pg_server, stack.enter_context(pg_server.database()))
-    stack.callback(reachable.close)
+    reachable = stack.enter_context(app_database(pg_server))
 
-    def launch(name: str, config: dict, short_timeout: bool = False, watch_port: bool = True) -> None:
+    def launch(name: str, config: dict, timeout: float | None = None, watch_port: bool = True) -> None:
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        if short_timeout:
-            args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=SILENT_TIMEOUT, path=str(path)))
+        if timeout is not None:
+            args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=timeout, path=str(path)))
         else:
             args = ("-m", "aiohttpdemo_polls", "--config", str(path))
         port = config["port"] if watch_port else None
@@ -385,28 +447,46 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
         stack.callback(startup.command.close)
         stack.callback(startup.command.stop, grace=2)
 
+    def quiet(server: SilentServer) -> dict:
+        config = valid_config(reachable, port=free_port())
+        config["postgres"].update(host="127.0.0.1", port=server.port)
+        return config
+
+    launch("patient", quiet(patient), timeout=PATIENT_TIMEOUT)
     closed = valid_config(reachable, port=free_port())
     closed["postgres"]["port"] = free_port()  # nothing listens there
     launch("closed", closed)
     missing = valid_config(reachable, port=free_port())
     missing["postgres"]["database"] = f"no_such_polls_db_{random.randint(100, 999)}"
     launch("missing", missing)
-    quiet = valid_config(reachable, port=free_port())
-    quiet["postgres"].update(host="127.0.0.1", port=silent.getsockname()[1])
-    launch("silent", quiet, short_timeout=True)
     launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
     bad = valid_config(reachable, port=free_port())
     bad["postgres"]["port"] = random.randint(65536, 99999)  # two refused fields: step 3's one line still
     launch("bad-config", bad, watch_port=False)
-    return launched
+    deadline = time.monotonic() + CONNECT_WAIT
+    while not patient.connected.wait(0.02) and launched["patient"].command.returncode is None \
+            and time.monotonic() < deadline:  # fmt: skip
+        pass
+    launch("silent", quiet(silent), timeout=SILENT_TIMEOUT)
+    return launched, {"silent": silent, "patient": patient}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def startups(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Iterator[dict[str, Startup]]:
-    """Every task-3 start, launched together as the module begins; each check waits for its own."""
+def launched(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Iterator[Launched]:
+    """Every task-3 start, launched as the module begins; each check waits for its own."""
     with contextlib.ExitStack() as stack:
         folder = tmp_path_factory.mktemp("step5")
         yield launch_startups(step_run(request.config).tree, pg_server, folder, stack)
+
+
+@pytest.fixture
+def startups(launched) -> dict[str, Startup]:
+    return launched[0]
+
+
+@pytest.fixture
+def silent_servers(launched) -> dict[str, SilentServer]:
+    return launched[1]
 
 
 # What the judge says when a start neither ends nor fails as it should; step 10 says it in its own terms.
@@ -473,11 +553,35 @@ def test_missing_database_stops_the_app_with_a_clear_message(startups):
     check_clear_failure(status, output, startups["missing"].database)
 
 
+def check_waits_db_timeout(startups: dict[str, Startup], servers: dict[str, SilentServer],
+                           hint: str) -> tuple[int, str]:  # fmt: skip
+    """The silent start ended (DB_TIMEOUT 0.5 s) while the patient one (DB_TIMEOUT 300 s, connected first)
+    still waited: its (exit status, output). See launch_startups for why that order proves DB_TIMEOUT."""
+    status, output = ended(startups["silent"], SILENT_GIVE_UP, hanging_hint=hint)
+    patient = servers["patient"]
+    if not patient.connected.is_set():
+        pytest.fail(
+            "expected the app to connect to the configured postgres host and port (a server of the judge's "
+            f"that never answers), it never did:\n{why_it_ended(startups['patient'].command.output())}"
+            "\nHint: use config['postgres']['host'] and config['postgres']['port'].",
+            pytrace=False,
+        )
+    if patient.hang_up():
+        pytest.fail(
+            f"with db.DB_TIMEOUT set to {PATIENT_TIMEOUT:g} s, expected the app to wait for a silent server "
+            f"until the judge hung up, it gave up first (and with DB_TIMEOUT {SILENT_TIMEOUT} s, it gave up "
+            "too): it waits a time of its own, not DB_TIMEOUT. "
+            + hint.format(timeout=f"{SILENT_TIMEOUT} or {PATIENT_TIMEOUT:g}"),
+            pytrace=False,
+        )
+    return status, output
+
+
 @pytest.mark.task(3)
-def test_silent_server_does_not_hang_the_app(startups):
-    # The judge lowered db.DB_TIMEOUT to 0.5 s: the app must use it (so it gives up well within SILENT_GIVE_UP
-    # seconds, imports included), and say so on stderr, in one line.
-    status, output = ended(startups["silent"], SILENT_GIVE_UP)
+def test_silent_server_does_not_hang_the_app(startups, silent_servers):
+    # The judge set db.DB_TIMEOUT: the app must wait that long for a silent server, no less and no more,
+    # and say so on stderr, in one line.
+    status, output = check_waits_db_timeout(startups, silent_servers, HANGING_HINT)
     check_clear_failure(status, output, startups["silent"].database, where=" on stderr")
 
 

@@ -577,7 +577,8 @@ def test_an_app_role_reaches_only_its_own_database(tmp_root, no_docker):
     the superuser (the checks' Database fixture, tests/conftest.py)."""
     from tests.conftest import Database
 
-    with pg.throwaway_postgres() as server, server.database() as mine, server.database() as theirs:
+    with pg.throwaway_postgres() as local, local.database() as mine, local.database() as theirs:
+        server = local.over_socket()  # as a step run hands it out
         database, other = Database(server, mine), Database(server, theirs)  # two test modules' databases
         database.make_app_role()
         other.make_app_role()

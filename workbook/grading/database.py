@@ -14,10 +14,7 @@ import threading
 import psycopg2
 from psycopg2 import sql
 
-from ..pg import PostgresServer
-
-ROLE_CONNECTION_LIMIT = 50
-
+from ..pg import PostgresServer, learner_role
 
 _GRANT_LOCK = threading.Lock()
 
@@ -35,13 +32,8 @@ class LearnerRole:
         self.password = secrets.token_urlsafe(18)
 
     def __enter__(self) -> LearnerRole:
-        self.server.execute(
-            sql.SQL(
-                "CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE CONNECTION LIMIT {} PASSWORD {}"
-            ).format(
-                sql.Identifier(self.name), sql.Literal(ROLE_CONNECTION_LIMIT), sql.Literal(self.password)
-            )
-        )
+        # The settings every learner's app gets, in a step run too (the suite's app shares this role here).
+        learner_role(self.server.execute, self.name, self.password, createdb=True)
         # It creates its databases from the admin database, which is closed to other roles by default. One
         # grant at a time: two at once update the same catalog row, and PostgreSQL refuses the second.
         with _GRANT_LOCK:

@@ -334,11 +334,9 @@ class Run:
 
     @property
     def database(self) -> PostgresServer | None:
-        """The server as the judges reach it: through its socket folder when confined (their network has
-        no way to the TCP listener), else as it is."""
-        if self.server is not None and self.base is not None:
-            return self.server.over_socket()
-        return self.server
+        """The server as the judges reach it: through its socket folder when it has one (a confined
+        network has no way to the TCP listener, and a step run hands out the socket folder too)."""
+        return self.server.over_socket() if self.server is not None else None
 
 
 @dataclass
