@@ -21,7 +21,11 @@ ROUTES = ("index", "poll", "vote", "results", "static")
 def _apart() -> dict[str, str]:
     # Hex only: no route's name or path can appear inside another's prefix (request.path.replace('/vote',
     # ...) must not hit a prefix).
-    return {name: f"/x{secrets.token_hex(3)}" for name in ROUTES}
+    # Distinct on every draw: two routes under one prefix would let a pasted address through.
+    tokens: set[str] = set()
+    while len(tokens) < len(ROUTES):
+        tokens.add(f"/x{secrets.token_hex(3)}")
+    return dict(zip(ROUTES, sorted(tokens), strict=True))
 
 
 @dataclass(frozen=True)

@@ -202,20 +202,6 @@ def test_vote_refuses_what_is_not_the_polls_choice(learner, polls_app, polls_db,
     )
 
 
-@pytest.mark.task(1)
-def test_concurrent_votes_are_all_counted(learner, busy_app, polls_db, judge_poll):
-    choice_id = judge_poll.choice_ids[2]
-    before = votes(polls_db)[choice_id]
-    learner.call_or_fail("db:vote", judge_poll.id, choice_id, connection=busy_app, times=CONCURRENT_VOTES)
-    added = votes(polls_db)[choice_id] - before
-    assert added == CONCURRENT_VOTES, (
-        f"expected {CONCURRENT_VOTES} calls of vote(conn, {judge_poll.id}, {choice_id}) at the same time (a "
-        f"pool of 10 connections) to add {CONCURRENT_VOTES} votes, they added {added}: some were lost. "
-        "Hint: do not read the count and write it back; let PostgreSQL add 1 in one statement: "
-        ".values(votes=choice.c.votes + 1)."
-    )
-
-
 OTHER_VOTES = 5  # the votes the judge's own transaction adds while vote() runs
 LOCK_WAIT = 10.0  # seconds for vote() to reach the row the judge holds (it is one UPDATE away)
 
@@ -276,9 +262,23 @@ def test_a_vote_during_another_transaction_keeps_its_votes(learner, polls_app, p
         f"another transaction (as another process of your app would) added {OTHER_VOTES} votes to choice "
         f"{choice_id} ({before} -> {before + OTHER_VOTES}) while vote(conn, {judge_poll.id}, {choice_id}) "
         f"ran; expected {expected} once both were done, got {after}: vote() read the count before the other "
-        "transaction committed and wrote its own number back, so those votes were lost. A lock inside your "
+        "transaction committed and wrote its own number back, so some were lost. A lock inside your "
         "app (asyncio.Lock) cannot prevent that: other processes and programs write to the same table. "
         "Hint: one UPDATE in which PostgreSQL adds the vote, .values(votes=choice.c.votes + 1)."
+    )
+
+
+@pytest.mark.task(1)
+def test_concurrent_votes_are_all_counted(learner, busy_app, polls_db, judge_poll):
+    choice_id = judge_poll.choice_ids[2]
+    before = votes(polls_db)[choice_id]
+    learner.call_or_fail("db:vote", judge_poll.id, choice_id, connection=busy_app, times=CONCURRENT_VOTES)
+    added = votes(polls_db)[choice_id] - before
+    assert added == CONCURRENT_VOTES, (
+        f"expected {CONCURRENT_VOTES} calls of vote(conn, {judge_poll.id}, {choice_id}) at the same time (a "
+        f"pool of 10 connections) to add {CONCURRENT_VOTES} votes, they added {added}: some were lost. "
+        "Hint: do not read the count and write it back; let PostgreSQL add 1 in one statement: "
+        ".values(votes=choice.c.votes + 1)."
     )
 
 
