@@ -187,6 +187,9 @@ INVALID = {
     "port-zero": ("port", "port is 0, below 1", lambda c: c.update(port=0), "port"),
     "port-too-big": ("port", "port is above 65535", lambda c: c.update(port=random.randrange(65536, 10**6)),
                      "port"),
+    "port-65536": ("port", "port is 65536, one above the highest port", lambda c: c.update(port=65536), "port"),
+    "db-port-65536": ("postgres.port", "postgres.port is 65536, one above the highest port",
+                      lambda c: c["postgres"].update(port=65536), "postgres.port"),
     "db-port-too-big": ("postgres.port", "postgres.port is above 65535",
                         lambda c: c["postgres"].update(port=random.randrange(65536, 10**6)), "postgres.port"),
     "db-port-zero": ("postgres.port", "postgres.port is 0, below 1", lambda c: c["postgres"].update(port=0),
@@ -489,6 +492,57 @@ def test_main_reports_on_stderr(polls_process, tmp_path):
     assert missing.name in result.output, (
         f"{sent}: expected a message naming {missing.name} on stderr, stderr had: "
         f"{result.output.strip()[-500:] or 'nothing'}. Hint: print(..., file=sys.stderr)."
+    )
+
+
+# Runs in the learner's process: sys.argv names another missing file, so the message shows which argv
+# main() parsed.
+MAIN_WITH_ARGV = """
+import sys
+sys.argv = ["aiohttpdemo_polls", "--config", {decoy!r}]
+from aiohttpdemo_polls.main import main
+main(["--config", {path!r}])
+"""
+
+
+@pytest.mark.task(3)
+def test_main_parses_the_argv_it_is_given(polls_process, tmp_path):
+    word = secrets.token_hex(2)
+    given, decoy = tmp_path / f"given-{word}.yaml", tmp_path / f"from-sys-argv-{word}.yaml"
+    result = polls_process.start_python(MAIN_WITH_ARGV.format(decoy=str(decoy), path=str(given))).wait(30)
+    sent = (f"main(['--config', '{given.name}']) (a file that does not exist) while sys.argv names "
+            f"{decoy.name}")  # fmt: skip
+    if decoy.name in result.output:
+        pytest.fail(f"{sent}: expected the message to name {given.name}, the file main() was given; it named "
+                    f"{decoy.name}: {why_it_ended(result.output)}\nHint: main() parsed sys.argv, not its "
+                    "own argv: pass it on, get_config(argv).", pytrace=False)  # fmt: skip
+    assert result.status == 2 and given.name in result.output, (
+        f"{sent}: expected exit status 2 and a message naming {given.name}, but {result.ended}: "
+        f"{why_it_ended(result.output)}"
+    )
+
+
+# Runs in the learner's process: get_config, wherever main() takes it from, raises an error that is not about
+# the configuration (as a bug in settings.py would).
+MAIN_WITH_A_BUG = """
+from aiohttpdemo_polls import main as module, settings
+def get_config(argv=None):
+    raise RuntimeError({marker!r})
+module.get_config = settings.get_config = get_config
+module.main(["--config", "polls.yaml"])
+"""
+
+
+@pytest.mark.task(3)
+def test_main_reports_only_configuration_errors(polls_process):
+    marker = f"a bug, not a bad configuration {secrets.token_hex(3)}"
+    result = polls_process.start_python(MAIN_WITH_A_BUG.format(marker=marker)).wait(30)
+    sent = f"main() with get_config replaced by one that raises RuntimeError({marker!r})"
+    assert "Traceback" in result.output and result.status not in (0, 2), (
+        f"{sent}: expected the error to end the program with its traceback (it is a bug to fix, not a bad "
+        f"file), but {result.ended}: {why_it_ended(result.output)}\nHint: catch ConfigError only, not "
+        "Exception: a broader except reports every bug in your code as a bad configuration and hides where "
+        "it happened."
     )
 
 
