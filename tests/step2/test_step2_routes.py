@@ -94,7 +94,7 @@ async def test_setup_routes_serves_hello_on_get(learner):
 
 @pytest.mark.task(2)
 async def test_index_moves_with_a_prefix(learner):
-    """The app served under a random prefix: a route registered as '/' answers PREFIX/, one of '' only PREFIX."""
+    """Served under a random prefix, a route registered as '/' answers PREFIX/; one of '' answers PREFIX."""
     prefix = f"/polls-{secrets.token_hex(3)}"
     app = learner.serve(setup=("routes:setup_routes",), mount=prefix)
     status, _, body = await fetch(app.url + prefix + "/")
