@@ -356,12 +356,16 @@ class Startup:
     command: Command
     app_port: int | None  # None: the port is the judge's own socket, so serving cannot be seen there
     database: str
+    where: str = ""  # the database's host:port as the config names it
+    app_host: str = "127.0.0.1"
 
 
-def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack) -> dict[str, Startup]:
+def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack,
+                    serving: bool = False) -> dict[str, Startup]:  # fmt: skip
     """Start the learner's app four times at once, each of which must end by itself: against a closed
     port, a missing database, a server that never answers (db.DB_TIMEOUT lowered) and, with the database
-    reachable, an app port already taken. `stack` stops them all (and closes the sockets) at its end."""
+    reachable, an app port already taken. With `serving`, also once with everything right, on a loopback
+    host other than 127.0.0.1. `stack` stops them all (and closes the sockets) at its end."""
     launched: dict[str, Startup] = {}
     silent = stack.enter_context(socket.socket())  # accepts connections, never says a word
     silent.bind(("127.0.0.1", 0))
@@ -380,7 +384,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
         else:
             args = ("-m", "aiohttpdemo_polls", "--config", str(path))
         port = config["port"] if watch_port else None
-        startup = Startup(Command(tree, *args), port, config["postgres"]["database"])
+        pg = config["postgres"]
+        where = f"{pg['host']}:{pg['port']}"
+        startup = Startup(Command(tree, *args), port, pg["database"], where, config["host"])
         launched[name] = startup
         stack.callback(startup.command.close)
         stack.callback(startup.command.stop, grace=2)
@@ -398,6 +404,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     bad = valid_config(reachable, port=free_port())
     bad["postgres"]["port"] = random.randint(65536, 99999)  # two refused fields: step 3's one line still
     launch("bad-config", bad, watch_port=False)
+    if serving:
+        host = f"127.0.{random.randrange(256)}.{random.randrange(2, 255)}"  # not 127.0.0.1
+        launch("serving", valid_config(reachable, host=host, port=free_port()))
     return launched
 
 
@@ -406,7 +415,7 @@ def startups(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Ite
     """Every task-3 start, launched together as the module begins; each check waits for its own."""
     with contextlib.ExitStack() as stack:
         folder = tmp_path_factory.mktemp("step5")
-        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack)
+        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True)
 
 
 # What the judge says when a start neither ends nor fails as it should; step 10 says it in its own terms.
@@ -417,6 +426,10 @@ HANGING_HINT = (
 )
 TRACEBACK_HINT = "Hint: in main(), catch psycopg2.OperationalError and asyncio.TimeoutError around run_app."
 LINES_HINT = "Hint: take the first line of the error's text: psycopg2's messages often span several."
+REASON_HINT = (
+    "Hint: end the line with the first line of psycopg2's message (str(exc).strip().splitlines()[0]): "
+    "it says what went wrong."
+)
 
 
 def ended(startup: Startup, seconds: float = GIVE_UP, serving_hint: str = SERVING_HINT,
@@ -447,7 +460,10 @@ def ended(startup: Startup, seconds: float = GIVE_UP, serving_hint: str = SERVIN
 
 def check_clear_failure(status: int, output: str, database: str, where: str = "",
                         traceback_hint: str = TRACEBACK_HINT,
-                        lines_hint: str = LINES_HINT) -> None:  # fmt: skip
+                        lines_hint: str = LINES_HINT, *, names: str = "", reason: str = "",
+                        reason_hint: str = "") -> None:  # fmt: skip
+    """One line, exit status 1, naming the database; with `names`, that host:port too; with `reason`,
+    the line must also say it (the driver's own words, or how long the app waited)."""
     assert "Traceback" not in output, (
         f"expected one clear line, got a traceback ending in: {why_it_ended(output)}\n{traceback_hint}"
     )
@@ -459,18 +475,27 @@ def check_clear_failure(status: int, output: str, database: str, where: str = ""
     assert len(lines) == 1, (
         f"expected one line{where}, got {len(lines)}:\n{output.strip()[-1500:]}\n{lines_hint}"
     )
+    host, _, port = names.rpartition(":")
+    assert host in lines[0] and port in lines[0], (
+        f"expected the line{where} to name the database's host {host} and port {port}, got: {lines[0]}\n"
+        "Hint: cannot connect to PostgreSQL at {host}:{port} (database ..., user ...): the reason."
+    )
+    assert reason.lower() in lines[0].lower(), (
+        f"expected the line{where} to give the reason, saying {reason!r}, got: {lines[0]}\n{reason_hint}"
+    )
 
 
 @pytest.mark.task(3)
 def test_closed_port_stops_the_app_with_a_clear_message(startups):
     status, output = ended(startups["closed"])
-    check_clear_failure(status, output, startups["closed"].database)
+    check_clear_failure(status, output, startups["closed"].database, names=startups["closed"].where)
 
 
 @pytest.mark.task(3)
 def test_missing_database_stops_the_app_with_a_clear_message(startups):
     status, output = ended(startups["missing"])
-    check_clear_failure(status, output, startups["missing"].database)
+    check_clear_failure(status, output, startups["missing"].database, names=startups["missing"].where,
+                        reason="does not exist", reason_hint=REASON_HINT)  # fmt: skip
 
 
 @pytest.mark.task(3)
@@ -478,7 +503,10 @@ def test_silent_server_does_not_hang_the_app(startups):
     # The judge lowered db.DB_TIMEOUT to 0.5 s: the app must use it (so it gives up well within SILENT_GIVE_UP
     # seconds, imports included), and say so on stderr, in one line.
     status, output = ended(startups["silent"], SILENT_GIVE_UP)
-    check_clear_failure(status, output, startups["silent"].database, where=" on stderr")
+    check_clear_failure(status, output, startups["silent"].database, where=" on stderr",
+                        names=startups["silent"].where, reason=f"{SILENT_TIMEOUT:g}",
+                        reason_hint="Hint: say how long the app waited, f'no answer in {DB_TIMEOUT:g}s' "
+                        "(asyncio.TimeoutError has no text of its own).")  # fmt: skip
 
 
 @pytest.mark.task(3)
@@ -505,3 +533,33 @@ def test_other_errors_are_not_blamed_on_the_database(startups):
         f"(address already in use), not a message about the database; got:\n{output.strip()[-800:]}\n"
         "Hint: catch only psycopg2.OperationalError and asyncio.TimeoutError, not every Exception."
     )
+
+
+@pytest.mark.task(3)
+def test_app_serves_only_on_the_configured_host(startups):
+    startup = startups["serving"]
+    host, port = startup.app_host, startup.app_port
+    assert port is not None
+    deadline = time.monotonic() + GIVE_UP
+    sent = f"python -m aiohttpdemo_polls with a reachable database (host: {host}, port: {port})"
+    while not answers(host, port):
+        if startup.command.returncode is not None:
+            pytest.fail(f"{sent}: expected it to serve there, it exited: "
+                        f"{why_it_ended(startup.command.output())}", pytrace=False)  # fmt: skip
+        if time.monotonic() > deadline:
+            pytest.fail(f"{sent}: expected it to serve there within {GIVE_UP:.0f}s, it did not. Hint: "
+                        "web.run_app(init_app(config), host=config['host'], port=config['port']).",
+                        pytrace=False)  # fmt: skip
+        time.sleep(0.05)
+    wrong = answers("127.0.0.1", port)
+    startup.command.stop(grace=2)
+    assert not wrong, (
+        f"the config says host {host}, but the app also answers on 127.0.0.1:{port}: it listens on every "
+        "interface. Hint: web.run_app(init_app(config), host=config['host'], port=config['port'])."
+    )
+
+
+def answers(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
