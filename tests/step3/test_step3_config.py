@@ -272,7 +272,7 @@ def test_every_problem_is_named_in_one_line(learner, tmp_path):
             f"two fields are wrong (postgres.port={config['postgres']['port']}, port={config['port']}): "
             f"expected the error to name both with their values, got: {message}"
         )
-    ends = sorted((message.index(str(value)), len(str(value))) for value in (config["postgres"]["port"],
+    ends = sorted((message.rindex(str(value)), len(str(value))) for value in (config["postgres"]["port"],
                                                                              config["port"]))  # fmt: skip
     between = message[ends[0][0] + ends[0][1] : ends[1][0]]
     assert "; " in between, (
@@ -386,8 +386,9 @@ def test_malformed_yaml_says_where(learner, tmp_path):
 def test_value_yaml_cannot_build_is_a_config_error(learner, tmp_path):
     """Well-formed YAML whose value safe_load cannot build: a date that does not exist raises ValueError."""
     config = random_config()
+    config["postgres"]["password"] = "SET-BELOW"  # plain text that safe_dump writes unquoted
     day = f"20{random.randrange(10, 40)}-02-{random.randrange(30, 32)}"
-    text = yaml.safe_dump(config).replace(f"password: {config['postgres']['password']}", f"password: {day}")
+    text = yaml.safe_dump(config).replace("password: SET-BELOW", f"password: {day}")
     name = f"no-such-day-{secrets.token_hex(2)}.yaml"
     problem = (f"{name} sets postgres.password to {day}, which YAML reads as a date that does not exist "
                "(yaml.safe_load raises ValueError, not yaml.YAMLError)")  # fmt: skip
