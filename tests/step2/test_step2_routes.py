@@ -5,6 +5,7 @@ The learner's code runs in its own process: the view, an app wired by `setup_rou
 """
 
 import random
+import secrets
 
 import pytest
 
@@ -88,6 +89,30 @@ async def test_setup_routes_serves_hello_on_get(learner):
     assert (status, body) == (200, HELLO), (
         f"GET / on a new app passed to setup_routes: expected 200 {HELLO!r}, got {status} {body!r}. "
         f"Hint: {hint}."
+    )
+
+
+@pytest.mark.task(2)
+async def test_index_moves_with_a_prefix(learner):
+    """Served under a random prefix, a route registered as '/' answers PREFIX/; one of '' answers PREFIX."""
+    prefix = f"/polls-{secrets.token_hex(3)}"
+    app = learner.serve(setup=("routes:setup_routes",), mount=prefix)
+    status, _, body = await fetch(app.url + prefix + "/")
+    if (status, body) == (200, HELLO):
+        return
+    bare, _, _ = await fetch(app.url + prefix)
+    hint = (
+        'the route\'s path is "" (empty): at the root aiohttp turns it into "/" when the app starts, but the '
+        f'router builds "" for url_for() and, under a prefix, {prefix} instead of {prefix}/. Register the '
+        "path \"/\": app.router.add_get('/', index, name='index')"
+        if bare == 200
+        else view_hint(status, body, "setup_routes must add GET / -> index")
+    )
+    pytest.fail(
+        f"the judge served a new app passed to setup_routes under {prefix} (as a sub-application, as later "
+        f"steps do); expected GET {prefix}/ to answer 200 {HELLO!r}, got {status} {body[:80]!r}. The app "
+        f"has: {shown(app.routes)}. Hint: {hint}.",
+        pytrace=False,
     )
 
 

@@ -6,6 +6,8 @@ and `python -m aiohttpdemo_polls` runs as a process of its own, judged by its ex
 """
 
 import contextlib
+import itertools
+import json
 import random
 import secrets
 import socket
@@ -16,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import http_session, raised_text, why_it_ended
-from workbook.judge.learner_process import LearnerRaised
+from workbook.judge.learner_process import Command, LearnerRaised
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
@@ -191,6 +193,10 @@ INVALID = {
                         lambda c: c["postgres"].update(port=random.randrange(65536, 10**6)), "postgres.port"),
     "db-port-zero": ("postgres.port", "postgres.port is 0, below 1", lambda c: c["postgres"].update(port=0),
                      "postgres.port"),
+    "port-65536": ("port", "port is 65536, one above the highest port", lambda c: c.update(port=65536),
+                   "port"),
+    "db-port-65536": ("postgres.port", "postgres.port is 65536, one above the highest port",
+                      lambda c: c["postgres"].update(port=65536), "postgres.port"),
     "maxsize-text": ("postgres.maxsize", "postgres.maxsize is not a number",
                      lambda c: c["postgres"].update(maxsize=bad_text()), "postgres.maxsize"),
     "minsize-negative": ("postgres.minsize", "postgres.minsize is below 0",
@@ -266,6 +272,13 @@ def test_every_problem_is_named_in_one_line(learner, tmp_path):
             f"two fields are wrong (postgres.port={config['postgres']['port']}, port={config['port']}): "
             f"expected the error to name both with their values, got: {message}"
         )
+    ends = sorted((message.rindex(str(value)), len(str(value))) for value in (config["postgres"]["port"],
+                                                                             config["port"]))  # fmt: skip
+    between = message[ends[0][0] + ends[0][1] : ends[1][0]]
+    assert "; " in between, (
+        f"two fields are wrong (postgres.port={config['postgres']['port']}, port={config['port']}): expected "
+        f"their problems apart, joined with '; ', got: {message}\nHint: '; '.join(...) of the problems."
+    )
 
 
 @pytest.mark.task(1)
@@ -343,6 +356,84 @@ def test_unreadable_file_names_the_file(learner, tmp_path):
     assert "a-folder.yaml" in message, f"expected the error to name a-folder.yaml, got: {message}"
 
 
+def parser_marks(text: str) -> list[str]:
+    """Where PyYAML stops on the judge's own malformed text: 'line N, column M' of each mark it reports."""
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        marks = (exc.context_mark, exc.problem_mark)
+        return [f"line {mark.line + 1}, column {mark.column + 1}" for mark in marks if mark is not None]
+    raise AssertionError("the judge's malformed YAML loaded")
+
+
+@pytest.mark.task(1)
+def test_malformed_yaml_says_where(learner, tmp_path):
+    keys = [f"key_{secrets.token_hex(2)}: {random.randrange(100)}" for _ in range(random.randrange(1, 6))]
+    text = "\n".join([*keys, "postgres: [unclosed", "host: 127.0.0.1", ""])
+    marks = parser_marks(text)
+    name = f"malformed-{secrets.token_hex(2)}.yaml"
+    problem = f"{name} holds malformed YAML (an unclosed '[' on line {len(keys) + 1})"
+    message = config_error(learner, write_config(tmp_path / name, text), problem)
+    assert any(mark in message for mark in marks), (
+        f"{problem}: expected the error to say, as yaml's own message does, where the parser stopped "
+        f"({' or '.join(marks)}), got: {message}\nHint: keep the parser's own message, folded into one "
+        "line, ' '.join(str(exc).split()); catch it after OSError and UnicodeDecodeError, which say other "
+        "things."
+    )
+
+
+@pytest.mark.task(1)
+def test_value_yaml_cannot_build_is_a_config_error(learner, tmp_path):
+    """Well-formed YAML whose value safe_load cannot build: a date that does not exist raises ValueError."""
+    config = random_config()
+    config["postgres"]["password"] = "SET-BELOW"  # plain text that safe_dump writes unquoted
+    day = f"20{random.randrange(10, 40)}-02-{random.randrange(30, 32)}"
+    text = yaml.safe_dump(config).replace("password: SET-BELOW", f"password: {day}")
+    name = f"no-such-day-{secrets.token_hex(2)}.yaml"
+    problem = (f"{name} sets postgres.password to {day}, which YAML reads as a date that does not exist "
+               "(yaml.safe_load raises ValueError, not yaml.YAMLError)")  # fmt: skip
+    message = config_error(learner, write_config(tmp_path / name, text), problem)
+    assert name in message, f"{problem}: expected the error to name {name}, got: {message}"
+
+
+# Runs in a fresh interpreter whose locale is C (ASCII) with Python's UTF-8 mode off, as on a machine whose
+# default encoding is not UTF-8 (Windows' is cp1252): open() without encoding= reads in that default.
+LOAD_IN_ASCII_LOCALE = """
+import json
+from aiohttpdemo_polls.settings import load_config
+try:
+    print("LOADED " + json.dumps(load_config({path!r})))
+except Exception as exc:
+    print("RAISED " + json.dumps(type(exc).__name__ + ": " + str(exc)))
+"""
+
+
+@pytest.mark.task(1)
+def test_utf8_file_loads_whatever_the_default_encoding(polls_process, tmp_path):
+    expected = random_config()
+    non_ascii_text(expected)
+    path = write_config(tmp_path / f"accents-{secrets.token_hex(2)}.yaml", expected)
+    code = LOAD_IN_ASCII_LOCALE.format(path=str(path))
+    env = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    command = Command(polls_process.tree, "-X", "utf8=0", "-c", code, env=env)  # a fresh interpreter
+    polls_process.commands.append(command)
+    result = command.wait(30)
+    sent = (f"load_config({path.name!r}), a UTF-8 file with accents in postgres.database and password, "
+            "called on a machine whose default encoding is ASCII (LC_ALL=C, UTF-8 mode off)")  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.startswith(("LOADED ", "RAISED "))]
+    got: Any = None
+    with contextlib.suppress(ValueError, RecursionError):
+        got = json.loads(lines[-1].partition(" ")[2][:10000]) if lines else None
+    if not lines:
+        came = f"but {result.ended}: {why_it_ended(result.output)}"
+    else:
+        came = f"it {'returned' if lines[-1].startswith('LOADED ') else 'raised'} {got}"
+    assert lines and lines[-1].startswith("LOADED ") and got == expected, (
+        f"{sent}: expected the file's content {expected}, {came}\nHint: open the file with "
+        "encoding='utf-8': without it, open() reads in the machine's default encoding."
+    )
+
+
 # --- task 2: get_config --------------------------------------------------------------------------------
 
 
@@ -406,6 +497,69 @@ def test_no_location_lists_where_it_looked(learner, tmp_path):
         f"got: {message}"
     )
     assert "--config" in message, f"expected the error to mention --config as a way out, got: {message}"
+    after = message[message.index(places[0].name) + len(places[0].name) :][:1]
+    assert not (after.isalnum() or after in "/\\._-~"), (
+        f"{problem} ({places[0]}, {places[1]}): expected each place named apart, got them run together: "
+        f"{message}\nHint: ', '.join(str(location) for location in CONFIG_LOCATIONS)."
+    )
+
+
+# Runs in the learner's process: get_config alone (task 2), so main() (task 3) plays no part. argparse's
+# own refusal is a SystemExit, which goes through and ends the process with its usage message.
+GET_CONFIG = """
+import sys
+sys.argv = ["aiohttpdemo_polls"]
+from aiohttpdemo_polls.settings import get_config
+try:
+    get_config({argv!r})
+except Exception as exc:
+    print("RAISED", type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.task(2)
+def test_short_config_option(polls_process, tmp_path):
+    missing = tmp_path / f"short-{secrets.token_hex(2)}.yaml"
+    result = polls_process.start_python(GET_CONFIG.format(argv=["-c", str(missing)])).wait(30)
+    sent = f"get_config(['-c', '{missing.name}']) (a file that does not exist)"
+    assert "RAISED ConfigError" in result.output and missing.name in result.output, (
+        f"{sent}: expected -c to work as --config (a ConfigError naming {missing.name}), but "
+        f"{result.ended}: {why_it_ended(result.output)}\nHint: parser.add_argument('-c', '--config', ...)."
+    )
+
+
+def help_parts(text: str) -> tuple[str, str, str]:
+    """argparse's --help as (usage line, description, the help text of --config): '' for a part not there."""
+    lines = text.strip().splitlines()
+    usage = lines[0] if lines else ""
+    heading = next((i for i, line in enumerate(lines) if line.rstrip().endswith("arguments:")
+                    or line.rstrip() == "options:"), len(lines))  # fmt: skip
+    description = " ".join(line.strip() for line in lines[1:heading] if not line.startswith(" " * 6)).strip()
+    help_text = ""
+    for i, line in enumerate(lines[heading:], heading):
+        if "--config" in line:  # its help: after two spaces on that line, then on the more indented lines
+            rest = [line.strip().split("  ", 1)[1] if "  " in line.strip() else ""]
+            rest += itertools.takewhile(lambda more: more.startswith(" " * 6), lines[i + 1 :])
+            help_text = " ".join(part.strip() for part in rest).strip()
+    return usage, description, help_text
+
+
+@pytest.mark.task(2)
+def test_help_says_how_to_run_it(polls_process):
+    result = polls_process.start_python(GET_CONFIG.format(argv=["--help"])).wait(30)
+    sent = "get_config(['--help']), as `python -m aiohttpdemo_polls --help` calls it"
+    usage, description, help_text = help_parts(result.output)
+    assert result.status == 0 and usage.startswith("usage: python -m aiohttpdemo_polls "), (
+        f"{sent}: expected exit status 0 and a usage line 'usage: python -m aiohttpdemo_polls ...', but "
+        f"{result.ended} with: {usage or why_it_ended(result.output)}\nHint: "
+        "argparse.ArgumentParser(prog='python -m aiohttpdemo_polls', ...): without prog= argparse shows "
+        "the script's file name (__main__.py under python -m)."
+    )
+    assert description and help_text, (
+        f"{sent}: expected a sentence saying what the program does and a help text for --config, got "
+        f"{'no description' if not description else 'no help for --config'}:\n{result.output.strip()[-800:]}"
+        "\nHint: ArgumentParser(..., description='...') and add_argument(..., help='...')."
+    )
 
 
 @pytest.mark.task(2)
@@ -489,6 +643,57 @@ def test_main_reports_on_stderr(polls_process, tmp_path):
     assert missing.name in result.output, (
         f"{sent}: expected a message naming {missing.name} on stderr, stderr had: "
         f"{result.output.strip()[-500:] or 'nothing'}. Hint: print(..., file=sys.stderr)."
+    )
+
+
+# Runs in the learner's process: sys.argv names another missing file, so the message shows which argv
+# main() parsed.
+MAIN_WITH_ARGV = """
+import sys
+sys.argv = ["aiohttpdemo_polls", "--config", {decoy!r}]
+from aiohttpdemo_polls.main import main
+main(["--config", {path!r}])
+"""
+
+
+@pytest.mark.task(3)
+def test_main_parses_the_argv_it_is_given(polls_process, tmp_path):
+    word = secrets.token_hex(2)
+    given, decoy = tmp_path / f"given-{word}.yaml", tmp_path / f"from-sys-argv-{word}.yaml"
+    result = polls_process.start_python(MAIN_WITH_ARGV.format(decoy=str(decoy), path=str(given))).wait(30)
+    sent = (f"main(['--config', '{given.name}']) (a file that does not exist) while sys.argv names "
+            f"{decoy.name}")  # fmt: skip
+    if decoy.name in result.output:
+        pytest.fail(f"{sent}: expected the message to name {given.name}, the file main() was given; it named "
+                    f"{decoy.name}: {why_it_ended(result.output)}\nHint: main() parsed sys.argv, not its "
+                    "own argv: pass it on, get_config(argv).", pytrace=False)  # fmt: skip
+    assert result.status == 2 and given.name in result.output, (
+        f"{sent}: expected exit status 2 and a message naming {given.name}, but {result.ended}: "
+        f"{why_it_ended(result.output)}"
+    )
+
+
+# Runs in the learner's process: get_config, wherever main() takes it from, raises an error that is not about
+# the configuration (as a bug in settings.py would).
+MAIN_WITH_A_BUG = """
+from aiohttpdemo_polls import main as module, settings
+def get_config(argv=None):
+    raise RuntimeError({marker!r})
+module.get_config = settings.get_config = get_config
+module.main(["--config", "polls.yaml"])
+"""
+
+
+@pytest.mark.task(3)
+def test_main_reports_only_configuration_errors(polls_process):
+    marker = f"a bug, not a bad configuration {secrets.token_hex(3)}"
+    result = polls_process.start_python(MAIN_WITH_A_BUG.format(marker=marker)).wait(30)
+    sent = f"main() with get_config replaced by one that raises RuntimeError({marker!r})"
+    assert "Traceback" in result.output and marker in result.output and result.status not in (0, 2), (
+        f"{sent}: expected the error to end the program with its traceback (it is a bug to fix, not a bad "
+        f"file), but {result.ended}: {why_it_ended(result.output)}\nHint: catch ConfigError only, not "
+        "Exception: a broader except reports every bug in your code as a bad configuration and hides where "
+        "it happened."
     )
 
 

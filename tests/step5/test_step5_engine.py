@@ -363,6 +363,8 @@ class Startup:
     command: Command
     app_port: int | None  # None: the port is the judge's own socket, so serving cannot be seen there
     database: str
+    where: str = ""  # the database's host:port as the config names it
+    app_host: str = "127.0.0.1"
 
 
 class SilentServer:
@@ -416,10 +418,12 @@ class SilentServer:
 Launched = tuple[dict[str, Startup], dict[str, SilentServer]]  # the starts, and the silent servers
 
 
-def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack) -> Launched:
+def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack,
+                    serving: bool = False) -> Launched:  # fmt: skip
     """Start the learner's app five times, each of which must end by itself: against a closed port, a
     missing database, two servers that never answer and, with the database reachable, an app port already
-    taken. `stack` stops them all (and closes the sockets) at its end.
+    taken. With `serving`, also once with everything right, on a loopback host other than 127.0.0.1.
+    `stack` stops them all (and closes the sockets) at its end.
 
     The two silent servers tell db.DB_TIMEOUT from a timeout of the app's own without a stopwatch: the
     "patient" start gets DB_TIMEOUT = 300 s and connects first; only then does the "silent" one start,
@@ -442,7 +446,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
         else:
             args = ("-m", "aiohttpdemo_polls", "--config", str(path))
         port = config["port"] if watch_port else None
-        startup = Startup(Command(tree, *args), port, config["postgres"]["database"])
+        pg = config["postgres"]
+        where = f"{pg['host']}:{pg['port']}"
+        startup = Startup(Command(tree, *args), port, pg["database"], where, config["host"])
         launched[name] = startup
         stack.callback(startup.command.close)
         stack.callback(startup.command.stop, grace=2)
@@ -468,6 +474,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
             and time.monotonic() < deadline:  # fmt: skip
         pass
     launch("silent", quiet(silent), timeout=SILENT_TIMEOUT)
+    if serving:
+        host = f"127.0.{random.randrange(256)}.{random.randrange(2, 255)}"  # not 127.0.0.1
+        launch("serving", valid_config(reachable, host=host, port=free_port()))
     return launched, {"silent": silent, "patient": patient}
 
 
@@ -476,7 +485,7 @@ def launched(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Ite
     """Every task-3 start, launched as the module begins; each check waits for its own."""
     with contextlib.ExitStack() as stack:
         folder = tmp_path_factory.mktemp("step5")
-        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack)
+        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True)
 
 
 @pytest.fixture
@@ -497,6 +506,10 @@ HANGING_HINT = (
 )
 TRACEBACK_HINT = "Hint: in main(), catch psycopg2.OperationalError and asyncio.TimeoutError around run_app."
 LINES_HINT = "Hint: take the first line of the error's text: psycopg2's messages often span several."
+REASON_HINT = (
+    "Hint: end the line with the first line of psycopg2's message (str(exc).strip().splitlines()[0]): "
+    "it says what went wrong."
+)
 
 
 def ended(startup: Startup, seconds: float = GIVE_UP, serving_hint: str = SERVING_HINT,
@@ -527,7 +540,10 @@ def ended(startup: Startup, seconds: float = GIVE_UP, serving_hint: str = SERVIN
 
 def check_clear_failure(status: int, output: str, database: str, where: str = "",
                         traceback_hint: str = TRACEBACK_HINT,
-                        lines_hint: str = LINES_HINT) -> None:  # fmt: skip
+                        lines_hint: str = LINES_HINT, *, names: str = "", reason: str = "",
+                        reason_hint: str = "") -> None:  # fmt: skip
+    """One line, exit status 1, naming the database; with `names`, that host:port too; with `reason`,
+    the line must also say it (the driver's own words, or how long the app waited)."""
     assert "Traceback" not in output, (
         f"expected one clear line, got a traceback ending in: {why_it_ended(output)}\n{traceback_hint}"
     )
@@ -539,18 +555,27 @@ def check_clear_failure(status: int, output: str, database: str, where: str = ""
     assert len(lines) == 1, (
         f"expected one line{where}, got {len(lines)}:\n{output.strip()[-1500:]}\n{lines_hint}"
     )
+    host, _, port = names.rpartition(":")
+    assert host in lines[0] and port in lines[0], (
+        f"expected the line{where} to name the database's host {host} and port {port}, got: {lines[0]}\n"
+        "Hint: cannot connect to PostgreSQL at {host}:{port} (database ..., user ...): the reason."
+    )
+    assert reason.lower() in lines[0].lower(), (
+        f"expected the line{where} to give the reason, saying {reason!r}, got: {lines[0]}\n{reason_hint}"
+    )
 
 
 @pytest.mark.task(3)
 def test_closed_port_stops_the_app_with_a_clear_message(startups):
     status, output = ended(startups["closed"])
-    check_clear_failure(status, output, startups["closed"].database)
+    check_clear_failure(status, output, startups["closed"].database, names=startups["closed"].where)
 
 
 @pytest.mark.task(3)
 def test_missing_database_stops_the_app_with_a_clear_message(startups):
     status, output = ended(startups["missing"])
-    check_clear_failure(status, output, startups["missing"].database)
+    check_clear_failure(status, output, startups["missing"].database, names=startups["missing"].where,
+                        reason="does not exist", reason_hint=REASON_HINT)  # fmt: skip
 
 
 def check_waits_db_timeout(startups: dict[str, Startup], servers: dict[str, SilentServer],
@@ -582,7 +607,10 @@ def test_silent_server_does_not_hang_the_app(startups, silent_servers):
     # The judge set db.DB_TIMEOUT: the app must wait that long for a silent server, no less and no more,
     # and say so on stderr, in one line.
     status, output = check_waits_db_timeout(startups, silent_servers, HANGING_HINT)
-    check_clear_failure(status, output, startups["silent"].database, where=" on stderr")
+    check_clear_failure(status, output, startups["silent"].database, where=" on stderr",
+                        names=startups["silent"].where, reason=f"{SILENT_TIMEOUT:g}",
+                        reason_hint="Hint: say how long the app waited, f'no answer in {DB_TIMEOUT:g}s' "
+                        "(asyncio.TimeoutError has no text of its own).")  # fmt: skip
 
 
 @pytest.mark.task(3)
@@ -609,3 +637,33 @@ def test_other_errors_are_not_blamed_on_the_database(startups):
         f"(address already in use), not a message about the database; got:\n{output.strip()[-800:]}\n"
         "Hint: catch only psycopg2.OperationalError and asyncio.TimeoutError, not every Exception."
     )
+
+
+@pytest.mark.task(3)
+def test_app_serves_only_on_the_configured_host(startups):
+    startup = startups["serving"]
+    host, port = startup.app_host, startup.app_port
+    assert port is not None
+    deadline = time.monotonic() + GIVE_UP
+    sent = f"python -m aiohttpdemo_polls with a reachable database (host: {host}, port: {port})"
+    while not answers(host, port):
+        if startup.command.returncode is not None:
+            pytest.fail(f"{sent}: expected it to serve there, it exited: "
+                        f"{why_it_ended(startup.command.output())}", pytrace=False)  # fmt: skip
+        if time.monotonic() > deadline:
+            pytest.fail(f"{sent}: expected it to serve there within {GIVE_UP:.0f}s, it did not. Hint: "
+                        "web.run_app(init_app(config), host=config['host'], port=config['port']).",
+                        pytrace=False)  # fmt: skip
+        time.sleep(0.05)
+    wrong = answers("127.0.0.1", port)
+    startup.command.stop(grace=2)
+    assert not wrong, (
+        f"the config says host {host}, but the app also answers on 127.0.0.1:{port}: it listens on every "
+        "interface. Hint: web.run_app(init_app(config), host=config['host'], port=config['port'])."
+    )
+
+
+def answers(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False

@@ -46,7 +46,7 @@ CONFIG_SCHEMA = t.Dict(
                 t.Key("maxsize"): t.Int(gte=1),
             }
         ),
-        t.Key("host"): t.IP,
+        t.Key("host"): t.String() & t.IP,  # a string first: t.IP alone raises TypeError for !!binary bytes
         t.Key("port"): PORT,
     }
 )
@@ -72,7 +72,9 @@ def load_config(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: this is not a UTF-8 text file") from None
-    except yaml.YAMLError as exc:  # its message spans lines: fold it into one
+    # Whatever else safe_load raises, the text is not YAML the app can read: YAMLError when malformed,
+    # ValueError for a date that does not exist (2020-02-30), RecursionError when nested too deep.
+    except Exception as exc:  # its message spans lines: fold it into one
         raise ConfigError(f"{path}: this is not valid YAML: {' '.join(str(exc).split())}") from None
     try:
         return CONFIG_SCHEMA.check(data)
