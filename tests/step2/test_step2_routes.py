@@ -70,9 +70,16 @@ async def test_index_lives_in_views(learner):
 async def test_setup_routes_adds_named_index_route(learner):
     app = learner.serve(setup=("routes:setup_routes",))
     gets = [r for r in app.routes if r.get("method") == "GET" and r.get("path") == "/"]
+    every_method = any(r.get("method") == "*" and r.get("handler") == INDEX for r in app.routes)
+    hint = (
+        "a route for every method ('*') answers POST / too, where it must be 405 Method Not Allowed: "
+        "add_get, not add_route('*', ...)"
+        if every_method
+        else "app.router.add_get('/', index, name='index')"
+    )
     assert any(r.get("handler") == INDEX for r in gets), (
         f"expected setup_routes(app) to add GET / -> views.index, the app has: {shown(app.routes)}. "
-        "Hint: app.router.add_get('/', index, name='index')."
+        f"Hint: {hint}."
     )
     named = {r.get("name"): r.get("path") for r in app.routes if r.get("name")}
     assert named.get("index") == "/", (
