@@ -268,7 +268,7 @@ def test_a_signal_while_lifetime_starts_its_program_still_ends_the_program():
             os.kill(lifetime.pid, signal.SIGTERM)
             lifetime.wait(CLEANUP_DEADLINE)
             deadline = time.monotonic() + CLEANUP_DEADLINE
-            while (alive := [pid for pid in started if live(processes(), pid)]) and time.monotonic() < deadline:
+            while (alive := [p for p in started if live(processes(), p)]) and time.monotonic() < deadline:
                 time.sleep(0.05)
             left += [f"round {attempt}: {command_line(pid)}" for pid in alive]
         finally:
