@@ -31,6 +31,7 @@ from tests.step5.test_step5_engine import (
     launch_startups,
     pool_config,
     settled,
+    two_pool_sizes,
     wait_for_connections,
 )
 from workbook.judge.learner_process import Command
@@ -76,23 +77,27 @@ def test_engine_is_an_asyncio_engine_on_asyncpg(learner, polls_db, make_config):
 
 @pytest.mark.task(1)
 def test_pool_is_bounded_by_the_config(learner, polls_db):
-    minsize = random.randint(2, 3)
-    maxsize = minsize + random.randint(1, 3)  # different every run: the config's numbers must reach the pool
-    base = settled(polls_db)
-    app = learner.serve(pool_config(polls_db, minsize, maxsize))
-    attrs = engine_of(learner, app).get("attrs", {})
-    shape = (attrs.get("pool_size"), attrs.get("max_overflow"))
-    assert shape == (maxsize, 0), (
-        f"expected a pool of at most maxsize={maxsize} connections (pool_size={maxsize}, max_overflow=0), "
-        f"got pool_size={shape[0]}, max_overflow={shape[1]}. Hint: as the lesson's table says, "
-        "pool_size=postgres['maxsize'] and max_overflow=0: the pool never opens more than maxsize."
-    )
-    count = wait_for_connections(polls_db, base + minsize) - base
-    assert count == minsize, (
-        f"expected the app to open minsize={minsize} connections at startup, PostgreSQL shows {count}. "
-        "Hint: SQLAlchemy connects on first use; pg_context calls check_database(engine, conf['minsize']), "
-        "which holds that many with open_connections and gives them back."
-    )
+    # Two configs that differ in both numbers: one written into the code fails with one of them.
+    sizes = two_pool_sizes()
+    for index, (minsize, maxsize) in enumerate(sizes):
+        base = settled(polls_db)
+        app = learner.serve(pool_config(polls_db, minsize, maxsize))
+        attrs = engine_of(learner, app).get("attrs", {})
+        shape = (attrs.get("pool_size"), attrs.get("max_overflow"))
+        assert shape == (maxsize, 0), (
+            f"expected a pool of at most maxsize={maxsize} connections (pool_size={maxsize}, "
+            f"max_overflow=0), got pool_size={shape[0]}, max_overflow={shape[1]}. Hint: as the lesson's "
+            "table says, pool_size=postgres['maxsize'] and max_overflow=0: the pool never opens more than "
+            "maxsize."
+        )
+        count = wait_for_connections(polls_db, base + minsize) - base
+        assert count == minsize, (
+            f"expected the app to open minsize={minsize} connections at startup, PostgreSQL shows {count}. "
+            "Hint: SQLAlchemy connects on first use; pg_context calls check_database(engine, "
+            "conf['minsize']), which holds that many with open_connections and gives them back."
+        )
+        if index < len(sizes) - 1:  # the last app stays for the burst below
+            learner.stop(app)
     calls = 3 * maxsize  # more at once than the pool holds: they must wait their turn, not open more
     peak = peak_connections_while_held(learner, app, polls_db, calls, base + maxsize) - base
     assert peak <= maxsize, (

@@ -89,9 +89,11 @@ def config_error(learner, path: Path, problem: str, target: str = "settings:load
 
 @pytest.mark.task(1)
 def test_valid_file_loads(learner, tmp_path):
-    expected = random_config()
-    got = load(learner, write_config(tmp_path / "polls.yaml", expected))
-    assert got == expected, f"expected load_config to return the file's content {expected}, got {got}"
+    for minsize in range(3):  # every minsize random_config draws, 0 included: none may be changed
+        expected = random_config()
+        expected["postgres"]["minsize"] = minsize
+        got = load(learner, write_config(tmp_path / "polls.yaml", expected))
+        assert got == expected, f"expected load_config to return the file's content {expected}, got {got}"
 
 
 @pytest.mark.task(1)

@@ -135,22 +135,29 @@ def test_engine_is_open_while_the_app_runs(learner, polls_db, make_config):
     )
 
 
+def two_pool_sizes() -> list[tuple[int, int]]:
+    """Two (minsize, maxsize) pairs that differ in both numbers, in an order that changes every run: a
+    number written into the code instead of read from the config fails with one of them, whatever the draw."""
+    minsizes, maxsizes = random.sample([2, 3], 2), random.sample([4, 5, 6], 2)
+    return list(zip(minsizes, maxsizes, strict=True))
+
+
 @pytest.mark.task(1)
 def test_engine_uses_the_configured_pool_size(learner, polls_db):
-    minsize = random.randint(2, 3)
-    maxsize = minsize + random.randint(1, 3)  # different every run: the config's numbers must reach the pool
-    base = settled(polls_db)
-    app = learner.serve(pool_config(polls_db, minsize, maxsize))
-    attrs = engine_of(learner, app).get("attrs", {})
-    assert (attrs.get("minsize"), attrs.get("maxsize")) == (minsize, maxsize), (
-        f"expected the pool sizes from the config (minsize {minsize}, maxsize {maxsize}), got "
-        f"({attrs.get('minsize')}, {attrs.get('maxsize')}). "
-        "Hint: pass minsize= and maxsize= to create_engine."
-    )
-    count = wait_for_connections(polls_db, base + minsize) - base
-    assert count == minsize, (
-        f"expected the app to open minsize={minsize} connections at startup, PostgreSQL shows {count}"
-    )
+    for minsize, maxsize in two_pool_sizes():
+        base = settled(polls_db)
+        app = learner.serve(pool_config(polls_db, minsize, maxsize))
+        attrs = engine_of(learner, app).get("attrs", {})
+        assert (attrs.get("minsize"), attrs.get("maxsize")) == (minsize, maxsize), (
+            f"expected the pool sizes from the config (minsize {minsize}, maxsize {maxsize}), got "
+            f"({attrs.get('minsize')}, {attrs.get('maxsize')}). "
+            "Hint: pass minsize= and maxsize= to create_engine."
+        )
+        count = wait_for_connections(polls_db, base + minsize) - base
+        assert count == minsize, (
+            f"expected the app to open minsize={minsize} connections at startup, PostgreSQL shows {count}"
+        )
+        learner.stop(app)
 
 
 @pytest.mark.task(1)
