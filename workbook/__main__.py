@@ -119,6 +119,20 @@ def _integrity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flakes(args: argparse.Namespace) -> int:
+    from . import flakes
+
+    steps = catalogue.parse_step_range(args.steps) if args.steps else catalogue.steps()
+    load = flakes.default_load() if args.load else 0
+    kinds = args.only.split(",") if args.only else flakes.KINDS
+    problems = flakes.run(steps, args.runs, load=load, workers=args.workers, kinds=kinds)
+    if problems:
+        print("\nVerdicts that changed between runs of the same code:\n- " + "\n- ".join(problems))
+        return 1
+    print("No verdict changed between runs.")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     result = starter.build(force=args.force)
     if result.learner_edits and not args.force:
@@ -243,6 +257,17 @@ def main(argv: list[str] | None = None) -> int:
         help="rewrite tests/baseline.json from this run (after a deliberate change)",
     )
     check_all.set_defaults(handler=_integrity)
+
+    flaky = commands.add_parser(
+        "flakes",
+        help="maintainers: run every suite N times (solution, starter, mistakes), list changed verdicts",
+    )
+    flaky.add_argument("steps", nargs="?", help="a range such as 1-3 (default: every step)")
+    flaky.add_argument("--runs", type=int, default=20, help="runs of each suite (default 20)")
+    flaky.add_argument("--load", action="store_true", help="keep every core busy with a CPU burner meanwhile")
+    flaky.add_argument("--only", help="some of solution,starter,mistakes (default: all three)")
+    flaky.add_argument("--workers", type=int, default=2, help="suites run at once (default 2)")
+    flaky.set_defaults(handler=_flakes)
 
     build = commands.add_parser("build", help="regenerate steps/ from solutions/")
     build.add_argument("--force", action="store_true", help="overwrite starters a learner has edited")
