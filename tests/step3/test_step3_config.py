@@ -89,9 +89,13 @@ def config_error(learner, path: Path, problem: str, target: str = "settings:load
 
 @pytest.mark.task(1)
 def test_valid_file_loads(learner, tmp_path):
-    for minsize in range(3):  # every minsize random_config draws, 0 included: none may be changed
-        expected = random_config()
-        expected["postgres"]["minsize"] = minsize
+    # Three files whose numbers all differ (every minsize random_config draws, 0 included): a number
+    # written into the code, or a default put in place of the file's, fails with two of them at least.
+    maxsizes, ports, db_ports = (random.sample(range(low, high), 3) for low, high in
+                                 ((3, 20), (1024, 65536), (1024, 65536)))  # fmt: skip
+    for minsize, maxsize, port, db_port in zip(range(3), maxsizes, ports, db_ports, strict=True):
+        expected = random_config(port=port)
+        expected["postgres"].update(minsize=minsize, maxsize=maxsize, port=db_port)
         got = load(learner, write_config(tmp_path / "polls.yaml", expected))
         assert got == expected, f"expected load_config to return the file's content {expected}, got {got}"
 
