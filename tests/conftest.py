@@ -209,9 +209,10 @@ class Learner:
         return self.harness.log_text(start)
 
     def cleanup(self) -> None:
-        if unanswered:  # an app hung: its process is killed (end_a_hung_learner_process), not stopped
+        if unanswered:  # an app hung: its process is killed, not stopped (the next request starts another)
             self.harness.close()
             self.served.clear()
+            self.patched = False
         for app in list(self.served):
             with contextlib.suppress(LearnerGone, LearnerRaised, pytest.fail.Exception):
                 self.stop(app)
