@@ -37,7 +37,10 @@ pytest_plugins = ["workbook.pytest_plugin"]
 SQL_DIR = Path(__file__).with_name("sql")
 # Every request the judge sends must get its answer (status and headers) within ANSWER_DEADLINE, longer
 # than any wait the lessons give the app itself (DB_TIMEOUT, 5 s), whatever the machine's load; the whole
-# exchange, body included, within HTTP_TIMEOUT.
+# exchange, body included, within HTTP_TIMEOUT. Each wait of the judge has its deadline where it waits (this
+# one, the judge's SQL below, a call into the learner's process, a command), so that a failure can say
+# what never came; a per-test timer such as pytest-timeout could only say that the test ran long, and its
+# signal would land inside the event loop, its thread method end the whole suite.
 ANSWER_DEADLINE = 10.0
 HTTP_TIMEOUT = 20
 NAME_HINT = "Hint: check the spelling; the tests use the tutorial's names."
