@@ -8,7 +8,9 @@ import shutil
 import time
 from pathlib import Path
 
-from workbook import catalogue
+from tests.workbook.conftest import finish, package, run_workbook
+from workbook import catalogue, verdicts
+from workbook.__main__ import STOP_GRACE
 from workbook.runner import run_step
 
 HANGING_INDEX = '''
@@ -46,3 +48,19 @@ def test_a_view_that_never_answers_costs_its_checks_not_the_step(tmp_path):
     assert short_took < 90, f"the suite took {short_took:.0f}s"
     messages = [test["message"] for test in short.report["tests"] if test["outcome"] == "failed"]
     assert messages and all("GET / got no answer within 10 s" in message for message in messages), messages
+
+
+def test_nox_s_step_stops_a_suite_at_its_timeout(workbook_copy):
+    """`nox -s stepN -- --timeout S` (300 s unless told): a learner's package whose import never ends keeps
+    the suite waiting 30 s for it; a 3 s backstop stops the suite first, says so, and remembers no verdict."""
+    finish(workbook_copy, 1)
+    main = package(workbook_copy, 1) / "main.py"
+    main.write_text("import time\ntime.sleep(600)\n" + main.read_text())
+    started = time.monotonic()
+    result = run_workbook(workbook_copy, "check", "1", "--timeout", "3")
+    took = time.monotonic() - started
+    assert result.returncode != 0, result.stdout
+    assert "step 1's checks did not finish within 3 s" in result.stderr, result.stderr
+    assert took < 3 + STOP_GRACE + 10, f"took {took:.0f}s"
+    kept = workbook_copy / verdicts.STATE_DIR / verdicts.VERDICTS_DIR / "step1.json"
+    assert not kept.exists(), "a run cut short left a verdict for `nox -s status`"
