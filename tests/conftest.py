@@ -286,12 +286,12 @@ def sql_text(name: str) -> str:
 # still qualified (pg_catalog.count, public.question): a function with a closer argument type in public
 # could otherwise beat pg_catalog's. Anything the judge creates names its schema, since the first schema
 # of this path is pg_catalog.
-JUDGE_OPTIONS = "-c search_path=pg_catalog,public -c lock_timeout=5s -c statement_timeout=30s"
-# lock_timeout: the judge's own statements (a reset's TRUNCATE, a check's ALTER TABLE) wait at most 5 s for
-# a lock the app holds, so a connection the app never gave back fails a check with its cause instead of
-# stopping the suite, and statement_timeout bounds any other wait of the judge's on PostgreSQL.
+# lock_timeout: the judge's own statements (a reset's TRUNCATE, a check's ALTER TABLE) wait at most
+# LOCK_WAIT seconds for a lock the app holds, so a connection the app never gave back fails a check with its
+# cause instead of stopping the suite; statement_timeout bounds any other wait of the judge's on PostgreSQL.
 LOCK_WAIT = 5
-SETTLE = 1.0
+JUDGE_OPTIONS = f"-c search_path=pg_catalog,public -c lock_timeout={LOCK_WAIT}s -c statement_timeout=30s"
+SETTLE = 1.0  # seconds a connection found in a transaction after a check gets to end it
 
 # The app's connections that sit inside a transaction with nothing to do: a connection taken from its pool
 # and never given back (a correct app is never idle in a transaction once a request has been answered).
