@@ -121,6 +121,11 @@ def run(
     for index, result in enumerate(results):
         changes[chosen[index % len(chosen)]].add(result)
     problems = [paragraph for change in changes.values() for paragraph in change.changed()]
+    for step in steps:  # the counts a closing note gives, step by step
+        mine = [change for subject, change in changes.items() if subject.step == step]
+        print(f"step {step.number}: {len(mine)} suites x {runs} runs, "
+              f"{sum(len(c.outcomes) - 1 for c in mine)} checks, "
+              f"{sum(len(c.changed()) for c in mine)} changed")  # fmt: skip
     checks = sum(len(change.outcomes) - 1 for change in changes.values())
     print(f"{len(jobs)} suite runs in {time.monotonic() - started:.0f} s: {checks} checks over "
           f"{len(chosen)} suites, {len(problems)} whose verdict changed.")  # fmt: skip
