@@ -293,6 +293,14 @@ def benchmark_grade(session: nox.Session) -> None:
 
 
 @nox.session(default=False, venv_backend="none")
+def flakes(session: nox.Session) -> None:
+    """Run every suite N times on the solution, the starter and every mistake; fail on a changed verdict:
+    `nox -s flakes -- [1-3] [--runs 20] [--load]`."""
+    shared_env(session)
+    workbook(session, "flakes", *session.posargs)
+
+
+@nox.session(default=False, venv_backend="none")
 def build(session: nox.Session) -> None:
     """Regenerate steps/ from solutions/ (refuses to overwrite your edits without `-- --force`)."""
     shared_env(session)

@@ -8,6 +8,7 @@ read PostgreSQL themselves.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import html
@@ -23,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import psycopg2
+import psycopg2.errors
 import psycopg2.sql
 import pytest
 
@@ -33,6 +35,13 @@ from workbook.pg import NoPostgresAvailable, PostgresServer, learner_role, throw
 pytest_plugins = ["workbook.pytest_plugin"]
 
 SQL_DIR = Path(__file__).with_name("sql")
+# Every request the judge sends must get its answer (status and headers) within ANSWER_DEADLINE, longer
+# than any wait the lessons give the app itself (DB_TIMEOUT, 5 s), whatever the machine's load; the whole
+# exchange, body included, within HTTP_TIMEOUT. Each wait of the judge has its deadline where it waits (this
+# one, the judge's SQL below, a call into the learner's process, a command), so that a failure can say
+# what never came; a per-test timer such as pytest-timeout could only say that the test ran long, and its
+# signal would land inside the event loop, its thread method end the whole suite.
+ANSWER_DEADLINE = 10.0
 HTTP_TIMEOUT = 20
 NAME_HINT = "Hint: check the spelling; the tests use the tutorial's names."
 
@@ -243,6 +252,10 @@ class Learner:
         return self.harness.log_text(start)
 
     def cleanup(self) -> None:
+        if unanswered:  # an app hung: its process is killed, not stopped (the next request starts another)
+            self.harness.close()
+            self.served.clear()
+            self.patched = False
         for app in list(self.served):
             if kept_connections(self, app):  # its engine would wait for them to come back, for ever
                 self.served.remove(app)
@@ -316,7 +329,28 @@ def sql_text(name: str) -> str:
 # still qualified (pg_catalog.count, public.question): a function with a closer argument type in public
 # could otherwise beat pg_catalog's. Anything the judge creates names its schema, since the first schema
 # of this path is pg_catalog.
-JUDGE_OPTIONS = "-c search_path=pg_catalog,public"
+# lock_timeout: the judge's own statements (a reset's TRUNCATE, a check's ALTER TABLE) wait at most
+# LOCK_WAIT seconds for a lock the app holds, so a connection the app never gave back fails a check with its
+# cause instead of stopping the suite; statement_timeout bounds any other wait of the judge's on PostgreSQL.
+LOCK_WAIT = 5
+JUDGE_OPTIONS = f"-c search_path=pg_catalog,public -c lock_timeout={LOCK_WAIT}s -c statement_timeout=30s"
+SETTLE = 1.0  # seconds a connection found in a transaction after a check gets to end it
+
+# The app's connections that sit inside a transaction with nothing to do: a connection taken from its pool
+# and never given back (a correct app is never idle in a transaction once a request has been answered).
+LEFT_IN_TRANSACTION = """
+    SELECT pid, round(extract(epoch FROM now() - state_change))::int, left(query, 200)
+    FROM pg_catalog.pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_catalog.pg_backend_pid()
+      AND state IN ('idle in transaction', 'idle in transaction (aborted)')
+      AND state_change <= now() - make_interval(secs => %s)
+    ORDER BY pid
+"""
+NEVER_RETURNED_HINT = (
+    "Hint: borrow every connection in an `async with` block (`async with engine.connect() as conn:`, or "
+    "`engine.acquire()` with aiopg), so that it goes back to the pool, its transaction ended, however the "
+    "block ends."
+)
 
 
 def judge_connect(dsn: str) -> Any:
@@ -394,7 +428,11 @@ class Database:
     def execute(self, statement: Any) -> list[tuple]:
         """One statement, committed at once; its rows, if it returns any."""
         with self._cursor() as cur:
-            cur.execute(statement)
+            try:
+                cur.execute(statement)
+            except psycopg2.errors.LockNotAvailable:
+                self.fail_on_connections_left()
+                raise
             return cur.fetchall() if cur.description else []
 
     def run_sql_file(self, *names: str) -> None:
@@ -404,9 +442,38 @@ class Database:
             role = f"SET LOCAL ROLE {self.app_role};\n" if self.app_role else ""
             try:
                 cur.execute("BEGIN;\n" + role + "\n".join(sql_text(name) for name in names) + "\nCOMMIT;")
-            except psycopg2.Error:
+            except psycopg2.Error as exc:
                 cur.execute("ROLLBACK")
+                if isinstance(exc, psycopg2.errors.LockNotAvailable):
+                    self.fail_on_connections_left(f"resetting the polls tables waited {LOCK_WAIT} s for a "
+                                                  "lock: ")  # fmt: skip
                 raise
+
+    def fail_on_connections_left(self, waited: str = "", settle: bool = False) -> None:
+        """Fail the check if any of the app's connections sits idle inside a transaction (taken from the
+        pool and never given back), after ending those connections so that their locks go and the next
+        checks can run. Returns if there is none."""
+        left = self._rows(LEFT_IN_TRANSACTION, (0,))
+        if left and settle:  # a request still on its way out gets a second to end its transaction
+            time.sleep(SETTLE)
+            left = self._rows(LEFT_IN_TRANSACTION, (SETTLE,))
+        if not left:
+            return
+        for pid, _, _ in left:
+            self._rows("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,))
+        pid, seconds, query = left[0]
+        pytest.fail(
+            f"{waited}{len(left)} connection(s) of your app stayed inside a transaction after the request "
+            f"was answered, idle for {seconds} s (its last statement: {' '.join(query.split())[:160]}): a "
+            "connection taken from the pool and never returned keeps its transaction open, and its locks "
+            f"stop every other writer of those tables. {NEVER_RETURNED_HINT}",
+            pytrace=False,
+        )
+
+    def _rows(self, statement: str, args: tuple[Any, ...]) -> list[tuple]:
+        with self._cursor() as cur:
+            cur.execute(statement, args)
+            return cur.fetchall() if cur.description else []
 
     def close(self) -> None:
         if self._connection is not None:
@@ -436,14 +503,16 @@ def pg_database(pg_server: PostgresServer) -> Iterator[Database]:
 
 
 @pytest.fixture
-def polls_db(pg_database: Database) -> Database:
+def polls_db(pg_database: Database) -> Iterator[Database]:
     """The module's database with the polls tables and the tests' sample polls, reset for every test.
 
     TRUNCATE ... RESTART IDENTITY and a fresh insert take a few milliseconds, so every test starts from the
-    same rows with the same ids.
+    same rows with the same ids. A check after which the app still holds a connection inside a transaction
+    fails (the connection was never given back to the pool), and that connection is ended.
     """
     pg_database.run_sql_file("schema.sql", "seed.sql")
-    return pg_database
+    yield pg_database
+    pg_database.fail_on_connections_left(settle=True)
 
 
 def valid_config(database: Database | None = None, **overrides: Any) -> dict[str, Any]:
@@ -521,8 +590,9 @@ class PollsProcess:
                     pytrace=False)  # fmt: skip
 
     def stop_all(self) -> None:
+        grace = 0 if unanswered else 5  # a server that hung on a request would hang on its way out too
         for command in self.commands:
-            command.stop(grace=5)
+            command.stop(grace=grace)
             command.close()
 
 
@@ -549,6 +619,19 @@ def module_learner(request: pytest.FixtureRequest) -> Iterator[Learner]:
 def module_apps() -> dict[int | None, ServedApp]:
     """The module's app, by the pid of the learner process that serves it."""
     return {}
+
+
+def served_once(learner: Learner, cache: dict[int | None, Any], serve: Any) -> Any:
+    """A module's app kept in `cache` (a module-scoped dict), served again by `serve()` when the learner's
+    process that served it is gone (the learner's code killed it, or the judge ended it after a request
+    got no answer): the module's next checks then run on a fresh one instead of failing to connect."""
+    pid = learner.harness.pid
+    if pid is None or pid not in cache or learner.harness.exit_status() is not None:
+        cache.clear()
+        served = serve()
+        cache[learner.harness.pid] = served
+        return served
+    return cache[pid]
 
 
 @pytest.fixture
@@ -633,6 +716,44 @@ def recorded_run_app(polls_process: PollsProcess, code: str, host: str, port: in
     pytest.fail(f"calling main(host={host!r}, port={port}) printed an unreadable record", pytrace=False)
 
 
+# The requests of the running check that got no answer in time: the learner's process that hangs is
+# killed when the check ends (its cleanup would wait on the same hung code), and the next check starts a
+# fresh one.
+unanswered: list[str] = []
+
+
+async def answer_deadline(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+    """A client middleware: the request's answer within ANSWER_DEADLINE, or the check fails saying which
+    request waited."""
+    try:
+        return await asyncio.wait_for(handler(request), ANSWER_DEADLINE)
+    except asyncio.TimeoutError:
+        sent = f"{request.method} {request.url.path_qs}"
+        unanswered.append(sent)
+    pytest.fail(
+        f"{sent} got no answer within {ANSWER_DEADLINE:g} s (the judge then ended your app's process). "
+        "Hint: a view that waits for what never comes (a lock, a connection the pool cannot give, an "
+        "endless loop, a blocking call such as time.sleep) never answers.",
+        pytrace=False,
+    )
+
+
 def http_session(base_url: str | None = None) -> aiohttp.ClientSession:
-    """The judge's HTTP client: a learner's app that hangs fails the check after HTTP_TIMEOUT seconds."""
-    return aiohttp.ClientSession(base_url=base_url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
+    """The judge's HTTP client: a request of a learner's app that hangs fails the check after
+    ANSWER_DEADLINE seconds, naming the request, and a whole exchange is bounded by HTTP_TIMEOUT."""
+    return aiohttp.ClientSession(
+        base_url=base_url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT), middlewares=(answer_deadline,)
+    )
+
+
+@pytest.fixture(autouse=True)
+def end_a_hung_learner_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a check in which a request got no answer, kill the learner's process (the harness, with the
+    apps it served): stopping a hung app cleanly would wait on the hung code again."""
+    unanswered.clear()
+    yield
+    if unanswered:
+        unanswered.clear()
+        recorder = request.config.pluginmanager.get_plugin("workbook-recorder")
+        if recorder is not None and recorder.run is not None and recorder.run.harness is not None:
+            recorder.run.harness.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +17,7 @@ from .grading import cli as grade_cli
 from .grading import shards
 from .judge.untrusted import read_json_object
 from .lifetime import end_with_parent
-from .runner import JUDGE_ENV, StepResult, pytest_command, run_many
+from .runner import JUDGE_ENV, STEP_TIMEOUT, StepResult, pytest_command, run_many
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -23,20 +25,75 @@ def _check(args: argparse.Namespace) -> int:
     # `-v` after the step number lands in pytest's arguments (REMAINDER takes the rest): honour it there.
     verbose = args.verbose or any(arg in ("-v", "--verbose") for arg in args.pytest_args)
     passed_on = [arg for arg in args.pytest_args if arg not in ("-v", "--verbose")]
+    timeout, passed_on = _option_value(passed_on, "--timeout", args.timeout)
     extra = ["-v", "--tb=short"] if verbose else ["-q", "--tb=no", "--no-header", "-rN"]
     env = {**os.environ, **JUDGE_ENV}
     if args.target != "steps" or passed_on:  # another tree, or a partial run: no verdict to remember
         command = pytest_command(step, args.target, None, extra + passed_on)
-        return subprocess.run(command, cwd=catalogue.ROOT, env=env, check=False).returncode
+        return _run_suite(command, env, step, timeout) or 0
     # A whole run of steps/stepN: remember its verdict, so that the next `nox -s status` need not re-run it.
     key = verdicts.step_key(step, catalogue.ROOT, verdicts.judge_key(catalogue.ROOT))
     with tempfile.TemporaryDirectory(prefix="workbook-report-") as tmp:
         report_path = Path(tmp) / "report.json"
         command = pytest_command(step, args.target, report_path, extra)
-        returncode = subprocess.run(command, cwd=catalogue.ROOT, env=env, check=False).returncode
+        returncode = _run_suite(command, env, step, timeout)
         report = read_json_object(report_path)  # written beside a learner's process: untrusted
+    if returncode is None:  # cut short: no verdict to remember
+        return 1
     verdicts.store(StepResult(step, "steps", returncode, report), catalogue.ROOT, key)
     return returncode
+
+
+def _option_value(args: list[str], name: str, default: float) -> tuple[float, list[str]]:
+    """`name S` or `name=S` taken out of `args` (what REMAINDER gathered after the step), as a number."""
+    rest, value, index = [], default, 0
+    while index < len(args):
+        arg = args[index]
+        if arg == name and index + 1 < len(args):
+            value, index = float(args[index + 1]), index + 2
+            continue
+        if arg.startswith(name + "="):
+            value = float(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+        index += 1
+    return value, rest
+
+
+# How long a suite cut short at its timeout may take to stop as after Ctrl+C (its summary, its cleanup).
+STOP_GRACE = 15.0
+
+
+def _run_suite(command: list[str], env: dict[str, str], step: catalogue.Step, timeout: float) -> int | None:
+    """Run a suite with its output shown as it comes; its exit status, or None once `timeout` has passed.
+
+    The suite stays in the terminal's process group, so Ctrl+C reaches it as before. At the timeout it gets
+    what Ctrl+C would send (pytest stops, prints what it found and cleans up), then a kill.
+    """
+    process = subprocess.Popen(command, cwd=catalogue.ROOT, env=env)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(
+            f"\nstep {step.number}'s checks did not finish within {timeout:.0f} s, so they were stopped: "
+            "is there an endless loop? (`--timeout S` gives them longer)",
+            file=sys.stderr,
+        )
+        return None
+    except KeyboardInterrupt:  # the suite heard Ctrl+C too: let it stop as it does
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_GRACE)
+        raise
+    finally:
+        if process.poll() is None:  # a signal ended this command first
+            process.kill()
+            process.wait()
 
 
 def _solutions(args: argparse.Namespace) -> int:
@@ -66,6 +123,20 @@ def _mutants(args: argparse.Namespace) -> int:
     from . import mutants  # needs libcst, installed by the mutants and tests sessions only
 
     return mutants.main(args)
+
+
+def _flakes(args: argparse.Namespace) -> int:
+    from . import flakes
+
+    steps = catalogue.parse_step_range(args.steps) if args.steps else catalogue.steps()
+    load = flakes.default_load() if args.load else 0
+    kinds = args.only.split(",") if args.only else flakes.KINDS
+    problems = flakes.run(steps, args.runs, load=load, workers=args.workers, kinds=kinds)
+    if problems:
+        print("\nVerdicts that changed between runs of the same code:\n- " + "\n- ".join(problems))
+        return 1
+    print("No verdict changed between runs.")
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -156,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument(
         "-v", "--verbose", action="store_true", help="show pytest's full output and tracebacks"
     )
+    check.add_argument(
+        "--timeout", type=float, default=STEP_TIMEOUT, help="seconds the whole suite may take (a backstop)"
+    )
     check.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
     check.set_defaults(handler=_check)
 
@@ -202,6 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     mutating.add_argument("--out", type=Path, help="write the run as JSON to this file")
     mutating.set_defaults(handler=_mutants)
+
+
+    flaky = commands.add_parser(
+        "flakes",
+        help="maintainers: run every suite N times (solution, starter, mistakes), list changed verdicts",
+    )
+    flaky.add_argument("steps", nargs="?", help="a range such as 1-3 (default: every step)")
+    flaky.add_argument("--runs", type=int, default=20, help="runs of each suite (default 20)")
+    flaky.add_argument("--load", action="store_true", help="keep every core busy with a CPU burner meanwhile")
+    flaky.add_argument("--only", help="some of solution,starter,mistakes (default: all three)")
+    flaky.add_argument("--workers", type=int, default=2, help="suites run at once (default 2)")
+    flaky.set_defaults(handler=_flakes)
 
     build = commands.add_parser("build", help="regenerate steps/ from solutions/")
     build.add_argument("--force", action="store_true", help="overwrite starters a learner has edited")

@@ -16,12 +16,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from . import STARTED_BY
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ENDING_SIGNALS = ("SIGTERM", "SIGHUP")
 _ending: list[int] = []  # the signal that is ending this command, once one came
+_held: list[bool] = []  # non-empty while a child is being started: the signal waits until it is known
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -29,7 +31,24 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     processes, the database server, temp folders); a second signal does not cut that cleanup short."""
     if not _ending:
         _ending.append(signum)
-        raise SystemExit(128 + signum)
+        if not _held:
+            raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold an ending signal while the block runs, and act on it when the block ends.
+
+    For a block that starts a child: raised inside `subprocess.Popen`, after the fork but before Popen has
+    returned, the exit would leave the caller without the child's handle, so nothing could end the child.
+    """
+    _held.append(True)
+    try:
+        yield
+    finally:
+        _held.pop()
+    if _ending and not _held:
+        raise SystemExit(128 + _ending[0])
 
 
 def end_with_parent() -> None:
@@ -49,11 +68,13 @@ def end_with_parent() -> None:
 def run_until_told(command: list[str], grace: float = 10.0) -> int:
     """Run `command` and wait; when this process must end, end the command too (SIGTERM, then SIGKILL)."""
     end_with_parent()
-    process = subprocess.Popen(command)
+    process = None
     try:
+        with signals_held():  # the signal that comes while the program starts ends it once it has started
+            process = subprocess.Popen(command)
         return process.wait()
     finally:
-        if process.poll() is None:
+        if process is not None and process.poll() is None:
             process.terminate()
             try:
                 process.wait(grace)

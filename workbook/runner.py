@@ -183,18 +183,22 @@ def shared_server() -> Iterator[dict[str, str]]:
 
 
 def run_many(
-    jobs: Sequence[tuple[catalogue.Step, str]], workers: int = 2, root: Path = catalogue.ROOT
+    jobs: Sequence[tuple[catalogue.Step, str] | tuple[catalogue.Step, str, Sequence[str]]],
+    workers: int = 2,
+    root: Path = catalogue.ROOT,
 ) -> list[StepResult]:
-    """Run several (step, target) suites of the workbook at `root`, `workers` at a time, one server.
+    """Run several (step, target) suites of the workbook at `root`, `workers` at a time, one server; a job
+    may carry pytest arguments of its own as a third item (`("--task", "2")`).
 
     Interrupted (Ctrl+C, SIGTERM, SIGHUP), it kills the running suites and starts no other, so the pool's
     exit does not wait for them and the server goes at once.
     """
     suites = RunningSuites()
     with shared_server() as env, ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [
-            pool.submit(run_step, step, target, env=env, root=root, suites=suites) for step, target in jobs
-        ]
+        futures = []
+        for job in jobs:
+            extra = job[2] if len(job) > 2 else ()
+            futures.append(pool.submit(run_step, *job[:2], extra=extra, env=env, root=root, suites=suites))
         try:
             return [future.result() for future in futures]
         except BaseException:

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import random
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -34,7 +35,7 @@ def random_config(**overrides: Any) -> dict[str, Any]:
             "password": secrets.token_urlsafe(9),
             "host": f"db-{word}.example",
             "port": random.randrange(1024, 65536),
-            "minsize": random.randrange(1, 3),  # 0, the edge, is its own check (smallest-pool)
+            "minsize": 1,  # test_valid_file_loads tries 0, 1 and 2; a draw here would decide other checks
             "maxsize": random.randrange(3, 20),
         },
         "host": f"127.0.{random.randrange(256)}.{random.randrange(2, 255)}",
@@ -95,9 +96,15 @@ def config_error(learner, path: Path, problem: str, target: str = "settings:load
 
 @pytest.mark.task(1)
 def test_valid_file_loads(learner, tmp_path):
-    expected = random_config()
-    got = load(learner, write_config(tmp_path / "polls.yaml", expected))
-    assert got == expected, f"expected load_config to return the file's content {expected}, got {got}"
+    # Three files whose numbers all differ (every minsize random_config draws, 0 included): a number
+    # written into the code, or a default put in place of the file's, fails with two of them at least.
+    maxsizes, ports, db_ports = (random.sample(range(low, high), 3) for low, high in
+                                 ((3, 20), (1024, 65536), (1024, 65536)))  # fmt: skip
+    for minsize, maxsize, port, db_port in zip(range(3), maxsizes, ports, db_ports, strict=True):
+        expected = random_config(port=port)
+        expected["postgres"].update(minsize=minsize, maxsize=maxsize, port=db_port)
+        got = load(learner, write_config(tmp_path / "polls.yaml", expected))
+        assert got == expected, f"expected load_config to return the file's content {expected}, got {got}"
 
 
 @pytest.mark.task(1)
@@ -231,14 +238,17 @@ def test_invalid_values_name_the_field_value_and_file(learner, tmp_path, case):
         section = config["postgres"] if value_of.startswith("postgres.") else config
         value = section[value_of.rpartition(".")[2]]
     name = f"broken-{secrets.token_hex(2)}.yaml"
-    message = config_error(learner, write_config(tmp_path / name, config), problem)
+    path = write_config(tmp_path / name, config)
+    message = config_error(learner, path, problem)
     assert field in message, (
         f"expected the error to name the field {field!r}, got: {message}. "
         "Hint: name nested fields with their section, e.g. postgres.port."
     )
     assert name in message, f"expected the error to name the file {name}, got: {message}"
     if value is not None:
-        assert str(value) in message, (
+        # The value as a whole word, outside the file's path: the 0 of a random temp folder shows no value.
+        shown = re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", message.replace(str(path), ""))
+        assert shown, (
             f"expected the error to show the refused value {value!r} of {field}, got: {message}. "
             "Hint: exc.as_dict(value=True) adds 'got ...' to each problem."
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, http_session, valid_config, why_it_ended
+from tests.conftest import Learner, ServedApp, http_session, served_once, valid_config, why_it_ended
 from tests.moved import Layout
 from workbook.pg import free_port
 
@@ -51,10 +51,19 @@ NO_ESCAPE_HINT = (
 
 
 @pytest.fixture(scope="module")
-def site(module_learner: Learner, pg_database) -> ServedApp:
+def sites() -> dict[int | None, ServedApp]:
+    return {}
+
+
+@pytest.fixture
+def site(module_learner: Learner, sites, pg_database) -> ServedApp:
     """One app from the learner's init_app(config) for the module's checks: they only read."""
-    pg_database.run_sql_file("schema.sql", "seed.sql")
-    return module_learner.serve(valid_config(pg_database))
+
+    def serve() -> ServedApp:
+        pg_database.run_sql_file("schema.sql", "seed.sql")
+        return module_learner.serve(valid_config(pg_database))
+
+    return served_once(module_learner, sites, serve)
 
 
 @pytest.fixture

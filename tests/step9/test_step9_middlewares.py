@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from tests.conftest import Learner, ServedApp, around, http_session, valid_config
+from tests.conftest import Learner, ServedApp, around, http_session, served_once, valid_config
 
 # What identifies the site's error pages (templates/404.html and 500.html, both given, extend base.html).
 PAGES = {404: ("404.html", "Page not found"), 500: ("500.html", "Something went wrong")}
@@ -31,8 +31,17 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(module_learner: Learner, pg_database) -> Site:
+def sites() -> dict[int | None, Site]:
+    return {}
+
+
+@pytest.fixture
+def site(module_learner: Learner, sites, pg_database) -> Site:
     """One app from the learner's init_app(config) for the module, with routes whose views raise."""
+    return served_once(module_learner, sites, lambda: serve_site(module_learner, pg_database))
+
+
+def serve_site(module_learner: Learner, pg_database) -> Site:
     pg_database.run_sql_file("schema.sql", "seed.sql")
     booms = {
         name: (f"/boom-{secrets.token_hex(4)}", f"password=hunter{secrets.token_hex(6)} in the failing query")

@@ -9,6 +9,7 @@ gets a temp folder of its own, so anything named workbook-* in it was made by th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -237,3 +238,44 @@ def test_a_program_run_through_lifetime_ends_with_its_parent(signum):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="needs /proc/PID/task/TID/children (Linux)")  # fmt: skip
+def test_a_signal_while_lifetime_starts_its_program_still_ends_the_program():
+    """The signal that comes while `subprocess.Popen` is starting the program (forked, not yet returned):
+    sent the moment the program's process appears, then a little later each round, it must still end it."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    program = [sys.executable, "-c", "import time; time.sleep(600)"]
+    left = []
+    for attempt in range(24):
+        lifetime = subprocess.Popen([sys.executable, "-m", "workbook.lifetime", *program], env=env,
+                                    start_new_session=True)  # fmt: skip
+        started = []
+        try:
+            deadline = time.monotonic() + STARTUP_DEADLINE
+            while not (started := children(lifetime.pid)) and lifetime.poll() is None:
+                assert time.monotonic() < deadline, "the program did not start"
+            time.sleep(attempt * 0.0005)  # from just after the fork to about Popen's return
+            os.kill(lifetime.pid, signal.SIGTERM)
+            lifetime.wait(CLEANUP_DEADLINE)
+            deadline = time.monotonic() + CLEANUP_DEADLINE
+            while (alive := [p for p in started if live(processes(), p)]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left += [f"round {attempt}: {command_line(pid)}" for pid in alive]
+        finally:
+            for pid in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if lifetime.poll() is None:
+                lifetime.kill()
+                lifetime.wait()
+    assert left == []
