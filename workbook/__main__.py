@@ -277,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     mutating.add_argument("--out", type=Path, help="write the run as JSON to this file")
     mutating.set_defaults(handler=_mutants)
 
-
     flaky = commands.add_parser(
         "flakes",
         help="maintainers: run every suite N times (solution, starter, mistakes), list changed verdicts",
