@@ -452,7 +452,8 @@ async def test_each_choice_text_is_the_label_of_its_radio_button(polls_client, j
             found = "no <label> holds that text"
         else:
             found = "; ".join(
-                f"its <label for={label.target!r}> clicks " + (f"the input {got}" if got else "no input")
+                ("its <label> (no for=)" if label.target is None else f'its <label for="{label.target}">')
+                + (f" clicks the input {got}" if got else " clicks no input")
                 for label, got in zip(labels, tied, strict=True)
             )
         pytest.fail(
