@@ -427,12 +427,14 @@ async def test_vote_form_shows_every_choice_escaped(polls_client, judge_poll):
         f"became HTML. Hint: {{{{ choice.choice_text }}}}, never marked |safe. The page around it: "
         f"{around(body, raw)}"
     )
-    text = page_text(body)
+    form = re.search(r"<form\b.*?</form\s*>", body, re.S | re.I)
+    text = page_text(form.group(0)) if form else ""
     for _, choice_text, _ in judge_poll.choices:
         assert choice_text in text, (
-            f"expected the vote form on {path} to show every choice's text, {choice_text!r} is not on the "
-            f"page, which reads {text[:400]!r}. Hint: <label for=\"choice{{{{ choice.id }}}}\">"
-            "{{ choice.choice_text }}</label> beside each radio button."
+            f"expected the vote form on {path} to show every choice's text, {choice_text!r} is not in "
+            f"{'the form, which reads ' + repr(text[:400]) if form else 'it: the page has no <form>'}. Hint: "
+            "<label for=\"choice{{ choice.id }}\">{{ choice.choice_text }}</label> beside each radio button, "
+            "inside the <form>."
         )
 
 
