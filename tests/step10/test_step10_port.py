@@ -437,6 +437,27 @@ def test_the_line_says_where_and_why(startups, startups_folder, which):
 
 
 @pytest.mark.task(4)
+def test_a_bug_at_startup_is_not_blamed_on_the_database(learner, polls_db, make_config):
+    # A timeout that is text, not a number: asyncpg fails on it before it sends a byte. That is the app's own
+    # bug, and the database is right there; calling it "cannot connect" sends the learner to the wrong place.
+    learner.patch("db:DB_TIMEOUT", "soon")
+    try:
+        app = learner.serve(make_config(polls_db))
+    except pytest.fail.Exception as exc:
+        failure = str(exc)
+    else:
+        learner.stop(app)
+        return  # this make_engine does not read DB_TIMEOUT: the silent server's check says so
+    assert "raised DatabaseUnavailable" not in failure, (
+        "with db.DB_TIMEOUT set to the text 'soon' (a bug of the app's own; PostgreSQL is reachable), "
+        f"expected the app's start to fail with that bug's own error, got DatabaseUnavailable: "
+        f"{failure[:600]}\nHint: in check_database, catch only what says PostgreSQL is out of reach "
+        "(OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError), never "
+        "Exception."
+    )
+
+
+@pytest.mark.task(4)
 def test_other_errors_are_not_blamed_on_the_database(startups):
     status, output = ended(startups["taken"], **HINTS)
     assert status != 0, f"expected a non-zero exit status when the port is taken, got {status}"
