@@ -122,7 +122,7 @@ def test_a_start_that_fails_halfway_closes_what_it_opened(learner, polls_db):
         pass  # the start failed, as it should
     else:
         learner.stop(app)
-    left = wait_for_connections(polls_db, base) - base
+    left = wait_for_connections(polls_db, base, seconds=10.0) - base  # returns as soon as they are gone
     assert left == 0, (
         f"the judge made the app's start fail halfway (minsize {maxsize + 1} with a pool of {maxsize}: the "
         f"last connection waited out POOL_TIMEOUT); expected no connection of that app left in PostgreSQL, "
@@ -210,7 +210,7 @@ def test_engine_is_disposed_when_the_app_stops(learner, polls_db, make_config):
         "expected the running app to hold a connection (minsize 1). Hint: check_database(engine, minsize)."
     )
     warnings = learner.stop(app)  # runs the app's cleanup, as Ctrl+C would; the process lives on
-    left = wait_for_connections(polls_db, base) - base
+    left = wait_for_connections(polls_db, base, seconds=10.0) - base  # returns as soon as they are gone
     assert left == 0, (
         f"expected no connection of the app in pg_stat_activity once its cleanup ran (the process still "
         f"runs), found {left}. {DISPOSE_HINT}"
