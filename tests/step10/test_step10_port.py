@@ -104,6 +104,42 @@ def test_pool_is_bounded_by_the_config(learner, polls_db):
     )
 
 
+@pytest.mark.task(1)
+def test_pool_wait_is_bounded_by_pool_timeout(learner, polls_db, make_config):
+    # Never SQLAlchemy's own default (30 s), so a pool_timeout left out or written as a number shows.
+    bound = random.choice([4.5, 7.0, 12.5, 45.0, 60.0])
+    learner.patch("db:POOL_TIMEOUT", bound)
+    app = learner.serve(make_config(polls_db))
+    got = engine_of(learner, app).get("attrs", {}).get("pool_timeout")
+    assert got == bound, (
+        f"with db.POOL_TIMEOUT set to {bound} s by the judge, expected a request to wait at most {bound} s "
+        f"for a free connection of the pool (pool_timeout), the engine's pool waits {got} s. Hint: "
+        "pool_timeout=POOL_TIMEOUT in make_engine, read when it is called: SQLAlchemy's own default is 30 s."
+    )
+
+
+@pytest.mark.task(1)
+def test_a_start_that_fails_halfway_closes_what_it_opened(learner, polls_db):
+    # minsize beyond the pool's size: open_connections gets `maxsize` connections, then waits for one more
+    # until POOL_TIMEOUT (lowered here) and fails; the connections it did open are the engine's to close.
+    maxsize = random.randint(1, 3)
+    base = settled(polls_db)
+    learner.patch("db:POOL_TIMEOUT", 0.5)
+    try:
+        app = learner.serve(pool_config(polls_db, maxsize + 1, maxsize))
+    except pytest.fail.Exception:
+        pass  # the start failed, as it should
+    else:
+        learner.stop(app)
+    left = wait_for_connections(polls_db, base, seconds=10.0) - base  # returns as soon as they are gone
+    assert left == 0, (
+        f"the judge made the app's start fail halfway (minsize {maxsize + 1} with a pool of {maxsize}: the "
+        f"last connection waited out POOL_TIMEOUT); expected no connection of that app left in PostgreSQL, "
+        f"found {left}. {DISPOSE_HINT} A `finally:` runs when the start fails too, which code after the "
+        "`yield` alone does not."
+    )
+
+
 @pytest.mark.task(2)
 def test_pool_stays_bounded_while_pages_wait(learner, polls_db):
     # Task 2's: the connections are held by calls of get_question, which task 2 writes.
@@ -183,7 +219,7 @@ def test_engine_is_disposed_when_the_app_stops(learner, polls_db, make_config):
         "expected the running app to hold a connection (minsize 1). Hint: check_database(engine, minsize)."
     )
     warnings = learner.stop(app)  # runs the app's cleanup, as Ctrl+C would; the process lives on
-    left = wait_for_connections(polls_db, base) - base
+    left = wait_for_connections(polls_db, base, seconds=10.0) - base  # returns as soon as they are gone
     assert left == 0, (
         f"expected no connection of the app in pg_stat_activity once its cleanup ran (the process still "
         f"runs), found {left}. {DISPOSE_HINT}"
@@ -331,11 +367,16 @@ async def test_voting_in_an_impossible_poll_is_404(polls_client, polls_db):
 
 
 @pytest.fixture(scope="module")
-def launched(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Iterator[Launched]:
+def startups_folder(tmp_path_factory) -> Path:
+    """Where the starts' configurations are written (launch_startups names each NAME.yaml)."""
+    return tmp_path_factory.mktemp("step10")
+
+
+@pytest.fixture(scope="module")
+def launched(request: pytest.FixtureRequest, pg_server, startups_folder) -> Iterator[Launched]:
     """Step 5's starts that must end by themselves, launched together when the first check needs them."""
     with contextlib.ExitStack() as stack:
-        folder = tmp_path_factory.mktemp("step10")
-        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack)
+        yield launch_startups(step_run(request.config).tree, pg_server, startups_folder, stack)
 
 
 @pytest.fixture
@@ -379,6 +420,57 @@ def test_silent_server_does_not_hang_the_app(launched):
     startups, servers = launched
     status, output = check_waits_db_timeout(startups, servers, HINTS["hanging_hint"])
     check_clear_failure(status, output, startups["silent"].database, " on stderr", **FAILURE_HINTS)
+
+
+# What the line must say besides the database, start by start: the driver's reason (a closed port over TCP,
+# or a socket folder without the server's socket file), or, for a silence that raised an error without
+# text, that no answer came.
+REASONS = {
+    "closed": ("refused", "connect call failed", "no such file"),
+    "missing": ("does not exist",),
+    "silent": ("no answer", "timeout", "timed out"),
+}
+
+
+@pytest.mark.task(4)
+@pytest.mark.parametrize("which", sorted(REASONS))
+def test_the_line_says_where_and_why(startups, startups_folder, which):
+    _, output = ended(startups[which], SILENT_GIVE_UP if which == "silent" else GIVE_UP, **HINTS)
+    postgres = yaml.safe_load((startups_folder / f"{which}.yaml").read_text())["postgres"]
+    line = " ".join(output.split())
+    where = [str(postgres["host"]), str(postgres["port"])]
+    assert all(part in line for part in where), (
+        f"expected the one line of an app whose PostgreSQL is out of reach ({which}) to name the host and "
+        f"port it tried, {':'.join(where)}, got: {line[-600:]!r}. Hint: print the host and port of "
+        "config['postgres'] in main(), as in step 5."
+    )
+    assert any(reason in line.lower() for reason in REASONS[which]), (
+        f"expected the one line of an app whose PostgreSQL is out of reach ({which}) to give the reason, "
+        f"saying {' or '.join(repr(reason) for reason in REASONS[which])}, got: {line[-600:]!r}. Hint: "
+        "DatabaseUnavailable(first_line(exc) or f\"no answer in {DB_TIMEOUT:g}s\") in check_database: the "
+        "driver's own first line, and words of yours only when it has none."
+    )
+
+
+@pytest.mark.task(4)
+def test_a_bug_at_startup_is_not_blamed_on_the_database(learner, polls_db, make_config):
+    # A timeout that is text, not a number: asyncpg fails on it before it sends a byte. That is the app's own
+    # bug, and the database is right there; calling it "cannot connect" sends the learner to the wrong place.
+    learner.patch("db:DB_TIMEOUT", "soon")
+    try:
+        app = learner.serve(make_config(polls_db))
+    except pytest.fail.Exception as exc:
+        failure = str(exc)
+    else:
+        learner.stop(app)
+        return  # this make_engine does not read DB_TIMEOUT: the silent server's check says so
+    assert "raised DatabaseUnavailable" not in failure, (
+        "with db.DB_TIMEOUT set to the text 'soon' (a bug of the app's own; PostgreSQL is reachable), "
+        f"expected the app's start to fail with that bug's own error, got DatabaseUnavailable: "
+        f"{failure[:600]}\nHint: in check_database, catch only what says PostgreSQL is out of reach "
+        "(OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError), never "
+        "Exception."
+    )
 
 
 @pytest.mark.task(4)

@@ -247,6 +247,24 @@ async def test_index_page_follows_the_database(polls_client, polls_db):
 
 
 @pytest.mark.task(1)
+async def test_index_page_lists_the_polls_in_id_order(polls_client, polls_db, judge_poll):
+    # Question 1 rewritten: PostgreSQL writes the new version after the other rows, so a SELECT without
+    # ORDER BY meets it last.
+    text = f"Still the first poll, {word(random.Random())}?"
+    polls_db.execute(sql.SQL("UPDATE public.question SET question_text = {} WHERE id = 1")
+                     .format(sql.Literal(text)))  # fmt: skip
+    body = await page(polls_client, "/")
+    expected = [question_id for question_id, _ in questions(polls_db)]
+    listed = list(dict.fromkeys(int(found) for found in re.findall(r'href="/poll/(\d+)"', body)))
+    assert [question_id for question_id in listed if question_id in expected] == expected, (
+        f"after the judge changed the text of poll 1, expected the index to list the polls in id order, "
+        f"{expected}; its links lead to the polls {listed}. Hint: as in step 5, "
+        "select(db.question).order_by(db.question.c.id): without ORDER BY, PostgreSQL returns rows in "
+        "whatever order it finds them, and an update moves a row."
+    )
+
+
+@pytest.mark.task(1)
 async def test_index_page_without_polls_has_no_links(polls_client, polls_db):
     polls_db.execute("TRUNCATE public.question CASCADE")
     body = await page(polls_client, "/")
@@ -307,6 +325,27 @@ def test_get_question_raises_record_not_found(learner, polls_app, polls_db):
         f"expected get_question(conn, {question_id}) (no such poll) to raise RecordNotFound, it returned "
         f"{str(got)[:200]}. Hint: when cursor.first() gives None, raise RecordNotFound(...).",
         pytrace=False,
+    )
+
+
+@pytest.mark.task(2)
+@pytest.mark.parametrize("case", ["missing", "int32-overflow"])
+def test_get_question_says_which_poll_is_missing(learner, polls_app, polls_db, case):
+    question_id = missing_id(polls_db) if case == "missing" else 2147483648  # one past PostgreSQL's integer
+    call = f"get_question(conn, {question_id}) (no such poll)"
+    try:
+        got = learner.call("db:get_question", question_id, connection=polls_app)
+    except LearnerRaised as exc:
+        raised = exc
+    else:
+        pytest.fail(f"expected {call} to raise RecordNotFound, it returned {str(got)[:200]}", pytrace=False)
+    if raised.name != "RecordNotFound":
+        pytest.fail(f"expected {call} to raise RecordNotFound, which the poll view turns into a 404, it "
+                    f"raised {raised.name}: {raised.message[:300]}", pytrace=False)  # fmt: skip
+    assert re.search(rf"\b{question_id}\b", raised.message), (
+        f"expected {call} to raise RecordNotFound whose message names the poll, such as 'There is no poll "
+        f"{question_id}.', its message is {raised.message!r}. Hint: "
+        "raise RecordNotFound(f\"There is no poll {question_id}.\")."
     )
 
 

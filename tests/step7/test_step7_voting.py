@@ -12,7 +12,8 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import aiohttp
 import pytest
@@ -150,6 +151,59 @@ async def post_vote(client, question_id, choice, **kwargs):
     return await client.post(f"/poll/{question_id}/vote", data=data, allow_redirects=False, **kwargs)
 
 
+@dataclass
+class Label:
+    target: str | None  # its for=, None when it has none
+    text: list[str] = field(default_factory=list)
+    inputs: list[dict[str, str]] = field(default_factory=list)  # the <input>s inside it
+
+
+class FormParts(HTMLParser):
+    """The inputs, labels and submit controls of a page, read as data (nothing of it runs in the judge)."""
+
+    def __init__(self, body: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.inputs: list[dict[str, str]] = []
+        self.labels: list[Label] = []
+        self.submits: list[str] = []  # what each submit control shows
+        self._label: Label | None = None
+        self._button: list[str] | None = None
+        self.feed(body)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "input":
+            self.inputs.append(found)
+            if self._label is not None:
+                self._label.inputs.append(found)
+            if found.get("type", "").lower() == "submit":
+                self.submits.append(found.get("value", "Submit"))  # a browser writes "Submit" without one
+        elif tag == "label":
+            self._label = Label(found.get("for") if "for" in found else None)
+        elif tag == "button" and found.get("type", "submit").lower() not in ("button", "reset"):
+            self._button = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label" and self._label is not None:
+            self.labels.append(self._label)
+            self._label = None
+        elif tag == "button" and self._button is not None:
+            self.submits.append("".join(self._button))
+            self._button = None
+
+    def handle_data(self, data: str) -> None:
+        for parts in (self._label.text if self._label else None, self._button):
+            if parts is not None:
+                parts.append(data)
+
+    def labelled(self, label: Label) -> dict[str, str] | None:
+        """The input a label clicks, as HTML says: the one its for= names, else the first in it."""
+        if label.target is None:
+            return label.inputs[0] if label.inputs else None
+        return next((found for found in self.inputs if found.get("id") == label.target), None)
+
+
 # --- task 1: vote() ----------------------------------------------------------------------------------------
 
 
@@ -199,6 +253,27 @@ def test_vote_refuses_what_is_not_the_polls_choice(learner, polls_app, polls_db,
         )
     assert raised.name == "RecordNotFound", (
         f"expected {call} to raise RecordNotFound, it raised {raised.name}: {raised.message}"
+    )
+
+
+@pytest.mark.task(1)
+@pytest.mark.parametrize("case", ["foreign-choice", "huge-id"])
+def test_vote_refusal_names_the_poll_and_the_choice(learner, polls_app, judge_poll, case):
+    question_id, choice_id = judge_poll.id, 6 if case == "foreign-choice" else 99999999999
+    call = f"vote(conn, {question_id}, {choice_id})"
+    try:
+        got = learner.call("db:vote", question_id, choice_id, connection=polls_app)
+    except LearnerRaised as exc:
+        raised = exc
+    else:
+        pytest.fail(f"expected {call} (not a choice of that poll) to raise RecordNotFound, it returned "
+                    f"{str(got)[:200]}", pytrace=False)  # fmt: skip
+    named = all(re.search(rf"\b{n}\b", raised.message) for n in (question_id, choice_id))
+    assert raised.name == "RecordNotFound" and named, (
+        f"expected {call} (not a choice of that poll) to raise RecordNotFound whose message names the poll "
+        f"and the choice, such as 'Poll {question_id} has no choice {choice_id}.', it raised {raised.name}: "
+        f"{raised.message!r}. Hint: raise RecordNotFound(f\"Poll {{question_id}} has no choice "
+        "{choice_id}.\"): the 404 the view makes of it shows that text."
     )
 
 
@@ -341,6 +416,74 @@ async def test_poll_page_has_a_vote_form(polls_client, judge_poll):
 
 
 @pytest.mark.task(2)
+async def test_vote_form_shows_every_choice_escaped(polls_client, judge_poll):
+    path = f"/poll/{judge_poll.id}"
+    response = await polls_client.get(path)
+    body = await response.text()
+    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    raw = judge_poll.choices[0][1]
+    assert raw not in body, (
+        f"expected the vote form on {path} to escape the choice {raw!r}, it came out raw: a visitor's text "
+        f"became HTML. Hint: {{{{ choice.choice_text }}}}, never marked |safe. The page around it: "
+        f"{around(body, raw)}"
+    )
+    form = re.search(r"<form\b.*?</form\s*>", body, re.S | re.I)
+    text = page_text(form.group(0)) if form else ""
+    for _, choice_text, _ in judge_poll.choices:
+        assert choice_text in text, (
+            f"expected the vote form on {path} to show every choice's text, {choice_text!r} is not in "
+            f"{'the form, which reads ' + repr(text[:400]) if form else 'it: the page has no <form>'}. Hint: "
+            "<label for=\"choice{{ choice.id }}\">{{ choice.choice_text }}</label> beside each radio button, "
+            "inside the <form>."
+        )
+
+
+@pytest.mark.task(2)
+async def test_each_choice_text_is_the_label_of_its_radio_button(polls_client, judge_poll):
+    path = f"/poll/{judge_poll.id}"
+    response = await polls_client.get(path)
+    body = await response.text()
+    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    parts = FormParts(body)
+    for choice_id, choice_text, _ in judge_poll.choices:
+        labels = [label for label in parts.labels if choice_text in " ".join("".join(label.text).split())]
+        tied = [parts.labelled(label) for label in labels]
+        if any(found and found.get("value") == str(choice_id) for found in tied):
+            continue
+        if not labels:
+            found = "no <label> holds that text"
+        else:
+            found = "; ".join(
+                ("its <label> (no for=)" if label.target is None else f'its <label for="{label.target}">')
+                + (f" clicks the input {got}" if got else " clicks no input")
+                for label, got in zip(labels, tied, strict=True)
+            )
+        pytest.fail(
+            f"expected the text of choice {choice_id}, {choice_text!r}, on {path} to be the <label> of the "
+            f"radio button value=\"{choice_id}\" (a click on the text picks that answer); {found}. Hint: "
+            "give each button an id of its own and name it in its label, <input type=\"radio\" "
+            "id=\"choice{{ choice.id }}\" ...> <label for=\"choice{{ choice.id }}\">...</label>, or put the "
+            "button inside its label.",
+            pytrace=False,
+        )
+
+
+@pytest.mark.task(2)
+async def test_vote_form_has_a_button_that_says_what_it_does(polls_client, judge_poll):
+    path = f"/poll/{judge_poll.id}"
+    response = await polls_client.get(path)
+    body = await response.text()
+    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    form = re.search(r"<form\b.*?</form\s*>", body, re.S | re.I)
+    submits = FormParts(form.group(0)).submits if form else []
+    assert any(shown.strip() for shown in submits), (
+        f"expected the vote form on {path} to end with a submit button that shows a word such as Vote, found "
+        f"{'the buttons ' + repr(submits) if submits else 'no submit button'}. Hint: "
+        "<button type=\"submit\">Vote</button> inside the <form>."
+    )
+
+
+@pytest.mark.task(2)
 async def test_vote_redirects_to_the_results(polls_client, polls_db, judge_poll):
     choice_id = judge_poll.choice_ids[0]
     before = votes(polls_db)
@@ -452,6 +595,42 @@ async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll,
     assert response.status == 404, (
         f"expected POST /poll/{question_id}/vote with choice={choice} ({what}) to answer 404, got "
         f"{response.status}. Hint: catch RecordNotFound from db.vote and raise web.HTTPNotFound."
+    )
+
+
+@pytest.mark.task(2)
+async def test_a_missing_choice_is_told_apart_from_a_wrong_one(polls_client):
+    answers = {}
+    for choice, what in ((None, "no choice at all"), ("abc", "a word")):
+        response = await post_vote(polls_client, 1, choice)
+        answers[what] = (response.status, (await response.text()).strip())
+    statuses = {status for status, _ in answers.values()}
+    if statuses != {400}:
+        pytest.fail(f"expected 400 for no choice and for a word, got {answers}", pytrace=False)
+    (_, nothing), (_, wrong) = answers.values()
+    assert nothing != wrong, (
+        "expected the 400 for a vote with no choice at all to say so (the visitor forgot to pick an "
+        f"answer), and the 400 for choice='abc' to say that it is not a number; both say {nothing!r}. Hint: "
+        "if form.get('choice') is None, raise web.HTTPBadRequest(text='Please choose one of the answers...') "
+        "before int()."
+    )
+
+
+@pytest.mark.task(2)
+async def test_foreign_choice_404_says_what_is_missing(polls_client, judge_poll):
+    path = f"/poll/{judge_poll.id}/vote"
+    response = await post_vote(polls_client, judge_poll.id, "6")
+    body = await response.text()
+    assert response.status == 404, (
+        f"expected POST {path} with choice=6 (a choice of poll 3) to answer 404, got {response.status}. "
+        "Hint: catch RecordNotFound from db.vote and raise web.HTTPNotFound."
+    )
+    text = page_text(body)
+    assert all(re.search(rf"\b{n}\b", text) for n in (judge_poll.id, 6)), (
+        f"expected the 404 for POST {path} with choice=6 (a choice of poll 3) to name the poll and the "
+        f"choice that do not go together, such as 'Poll {judge_poll.id} has no choice 6.'; it says "
+        f"{text[:300]!r}. "
+        "Hint: raise web.HTTPNotFound(text=str(exc)), the message of db.vote's RecordNotFound."
     )
 
 
@@ -604,6 +783,40 @@ async def test_results_list_the_choices_in_id_order_after_a_vote(polls_client, p
 
 
 @pytest.mark.task(3)
+async def test_results_say_vote_for_one_and_votes_for_the_others(polls_client, polls_db, judge_poll):
+    counts = [0, 1, random.randint(2, 99)]
+    random.shuffle(counts)
+    for (choice_id, _, _), count in zip(judge_poll.choices, counts, strict=True):
+        polls_db.execute(sql.SQL("UPDATE public.choice SET votes = {} WHERE id = {}")
+                         .format(sql.Literal(count), sql.Literal(choice_id)))  # fmt: skip
+    text = page_text(await results_page(polls_client, judge_poll.id))
+    for (_, choice_text, _), count in zip(judge_poll.choices, counts, strict=True):
+        wanted = f"{count} vote" if count == 1 else f"{count} votes"
+        shown = re.search(rf"{re.escape(choice_text)}\D*?(\d+ *\w*)", text)
+        assert shown and shown.group(1) == wanted, (
+            f"expected /poll/{judge_poll.id}/results to show {choice_text!r} with {wanted!r}, it shows "
+            f"{shown.group(1) if shown else 'no count'!r}; the page reads {text[:400]!r}. Hint: "
+            '{{ choice.votes }} vote{{ "" if choice.votes == 1 else "s" }}: one vote, any other number votes.'
+        )
+
+
+@pytest.mark.task(3)
+async def test_results_404_names_the_poll(polls_client, polls_db):
+    question_id = missing(polls_db, "question")
+    path = f"/poll/{question_id}/results"
+    response = await polls_client.get(path)
+    text = page_text(await response.text())
+    assert response.status == 404, (
+        f"expected GET {path} to answer 404, got {response.status}. Hint: catch RecordNotFound in the view."
+    )
+    assert re.search(rf"\b{question_id}\b", text), (
+        f"expected the 404 for {path} (no such poll) to name the poll that was asked for, {question_id}, it "
+        f"says {text[:300]!r}. Hint: raise web.HTTPNotFound(text=str(exc)), the message of "
+        "db.get_question's RecordNotFound, as the poll view does."
+    )
+
+
+@pytest.mark.task(3)
 async def test_results_follow_the_votes(polls_client, polls_db):
     count = random.randint(11, 999)
     polls_db.execute(f"UPDATE public.choice SET votes = {count} WHERE id = 3")
@@ -650,6 +863,18 @@ async def test_results_link_back_to_the_poll(mounted_client, layout, judge_poll)
         f'{layout.told}; expected {path} to link back to the poll, href="{expected}", {found}. Hint: '
         "<a href=\"{{ url('poll', question_id=question.id) }}\">Vote again?</a> in results.html.",
         pytrace=False,
+    )
+
+
+@pytest.mark.task(3)
+async def test_results_link_back_with_words(polls_client, judge_poll):
+    body = await results_page(polls_client, judge_poll.id)
+    back = re.search(rf'<a\b[^>]*href="/poll/{judge_poll.id}"[^>]*>(.*?)</a\s*>', body, re.S | re.I)
+    shown = page_text(back.group(1)) if back else None
+    found = f"a link that shows nothing: {back.group(0)}" if back else "that it has no link back to the poll"
+    assert shown, (
+        f"expected /poll/{judge_poll.id}/results to link back to the poll with words a visitor can click, "
+        f"found {found}. Hint: <a href=\"{{{{ url('poll', question_id=question.id) }}}}\">Vote again?</a>."
     )
 
 

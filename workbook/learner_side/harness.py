@@ -432,13 +432,15 @@ _MISSING = object()
 
 def pool_attrs(engine: Any) -> dict[str, Any]:
     """What a SQLAlchemy engine's pool is made of (empty for anything else): its driver, its size, the
-    overflow it allows beyond that, and the connections it holds now (in use, and idle)."""
+    overflow it allows beyond that, how long a request waits for a free connection, and the connections it
+    holds now (in use, and idle)."""
     pool = getattr(getattr(engine, "sync_engine", engine), "pool", None)
     attrs: dict[str, Any] = {}
     readers = {
         "driver": lambda: engine.dialect.driver,
         "pool_size": lambda: pool.size(),
         "max_overflow": lambda: pool._max_overflow,  # no public reader; QueuePool keeps what it was given
+        "pool_timeout": lambda: pool.timeout(),
         "checked_out": lambda: pool.checkedout(),
         "checked_in": lambda: pool.checkedin(),
     }
@@ -446,7 +448,7 @@ def pool_attrs(engine: Any) -> dict[str, Any]:
         for name, read in readers.items():
             with contextlib.suppress(Exception):
                 value = read()
-                if isinstance(value, (int, str)):
+                if isinstance(value, (int, float, str)):
                     attrs[name] = value
     return attrs
 
