@@ -31,6 +31,7 @@ from tests.conftest import (
 from tests.step4.test_step4_schema import finish, table_rows, tables
 from tests.step5.test_step5_engine import (
     GIVE_UP,
+    SILENT_GIVE_UP,
     Launched,
     Startup,
     app_connections,
