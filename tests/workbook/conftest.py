@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -56,6 +57,13 @@ def finish(copy: Path, number: int) -> None:
 
 def package(copy: Path, number: int) -> Path:
     return copy / "steps" / f"step{number}" / catalogue.PACKAGE
+
+
+def recorded_checks(step: int, task: int) -> int:
+    """How many checks a task has, as tests/baseline.json records them: tests that quote a task's count
+    follow the suite as it grows, and integrity keeps the record true."""
+    baseline = json.loads((catalogue.ROOT / "tests" / "baseline.json").read_text())
+    return baseline[str(step)][str(task)]["checks"]
 
 
 def run_workbook(copy: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
