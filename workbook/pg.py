@@ -323,6 +323,9 @@ FAST_START = {
     "max_wal_senders": "0",
     "max_logical_replication_workers": "0",
     "jit": "off",
+    # Parallel queries' shared memory as files in the data folder, removed with it: posix segments in
+    # /dev/shm would outlive a server that had to be killed (1 MB each, found there after such runs).
+    "dynamic_shared_memory_type": "mmap",
 }
 
 
