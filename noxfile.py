@@ -347,7 +347,7 @@ def lab(session: nox.Session) -> None:
     as_root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root unless told
     # Through workbook.lifetime: killed alone, nox would leave JupyterLab and its kernels running.
     lab_command = ["jupyter", "lab", "--notebook-dir", str(ROOT / "notebooks"), *as_root, *session.posargs]
-    session.run("python", "-m", "workbook.lifetime", *lab_command)
+    session.run("python", "-m", "workbook.lifetime", "--parent", str(os.getpid()), *lab_command)
 
 
 @nox.session(default=False)

@@ -281,3 +281,20 @@ def test_a_signal_while_lifetime_starts_its_program_still_ends_the_program():
                 lifetime.kill()
                 lifetime.wait()
     assert left == []
+
+
+def test_lifetime_whose_parent_died_while_it_started_runs_nothing(tmp_path):
+    """`nox -s lab` names itself with --parent: killed while workbook.lifetime was still importing, it leaves
+    a lifetime whose parent is already the reaper, which no death signal will reach. It must see that and
+    start nothing (JupyterLab would run on with no one to end it)."""
+    root = Path(__file__).resolve().parents[2]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that was a parent once and is no more
+    marker = tmp_path / "ran"
+    program = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
+    command = [sys.executable, "-m", "workbook.lifetime", "--parent", str(gone.pid), *program]
+    ended = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60, check=False)
+    assert ended.returncode == 128 + signal.SIGTERM and not marker.exists(), ended.returncode
+    told = [sys.executable, "-m", "workbook.lifetime", "--parent", str(os.getpid()), *program]
+    assert subprocess.run(told, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60).returncode == 0
+    assert marker.exists(), "with its real parent named, the program must run"
