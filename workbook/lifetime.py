@@ -5,7 +5,8 @@ editor's stop button, a closed terminal), it would leave that command running, a
 command started (test processes, the database server, temp folders, a served app, JupyterLab).
 `end_with_parent` turns both signals, and the parent's death, into a clean exit.
 `python -m workbook.lifetime [--parent PID] COMMAND ...` runs a program that is not ours (JupyterLab) the
-same way: it ends that program when it must end itself. Kept free of the package's heavier imports, so any environment can run it.
+same way: it ends that program when it must end itself. Kept free of the package's heavier imports, so any
+environment can run it.
 """
 
 from __future__ import annotations
