@@ -364,8 +364,9 @@ def tests(session: nox.Session) -> None:
     step_envs(session)
     run_ruff(session)
     session.run("python", "-m", "pytest", "tests/workbook", "-q")
-    # At most 10 mutants per step, the same seeded draw every run (a few minutes): a survivor not recorded
-    # in tests/mutants/equivalent.toml fails the run, so a weakened check shows here, not in the full run.
+    # At most 10 mutants per step, the same seeded draw every run (about 2 minutes): a survivor not recorded
+    # in tests/mutants/equivalent.toml, or a mutant that runs into the timeout, fails the run, so a weakened
+    # check or one without its own deadline shows here, not only in the full run.
     workbook(session, "mutants", "--sample", "10")
     workbook(session, "integrity")
     workbook(session, "notebooks")
