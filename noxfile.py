@@ -359,11 +359,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """What CI runs: lint, the tooling's own tests, the integrity matrix, then every notebook."""
+    """What CI runs: lint, the tooling's own tests, sampled mutants, the integrity matrix, every notebook."""
     install(session, "notebooks", "lint", "learner", "mutants")
     step_envs(session)
     run_ruff(session)
     session.run("python", "-m", "pytest", "tests/workbook", "-q")
+    # At most 10 mutants per step, the same seeded draw every run (about 2 minutes): a survivor not recorded
+    # in tests/mutants/equivalent.toml, or a mutant that runs into the timeout, fails the run, so a weakened
+    # check or one without its own deadline shows here, not only in the full run.
+    workbook(session, "mutants", "--sample", "10")
     workbook(session, "integrity")
     workbook(session, "notebooks")
 

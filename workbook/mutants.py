@@ -6,9 +6,10 @@ or a chained call dropped, `async with` or `finally` undone, a statement deleted
 turned off, an address changed, a condition removed, an output dropped. Each mutant is written to disk in
 a copy of the step, exactly where a learner's tree would be, and judged by the one engine
 (`runner.run_step(step, COPY)`): the region's task first with `-x`, then, only if every check of that
-task passed, the whole step. A failing check kills it; a run stopped by `timeout` is "timed out"; a mutant
-that passes everything survived, unless tests/mutants/equivalent.toml records it, with a reason, as
-equivalent (it behaves as the solution does for every input).
+task passed, the whole step. A failing check kills it; a run stopped by `timeout` is "timed out" (and fails
+the run: a check waited without a deadline of its own); a mutant that passes everything survived, unless
+tests/mutants/equivalent.toml records it, with a reason, as equivalent (it behaves as the solution does for
+every input).
 
 Why mutants on disk, and why libcst: mutmut 3 and similar tools put every mutant into the code at once
 behind trampolines, and pick the active one through an environment variable read in the process under test.
@@ -659,7 +660,8 @@ def record(run: Run) -> dict[str, Any]:
 
 
 def main(args: Any) -> int:
-    """`python -m workbook mutants`: judge the mutants, print the table, exit 1 on an unrecorded survivor."""
+    """`python -m workbook mutants`: judge the mutants, print the table, exit 1 on an unrecorded survivor or a
+    mutant that timed out."""
     steps = catalogue.parse_step_range(args.steps) if args.steps else list(catalogue.steps())
     try:
         equivalents = load_equivalents()
@@ -723,7 +725,8 @@ def main(args: Any) -> int:
 
 
 def report(run: Run, steps: Sequence[int], jobs: int = 2) -> int:
-    """Print the table, the survivors and the timed-out mutants; 1 when a survivor is not recorded."""
+    """Print the table, the survivors and the timed-out mutants; 1 when a survivor is not recorded or a mutant
+    timed out."""
     outcomes, equivalents, stale = run.outcomes, run.equivalents, run.stale
     print(f"\n{HEADER}")
     for number in steps:
@@ -746,6 +749,9 @@ def report(run: Run, steps: Sequence[int], jobs: int = 2) -> int:
         print("\n".join(describe(o) for o in survivors))
     timed_out = [o for o in outcomes if o.state == "timed out"]
     if timed_out:
+        # Every check has a deadline of its own, so a step run ends in seconds: one stopped by the mutant's
+        # timeout is a check that can wait without end, a defect of the suite like a survivor.
+        problems += 1
         print(f"\n{len(timed_out)} mutant(s) timed out (a check without a deadline of its own waited):")
         print("\n".join(describe(o) for o in timed_out))
     wrongly_recorded = [o for o in outcomes if o.state == "killed" and o.mutant.id in equivalents]

@@ -224,7 +224,7 @@ def test_a_recorded_id_that_names_no_mutant_is_stale(tmp_path: Path):
 
 def test_real_mutants_through_the_real_engine(capsys: pytest.CaptureFixture[str]):
     """One mutant every suite kills, and one that changes only a comment: it survives, fails the run while
-    unrecorded, and passes it once recorded as equivalent."""
+    unrecorded (or when it timed out), and passes it once recorded as equivalent."""
     generated = mutants.generate([STEP])
     killed = next(m for m in generated.mutants if m.id.endswith("main.py:task1.1:return-none:0"))
     comment = "    # a comment changes nothing\n"
@@ -249,6 +249,11 @@ def test_real_mutants_through_the_real_engine(capsys: pytest.CaptureFixture[str]
     assert "1 survivor(s)" in shown and harmless.id in shown
     assert "solutions/step1/aiohttpdemo_polls/main.py:10" in shown
     assert "+     # a comment changes nothing" in shown
+
+    # A mutant stopped by the timeout fails the run too: some check waited without a deadline of its own.
+    stopped = [replace(o, state="timed out") if o.mutant is harmless else o for o in outcomes]
+    assert mutants.report(mutants.Run(stopped, generated, {}, [], 1.0), [1]) == 1
+    assert "1 mutant(s) timed out" in capsys.readouterr().out
 
 
 def test_the_command_lists_a_steps_mutants_and_refuses_an_unknown_id(capsys: pytest.CaptureFixture[str]):
