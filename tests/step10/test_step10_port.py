@@ -150,8 +150,20 @@ def test_a_start_that_fails_halfway_closes_what_it_opened(learner, polls_db):
     # minsize beyond the pool's size: open_connections gets `maxsize` connections, then waits for one more
     # until POOL_TIMEOUT (lowered here) and fails; the connections it did open are the engine's to close.
     maxsize = random.randint(1, 3)
-    base = settled(polls_db)
     learner.patch("db:POOL_TIMEOUT", 0.5)
+    # The start below waits out the pool's timeout: an engine that ignores POOL_TIMEOUT would have this check
+    # wait SQLAlchemy's own 30 s. Its pool is read from an app that starts first, and such a pool is told.
+    first = learner.serve(pool_config(polls_db, 1, 1))
+    waits = learner.app_item(first, "db:DB_KEY").get("attrs", {}).get("pool_timeout")
+    learner.stop(first)
+    if waits is not None and waits != 0.5:
+        pytest.fail(
+            f"this check makes the app's start wait for a connection of its pool, with db.POOL_TIMEOUT set "
+            f"to 0.5 s by the judge; the engine's pool waits {waits} s instead, which it does not wait out. "
+            "Hint: pool_timeout=POOL_TIMEOUT in make_engine, read when it is called.",
+            pytrace=False,
+        )
+    base = settled(polls_db)
     try:
         app = learner.serve(pool_config(polls_db, maxsize + 1, maxsize))
     except pytest.fail.Exception:
