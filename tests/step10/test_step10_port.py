@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -22,12 +25,15 @@ import yaml
 from tests.conftest import (
     Database,
     LearnerRaised,
+    ServedApp,
     app_database,
+    http_session,
     judge_connect,
     step_run,
     valid_config,
     why_it_ended,
 )
+from tests.pooled import assert_connections_given_back
 from tests.step4.test_step4_schema import finish, table_rows, tables
 from tests.step5.test_step5_engine import (
     GIVE_UP,
@@ -44,7 +50,7 @@ from tests.step5.test_step5_engine import (
     settled,
     wait_for_connections,
 )
-from workbook.judge.learner_process import Command
+from workbook.judge.learner_process import Command, Finished
 from workbook.pg import free_port
 
 ASYNC_ENGINE = "sqlalchemy.ext.asyncio.engine.AsyncEngine"
@@ -120,12 +126,44 @@ def test_pool_wait_is_bounded_by_pool_timeout(learner, polls_db, make_config):
 
 
 @pytest.mark.task(1)
+def test_connecting_and_each_query_are_bounded_by_db_timeout(learner, polls_db, make_config):
+    # Neither the module's 5.0 nor asyncpg's defaults (60 s to connect, no bound on a query): a timeout left
+    # out, or written as a number, shows.
+    bound = 6.5
+    learner.patch("db:DB_TIMEOUT", bound)
+    app = learner.serve(make_config(polls_db))
+    attrs = engine_of(learner, app).get("attrs", {})
+    got = {"timeout": attrs.get("connect_timeout"), "command_timeout": attrs.get("command_timeout")}
+    assert got == {"timeout": bound, "command_timeout": bound}, (
+        f"with db.DB_TIMEOUT set to {bound} s by the judge, expected the engine to give asyncpg "
+        f"timeout={bound} (connecting) and command_timeout={bound} (each query), it gives "
+        + ", ".join(f"{name}={value if value is not None else 'nothing'}" for name, value in got.items())
+        + ". Without command_timeout a query that never ends (on a lock, or a server that stopped "
+        "answering) holds its request and its connection for ever. Hint: connect_args={'timeout': "
+        "DB_TIMEOUT, 'command_timeout': DB_TIMEOUT} in make_engine, read when it is called, not a number of "
+        "your own."
+    )
+
+
+@pytest.mark.task(1)
 def test_a_start_that_fails_halfway_closes_what_it_opened(learner, polls_db):
     # minsize beyond the pool's size: open_connections gets `maxsize` connections, then waits for one more
     # until POOL_TIMEOUT (lowered here) and fails; the connections it did open are the engine's to close.
     maxsize = random.randint(1, 3)
-    base = settled(polls_db)
     learner.patch("db:POOL_TIMEOUT", 0.5)
+    # The start below waits out the pool's timeout: an engine that ignores POOL_TIMEOUT would have this check
+    # wait SQLAlchemy's own 30 s. Its pool is read from an app that starts first, and such a pool is told.
+    first = learner.serve(pool_config(polls_db, 1, 1))
+    waits = learner.app_item(first, "db:DB_KEY").get("attrs", {}).get("pool_timeout")
+    learner.stop(first)
+    if waits is not None and waits != 0.5:
+        pytest.fail(
+            f"this check makes the app's start wait for a connection of its pool, with db.POOL_TIMEOUT set "
+            f"to 0.5 s by the judge; the engine's pool waits {waits} s instead, which it does not wait out. "
+            "Hint: pool_timeout=POOL_TIMEOUT in make_engine, read when it is called.",
+            pytrace=False,
+        )
+    base = settled(polls_db)
     try:
         app = learner.serve(pool_config(polls_db, maxsize + 1, maxsize))
     except pytest.fail.Exception:
@@ -313,6 +351,38 @@ def test_votes_at_once_each_return_their_own_total(learner, polls_app, polls_db)
     )
 
 
+# How many times this connection went through the choice table, sequentially or by one of its indexes: a
+# statement that finds one row is one scan, whatever plan PostgreSQL chose for it. The count also holds
+# earlier transactions' scans until PostgreSQL files them, which it never does inside a transaction: the
+# vote's own are the count after it less the count before, both asked in the vote's transaction.
+CHOICE_SCANS = (
+    "SELECT pg_catalog.sum(pg_catalog.pg_stat_get_xact_numscans(oid))::int FROM pg_catalog.pg_class "
+    "WHERE oid = 'public.choice'::regclass OR oid IN "
+    "(SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = 'public.choice'::regclass)"
+)
+
+
+@pytest.mark.task(3)
+def test_vote_is_one_statement(learner, polls_app, polls_db):
+    question_id, choice_id, _ = choice_with_votes(polls_db)
+    call = f"vote(conn, {question_id}, {choice_id})"
+    try:
+        got = learner.call("db:vote", question_id, choice_id, connection=polls_app, probe=CHOICE_SCANS)
+    except LearnerRaised as exc:
+        pytest.fail(f"expected {call} to count the vote, it raised {exc.name}: {exc.message}", pytrace=False)
+    scans = None
+    with contextlib.suppress(TypeError, LookupError):
+        (((before,),), ((after,),)) = got["probe"]
+        scans = after - before
+    assert scans == 1, (
+        f"expected {call} to reach the choice table once, with the one UPDATE ... RETURNING that finds the "
+        f"row, counts the vote and hands back the total; PostgreSQL counted {scans} scans of the table in "
+        "its transaction (a statement that finds a row is one): a second query reads what the UPDATE "
+        "could have returned. Hint: .returning(choice.c.votes) on the UPDATE, and "
+        "result.scalar_one_or_none() for the total, with no SELECT before or after it."
+    )
+
+
 IMPOSSIBLE = 2**31  # one more than PostgreSQL's integer holds: asyncpg refuses it as a parameter
 POSSIBLE_ID_HINT = (
     "Hint: asyncpg sends ids as typed integer parameters and raises on one beyond 2147483647, where "
@@ -332,6 +402,82 @@ def test_get_question_of_an_impossible_id_is_not_found(learner, polls_app):
         return
     pytest.fail(f"expected get_question(conn, {IMPOSSIBLE}) to raise RecordNotFound, it returned {got!r}",
                 pytrace=False)  # fmt: skip
+
+
+RENAMED = "renamed_by_the_judge"
+
+
+@contextlib.contextmanager
+def question_table_broken(database: Database) -> Iterator[None]:
+    """The question table's question_text column renamed for the block: every query of the table fails,
+    although the polls are all there."""
+    database.execute(f"ALTER TABLE public.question RENAME COLUMN question_text TO {RENAMED}")
+    try:
+        yield
+    finally:  # waits for no lock a connection kept in a transaction holds: see Database.execute
+        database.execute(f"ALTER TABLE public.question RENAME COLUMN {RENAMED} TO question_text")
+
+
+@pytest.mark.task(2)
+def test_a_broken_question_table_is_not_a_missing_poll(learner, polls_app, polls_db):
+    (question_id,) = polls_db.execute("SELECT pg_catalog.min(id) FROM public.question")[0]
+    learner.call_or_fail("db:get_question", question_id, connection=polls_app)  # first, with nothing broken
+    raised = None
+    with question_table_broken(polls_db):
+        try:
+            learner.call("db:get_question", question_id, connection=polls_app)
+        except LearnerRaised as exc:
+            raised = exc
+    assert raised is None or raised.name != "RecordNotFound", (
+        f"with the column question_text of the question table renamed by the judge (the database is broken, "
+        f"poll {question_id} is there), expected get_question(conn, {question_id}) to let the database's "
+        f"error through (a server error), it raised RecordNotFound: {raised.message[:300] if raised else ''}"
+        ", which the view turns into a 404 that blames the visitor. Hint: raise RecordNotFound only when "
+        "possible_id(...) says no (before any query) or no row came back; never catch the driver's errors "
+        "(DBAPIError) to make one."
+    )
+
+
+def collect_garbage(learner) -> None:
+    """Have the learner's process run its garbage collector now: the harness does whenever it is asked to
+    stop an app, and no app has the id 0. A connection an earlier check left behind is then found, and
+    logged, before this check starts reading the log."""
+    learner.stop(ServedApp(0, 0))
+
+
+@pytest.mark.task(2)
+@pytest.mark.parametrize("page", ["/", "/poll/{id}", "/poll/{id}/results"])
+async def test_a_page_that_fails_gives_its_connection_back(learner, polls_app, polls_db, page):
+    (question_id,) = polls_db.execute("SELECT pg_catalog.min(id) FROM public.question")[0]
+    path = page.format(id=question_id)
+    async with http_session(polls_app.url) as client:
+        async with client.get(path) as response:
+            working = response.status
+        assert working == 200, (
+            f"expected GET {path} to answer 200 before the judge breaks the question table, got {working}. "
+            "Hint: make the page work first."
+        )
+        collect_garbage(learner)
+        start = learner.log_size()
+        with question_table_broken(polls_db):
+            async with client.get(path) as response:
+                broken = response.status
+            assert broken >= 500, (
+                f"with the question table broken by the judge (a column renamed), expected GET {path} to "
+                f"fail as a server error, got {broken}. Hint: the page reads the polls from that table."
+            )
+            await assert_connections_given_back(learner, polls_app, "GET", path)
+    # A connection never given back may also be found by Python's garbage collector, which closes it with
+    # a warning instead, at a moment of its own: collected now, any such warning is in the log.
+    collect_garbage(learner)
+    found = [line for line in learner.log_text(start).splitlines() if "non-checked-in connection" in line]
+    assert not found, (
+        f"with the question table broken by the judge (a column renamed), GET {path} failed as it should, "
+        "but the connection it borrowed was never given back to the pool: Python's garbage collector found "
+        f"it later and closed it: {found[0][:300]}. A view that closes its connection itself, after the "
+        "query, skips that when the query raises. Hint: borrow it with `async with engine.connect() as "
+        "conn:`, which gives it back however the block ends."
+    )
 
 
 @pytest.mark.task(3)
@@ -474,6 +620,102 @@ def test_a_bug_at_startup_is_not_blamed_on_the_database(learner, polls_db, make_
     )
 
 
+class HangUpServer:
+    """A PostgreSQL port that lets every client log in (no password asked), then hangs up on the first
+    statement it sends: a connection lost on the way. asyncpg itself connects; what fails is SQLAlchemy's
+    first use of the new connection, so the error comes wrapped in SQLAlchemy's DBAPIError."""
+
+    SSL_REQUEST, GSS_REQUEST = 80877103, 80877104
+    PARAMETERS: ClassVar[dict[str, str]] = {
+        "server_version": "16.0", "server_encoding": "UTF8", "client_encoding": "UTF8",
+        "standard_conforming_strings": "on", "integer_datetimes": "on", "DateStyle": "ISO, MDY",
+    }  # fmt: skip
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.1)
+        self.logins = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> HangUpServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+    @property
+    def port(self) -> int:
+        return self.listener.getsockname()[1]
+
+    @staticmethod
+    def message(kind: bytes, body: bytes = b"") -> bytes:
+        return kind + struct.pack("!i", len(body) + 4) + body
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            with client, contextlib.suppress(OSError, struct.error):
+                client.settimeout(2.0)  # a client that stops talking is hung up on too
+                self._log_in_then_hang_up(client)
+
+    def _read(self, client: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = client.recv(size - len(data))
+            if not chunk:
+                raise OSError("the client hung up")
+            data += chunk
+        return data
+
+    def _log_in_then_hang_up(self, client: socket.socket) -> None:
+        while True:  # the startup message, after any requests for encryption (refused: b"N")
+            (length,) = struct.unpack("!i", self._read(client, 4))
+            body = self._read(client, length - 4)
+            if struct.unpack("!i", body[:4])[0] not in (self.SSL_REQUEST, self.GSS_REQUEST):
+                break
+            client.sendall(b"N")
+        parameters = b"".join(self.message(b"S", f"{key}\0{value}\0".encode())
+                              for key, value in self.PARAMETERS.items())  # fmt: skip
+        client.sendall(self.message(b"R", struct.pack("!i", 0)) + parameters
+                       + self.message(b"K", struct.pack("!ii", 1, 1)) + self.message(b"Z", b"I"))  # fmt: skip
+        self.logins += 1
+        client.recv(4096)  # the first statement; the connection closes unanswered
+
+
+@pytest.mark.task(4)
+def test_a_connection_lost_on_the_way_is_out_of_reach_too(learner, polls_db, make_config):
+    config = make_config(polls_db)
+    with HangUpServer() as server:
+        config["postgres"].update(host="127.0.0.1", port=server.port)
+        where = f"127.0.0.1:{server.port}"
+        try:
+            app = learner.serve(config)
+        except pytest.fail.Exception as exc:
+            failure = str(exc)
+        else:
+            learner.stop(app)
+            pytest.fail(f"the judge's server at {where} lets the app log in, then hangs up on its first "
+                        "statement; expected the app's start to fail, it started serving. Hint: use "
+                        "config['postgres']['host'] and ['port'] (task 1).", pytrace=False)  # fmt: skip
+        logins = server.logins
+    assert "raised DatabaseUnavailable" in failure, (
+        f"the judge's server at {where} let the app log in{'' if logins else ' (it never did)'}, then hung "
+        "up on its first statement: a connection lost on the way, which SQLAlchemy reports as its "
+        f"DBAPIError. Expected check_database to raise DatabaseUnavailable for it, got: {failure[:600]}\n"
+        "Hint: catch SQLAlchemy's DBAPIError in check_database too, with the other four task 4 lists "
+        "(OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)."
+    )
+
+
 @pytest.mark.task(4)
 def test_other_errors_are_not_blamed_on_the_database(startups):
     status, output = ended(startups["taken"], **HINTS)
@@ -533,33 +775,47 @@ def test_init_db_reports_an_unreachable_database(tree, pg_database, tmp_path):
 
 
 # Runs in the learner's process: the learner's init_db.main(), with create_tables wrapped so that once the
-# learner's tables exist, their ids start at a random value, as in a database that has seen other rows.
-INIT_DB_WITH_MOVED_IDS = """
+# learner's tables exist, the judge's statements run (in a transaction of their own) before sample_data.
+INIT_DB_AFTER_TABLES = """
 from sqlalchemy import text
 from aiohttpdemo_polls import init_db
 learners_create_tables = init_db.create_tables
 async def create_tables(engine):
     await learners_create_tables(engine)
     async with engine.begin() as conn:
-        await conn.execute(text("SELECT setval(pg_get_serial_sequence('question', 'id'), {start})"))
+        for statement in {statements!r}:
+            await conn.execute(text(statement))
 init_db.create_tables = create_tables
 init_db.main(["--config", {path!r}])
 """
+
+
+def init_db_after_tables(tree: Path, database: Database, folder: Path, statements: list[str]) -> Finished:
+    """The learner's init_db run on an empty schema, with the judge's statements run once its tables exist."""
+    database.empty_schema()
+    path = folder / "polls.yaml"
+    path.write_text(yaml.safe_dump(valid_config(database)))
+    return finish(Command(tree, "-c", INIT_DB_AFTER_TABLES.format(statements=statements, path=str(path))))
 
 
 SAMPLE_IDS_HINT = (
     "Hint: insert each question with .returning(question.c.id), read it with result.scalar_one(), and give "
     "its choices that id, not the one you expect it to get."
 )
+JUDGE_ROW_ABOVE = 1000  # the judge's own poll: this far above where the sequence starts
 
 
 @pytest.mark.task(5)
 def test_sample_choices_follow_the_ids_postgres_hands_out(tree, pg_database, tmp_path):
-    pg_database.empty_schema()
+    # The ids start after `start`, as in a database that has seen other rows, and a poll of the judge's sits
+    # above them with an id of its own, as one inserted by hand (or by someone else at that moment) can:
+    # neither the ids you expect nor SELECT max(id) are the id your insert got.
     start = random.randint(100, 900)
-    path = tmp_path / "moved.yaml"
-    path.write_text(yaml.safe_dump(valid_config(pg_database)))
-    finished = finish(Command(tree, "-c", INIT_DB_WITH_MOVED_IDS.format(start=start, path=str(path))))
+    judge_row = start + JUDGE_ROW_ABOVE
+    finished = init_db_after_tables(tree, pg_database, tmp_path, [
+        f"SELECT setval(pg_get_serial_sequence('question', 'id'), {start})",
+        f"INSERT INTO question (id, question_text, pub_date) VALUES ({judge_row}, 'Judged?', '2000-01-01')",
+    ])  # fmt: skip
     if finished.status != 0:
         stray_ids = "foreign key" in finished.output.lower()
         pytest.fail(
@@ -575,4 +831,41 @@ def test_sample_choices_follow_the_ids_postgres_hands_out(tree, pg_database, tmp
     assert questions and choices and not strays, (
         f"expected every sample choice to belong to a sample question; the questions got the ids "
         f"{sorted(question_ids)}, and these choices name others: {strays[:5]}. " + SAMPLE_IDS_HINT
+    )
+    taken = [row for row in choices if row[3] == judge_row]
+    assert not taken, (
+        f"the judge put a poll of its own in the question table before sample_data ran, with the id "
+        f"{judge_row}, above the ids the sequence hands out (from {start + 1}); expected the sample choices "
+        f"to go to the sample questions {sorted(question_ids - {judge_row})}, these went to the judge's: "
+        f"{taken[:5]}. The newest question is not the one with the largest id. " + SAMPLE_IDS_HINT
+    )
+
+
+# Refuses a second row in the question table, so sample_data fails after its first question is in.
+REFUSE_A_SECOND_QUESTION = [
+    "CREATE FUNCTION refuse_a_second_question() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF EXISTS (SELECT 1 FROM question) THEN RAISE EXCEPTION 'the judge refuses a second question'; "
+    "END IF; RETURN NEW; END $$",
+    "CREATE TRIGGER refuse_a_second_question BEFORE INSERT ON question FOR EACH ROW "
+    "EXECUTE FUNCTION refuse_a_second_question()",
+]
+
+
+@pytest.mark.task(5)
+def test_sample_data_fails_as_a_whole(tree, pg_database, tmp_path):
+    finished = init_db_after_tables(tree, pg_database, tmp_path, REFUSE_A_SECOND_QUESTION)
+    if "the judge refuses a second question" not in finished.output:
+        pytest.fail(
+            "the judge made PostgreSQL refuse the second sample question (a trigger); expected init_db to "
+            f"get that far, it exited with {finished.status}: {why_it_ended(finished.output)}\nHint: "
+            "create_tables first (task 5), then sample_data inserts the sample polls.",
+            pytrace=False,
+        )
+    questions, choices = table_rows(pg_database)
+    assert not questions and not choices, (
+        "the judge made PostgreSQL refuse the second sample question (a trigger), once the first was "
+        f"inserted; expected init_db to leave no sample poll behind (one transaction: all of them or none), "
+        f"it exited with {finished.status} and left {len(questions)} question(s) and {len(choices)} "
+        f"choice(s): {questions[:3]}. Hint: one `async with engine.begin() as conn:` around the whole loop "
+        "in sample_data, not one per question."
     )

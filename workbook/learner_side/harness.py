@@ -302,8 +302,18 @@ class Harness:
                     result = function(conn, *args, **kwargs)
                     return await result if inspect.isawaitable(result) else result
             async with engine.begin() as conn:  # SQLAlchemy's asyncio engine: commit on success
+                if "probe" not in request:
+                    result = function(conn, *args, **kwargs)
+                    return await result if inspect.isawaitable(result) else result
+                # The judge's own query, on the same connection and in the same transaction, before and
+                # after the learner's function: what the function made PostgreSQL do
+                # (pg_stat_get_xact_*) is only seen from there.
+                probe = str(request["probe"])
+                probes = [[list(row) for row in (await conn.exec_driver_sql(probe)).all()]]
                 result = function(conn, *args, **kwargs)
-                return await result if inspect.isawaitable(result) else result
+                result = await result if inspect.isawaitable(result) else result
+                probes.append([list(row) for row in (await conn.exec_driver_sql(probe)).all()])
+                return {"result": result, "probe": probes}
 
         # "describe": what the result is (type, id, ...) rather than its value, e.g. an app from a factory
         convert = self.describe if request.get("describe") else to_json
@@ -432,8 +442,8 @@ _MISSING = object()
 
 def pool_attrs(engine: Any) -> dict[str, Any]:
     """What a SQLAlchemy engine's pool is made of (empty for anything else): its driver, its size, the
-    overflow it allows beyond that, how long a request waits for a free connection, and the connections it
-    holds now (in use, and idle)."""
+    overflow it allows beyond that, how long a request waits for a free connection, the driver's timeouts
+    for connecting and for each query, and the connections it holds now (in use, and idle)."""
     pool = getattr(getattr(engine, "sync_engine", engine), "pool", None)
     attrs: dict[str, Any] = {}
     readers = {
@@ -441,6 +451,8 @@ def pool_attrs(engine: Any) -> dict[str, Any]:
         "pool_size": lambda: pool.size(),
         "max_overflow": lambda: pool._max_overflow,  # no public reader; QueuePool keeps what it was given
         "pool_timeout": lambda: pool.timeout(),
+        "connect_timeout": lambda: connect_params(pool).get("timeout"),
+        "command_timeout": lambda: connect_params(pool).get("command_timeout"),
         "checked_out": lambda: pool.checkedout(),
         "checked_in": lambda: pool.checkedin(),
     }
@@ -451,6 +463,13 @@ def pool_attrs(engine: Any) -> dict[str, Any]:
                 if isinstance(value, (int, float, str)):
                     attrs[name] = value
     return attrs
+
+
+def connect_params(pool: Any) -> dict[str, Any]:
+    """The keyword arguments a SQLAlchemy pool hands the driver for each new connection (its URL's and
+    connect_args'), read from the closure create_engine gives the pool: SQLAlchemy keeps them nowhere
+    public. Only the timeouts are reported; the password is among them too."""
+    return dict(inspect.getclosurevars(pool._creator).nonlocals.get("cparams") or {})
 
 
 def move_apart(router: Any, name: str, extra: str) -> None:
