@@ -228,15 +228,18 @@ def test_engine_connects_whatever_the_names(learner, pg_server):
 @pytest.mark.task(2)
 async def test_index_lists_the_questions_ordered_by_id(polls_client, polls_db):
     # A question the learner cannot know, and question 1 rewritten so that PostgreSQL stores it last:
-    # without ORDER BY it would come out last.
+    # without ORDER BY it would come out last. The new question is the oldest, so that ordering by
+    # pub_date (which rises with the id in the sample polls) puts it first instead of last.
+    day = f"{random.randint(1990, 2009)}-{random.randint(1, 12):02}-{random.randint(1, 28):02}"
     polls_db.execute(f"INSERT INTO public.question (question_text, pub_date) VALUES ('{random_text('Tea')}', "
-                     "'2024-02-29')")  # fmt: skip
+                     f"'{day}')")  # fmt: skip
     polls_db.execute(f"UPDATE public.question SET question_text = '{random_text('Still new')}' WHERE id = 1")
     got = await json_of(await polls_client.get("/"))
     expected = {"questions": expected_questions(polls_db)}
     assert got == expected, (
         f"expected GET / to list the questions in the database, ordered by id:\n  {expected}\ngot:\n  {got}\n"
-        "Hint: select(db.question).order_by(db.question.c.id); without ORDER BY, rows come in any order."
+        "Hint: select(db.question).order_by(db.question.c.id): by id, not by date; without ORDER BY, rows "
+        "come in any order."
     )
 
 
@@ -295,6 +298,27 @@ async def test_index_gives_its_connection_back(learner, polls_db):
     )
 
 
+@pytest.mark.task(2)
+async def test_index_gives_its_connection_back_when_the_query_fails(learner, polls_db):
+    maxsize = random.randint(2, 3)
+    app = learner.serve(pool_config(polls_db, 1, maxsize))
+    away = f"question_away_{random.randint(1000, 9999)}"
+    polls_db.execute(f"ALTER TABLE public.question RENAME TO {away}")  # the index's query now raises
+    try:
+        async with http_session(app.url) as client, client.get("/") as response:
+            status = response.status
+    finally:
+        polls_db.execute(f"ALTER TABLE public.{away} RENAME TO question")
+    attrs = learner.app_item(app, "db:DB_KEY").get("attrs", {})
+    assert attrs.get("freesize") == attrs.get("size"), (
+        f"GET / while the question table did not exist (its query raised; the app answered {status}): "
+        f"expected the connection back in the pool all the same, {attrs.get('size')} open and only "
+        f"{attrs.get('freesize')} free: each such error keeps one more, until the pool is empty and every "
+        "request waits. Hint: borrow it with `async with engine.acquire() as conn:`, which gives it back "
+        "even when the query raises; a release() after the query is skipped by the error."
+    )
+
+
 def not_held(held: Held) -> str:
     """Why GET / could not be held inside PostgreSQL: it answered without reading, or never got there."""
     if held.answered is not None:
@@ -343,6 +367,8 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
     async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
         if held.waiting is None:
             pytest.fail(not_held(held), pytrace=False)
+        # Seen while the view waits, so a connection it opened for itself (and still holds) is listed.
+        others = client_backends(polls_db) - before - pool - lock_holders(polls_db)
     assert held.waiting in pool, (
         f"GET / (while the judge held a lock on the question table) waited on a connection the app's "
         f"engine did not open (the engine's {size} connections, minsize = maxsize = {size}, are the "
@@ -351,6 +377,23 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
         "under load such connections pile up past PostgreSQL's limit. "
         "Hint: async with request.app[db.DB_KEY].acquire() as conn."
     )
+    assert not others, (
+        f"while GET / waited for PostgreSQL (the judge held a lock on the question table), the app had "
+        f"{len(others)} connection(s) besides its engine's {size} (minsize = maxsize = {size}): the view "
+        "opened a connection of its own (psycopg2.connect, an engine of its own), a blocking call that "
+        "costs more than the query and piles up connections under load. Hint: only "
+        "`async with request.app[db.DB_KEY].acquire() as conn:`, no connection of the view's own, not even "
+        "for a check such as SELECT 1."
+    )
+
+
+def lock_holders(database: Database) -> set[int]:
+    """The judge's connections holding a granted lock on public.question: held_in_postgres's own."""
+    rows = database.execute(
+        "SELECT pid FROM pg_catalog.pg_locks WHERE granted AND relation = 'public.question'::regclass "
+        "AND mode = 'AccessExclusiveLock'"
+    )
+    return {pid for (pid,) in rows}
 
 
 # --- task 3: a clear stop when the database cannot be reached --------------------------------------------
