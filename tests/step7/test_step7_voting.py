@@ -735,7 +735,8 @@ async def test_vote_of_a_broken_database_is_not_a_missing_choice(polls_client, p
 async def test_vote_of_a_lost_database_is_not_a_missing_choice(learner, polls_db, judge_poll):
     choice_id = judge_poll.choice_ids[0]
     path = f"/poll/{judge_poll.id}/vote"
-    status = await status_with_a_lost_connection(learner, polls_db, path, "choice", {"choice": str(choice_id)})
+    form = {"choice": str(choice_id)}
+    status = await status_with_a_lost_connection(learner, polls_db, path, "choice", form)
     assert status is not None, (
         f"expected POST {path} (choice={choice_id}) to update the choice table in PostgreSQL (the judge held "
         "a lock on it), it answered without waiting, or never got there. Hint: db.vote's UPDATE."
