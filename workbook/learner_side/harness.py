@@ -123,6 +123,32 @@ def harness_error(exc: HarnessError) -> dict[str, str]:
     return {"type": exc.kind, "name": exc.kind, "message": str(exc), "where": "", "traceback": ""}
 
 
+class WatchedConnection:
+    """A connection whose query methods note what they were given: SQL text (a str, or SQLAlchemy's
+    text()) or an expression. Results cannot tell a value pasted into SQL text from one sent as a value
+    once int() has made it safe; what the learner's function hands to execute() can (op "sql")."""
+
+    QUERIES = ("execute", "scalar", "scalars", "stream", "exec_driver_sql")  # aiopg.sa and SQLAlchemy 2
+
+    def __init__(self, conn: Any, noted: list[str]) -> None:
+        self._conn, self._noted = conn, noted
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._conn, name)
+        if name not in self.QUERIES:
+            return method
+
+        def noting(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            text = statement if isinstance(statement, str) else None
+            if text is None and type(statement).__name__ == "TextClause":
+                text = f"text({str(statement)!r})"
+            if len(self._noted) < 20:
+                self._noted.append(f"SQL text: {text[:200]}" if text is not None else "an expression")
+            return method(statement, *args, **kwargs)
+
+        return noting
+
+
 # --- the harness ------------------------------------------------------------------------------------------
 
 
@@ -135,6 +161,7 @@ class Harness:
         self.patches: list[tuple[Any, str, Any]] = []
         self.unraisable: list[str] = []
         self.blocking: list[str] = []
+        self.statements: list[str] = []  # what conn.execute() was given by a watched call
         self.next_app = 1
 
     # -- plumbing --
@@ -287,6 +314,9 @@ class Harness:
         gc.collect()
         return {"unraisable": self.unraisable[before:]}
 
+    def watched(self, conn: Any) -> WatchedConnection:
+        return WatchedConnection(conn, self.statements)
+
     async def op_call(self, request: dict[str, Any]) -> Any:
         function = self.resolve(request["target"])
         args, kwargs = request.get("args", []), request.get("kwargs", {})
@@ -297,12 +327,13 @@ class Harness:
                 result = function(*args, **kwargs)
                 return await result if inspect.isawaitable(result) else result
             engine = self.app(request["connection"]["app"])[self.resolve(request["connection"]["key"])]
+            watch = bool(request["connection"].get("watch"))
             if hasattr(engine, "acquire"):  # aiopg.sa
                 async with engine.acquire() as conn:
-                    result = function(conn, *args, **kwargs)
+                    result = function(self.watched(conn) if watch else conn, *args, **kwargs)
                     return await result if inspect.isawaitable(result) else result
             async with engine.begin() as conn:  # SQLAlchemy's asyncio engine: commit on success
-                result = function(conn, *args, **kwargs)
+                result = function(self.watched(conn) if watch else conn, *args, **kwargs)
                 return await result if inspect.isawaitable(result) else result
 
         # "describe": what the result is (type, id, ...) rather than its value, e.g. an app from a factory
@@ -404,6 +435,9 @@ class Harness:
             return self.op_unpatch()
         if op == "blocking":
             noted, self.blocking = self.blocking, []
+            return noted
+        if op == "sql":
+            noted, self.statements = self.statements, []
             return noted
         raise HarnessError(f"unknown operation {op!r}")
 
