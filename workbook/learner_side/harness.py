@@ -31,6 +31,7 @@ import os
 import pkgutil
 import signal
 import sys
+import sysconfig
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -40,6 +41,9 @@ from typing import Any
 PACKAGE = "aiohttpdemo_polls"
 MAX_REPLY = 1 << 20  # a reply larger than this is refused here, and again by the judge
 MAX_TEXT = 4000
+# Where the standard library's code lives (frozen modules included): a file it opens for the learner's
+# code is the learner's blocking call.
+STDLIB = (sysconfig.get_paths()["stdlib"], "<frozen ")
 
 
 class HarnessError(Exception):
@@ -197,6 +201,25 @@ class Harness:
             sleep(seconds)
 
         return watched
+
+    def watch_opens(self, event: str, args: tuple[Any, ...]) -> None:
+        """An audit hook noting each file the learner's code opens (itself, or through the standard library,
+        such as pathlib's read_text) while an event loop runs on this thread: the loop, and every other
+        request, waits for the disk meanwhile (asked for with op "blocking", as time.sleep is)."""
+        if event != "open" or len(self.blocking) >= 20:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        frame: Any = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename.startswith(STDLIB):
+            frame = frame.f_back
+        path = Path(frame.f_code.co_filename) if frame is not None else None
+        if path is not None and path.is_relative_to(self.tree):  # not a library's own (jinja2's templates)
+            opened = Path(str(args[0] if args else "?"))
+            name = str(opened.relative_to(self.tree) if opened.is_relative_to(self.tree) else opened)[:200]
+            self.blocking.append(f"open({name!r}) at {path.relative_to(self.tree)}, line {frame.f_lineno}")
 
     def learner_place(self) -> str:
         """' at aiohttpdemo_polls/views.py, line 9': the innermost frame of the learner's tree, if any."""
@@ -587,6 +610,7 @@ def main() -> None:
     harness = Harness(tree, reply_fd)
     sys.unraisablehook = harness.on_unraisable
     time.sleep = harness.watch_sleep(time.sleep)  # before the learner's modules bind it by name
+    sys.addaudithook(harness.watch_opens)
     # Then the judge's first request, "hello", imports the learner's package, outside any event loop as
     # `python -m aiohttpdemo_polls` would.
     first = sys.stdin.buffer.readline()
