@@ -31,6 +31,7 @@ ENGINE = "aiopg.sa.engine.Engine"
 APP_KEY = "aiohttp.helpers.AppKey"
 SILENT_TIMEOUT = 0.5  # the judge's db.DB_TIMEOUT for the silent server: no one waits 5 s for a verdict
 PATIENT_TIMEOUT = 300.0  # db.DB_TIMEOUT for a second silent server, which the judge hangs up on first
+PLANTED_BUG = f'relation "judge_planted_{random.randint(1000, 9999)}" does not exist'
 GIVE_UP = 8.0  # how long a startup that should fail may take before the judge calls it hung
 SILENT_GIVE_UP = 4.0  # with DB_TIMEOUT lowered to SILENT_TIMEOUT, once the check runs
 CONNECT_WAIT = 10.0  # how long the judge waits for the patient start to reach its silent server
@@ -42,6 +43,28 @@ import os, runpy, sys
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 import aiohttpdemo_polls.db
 aiohttpdemo_polls.db.DB_TIMEOUT = {timeout!r}
+sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
+runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
+"""
+
+# A bug planted in the engine's creation: it raises psycopg2.ProgrammingError (what a mistaken SQL
+# statement at startup raises), awaited or used with `async with`, while PostgreSQL itself is fine.
+RUN_WITH_A_BUG = """
+import runpy, sys
+import aiopg.sa, psycopg2
+
+class BrokenEngine:
+    def __init__(self, *args, **kwargs):
+        pass
+    def __await__(self):
+        raise psycopg2.ProgrammingError({message!r})
+        yield
+    async def __aenter__(self):
+        raise psycopg2.ProgrammingError({message!r})
+    async def __aexit__(self, *exc):
+        return False
+
+aiopg.sa.create_engine = BrokenEngine
 sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
 runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 """
@@ -467,10 +490,11 @@ Launched = tuple[dict[str, Startup], dict[str, SilentServer]]  # the starts, and
 
 
 def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack,
-                    serving: bool = False) -> Launched:  # fmt: skip
+                    serving: bool = False, planted_bug: str = "") -> Launched:  # fmt: skip
     """Start the learner's app five times, each of which must end by itself: against a closed port, a
     missing database, two servers that never answer and, with the database reachable, an app port already
     taken. With `serving`, also once with everything right, on a loopback host other than 127.0.0.1.
+    With `planted_bug`, also once with aiopg.sa.create_engine raising ProgrammingError(planted_bug).
     `stack` stops them all (and closes the sockets) at its end.
 
     The two silent servers tell db.DB_TIMEOUT from a timeout of the app's own without a stopwatch: the
@@ -489,7 +513,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     def launch(name: str, config: dict, timeout: float | None = None, watch_port: bool = True) -> None:
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        if timeout is not None:
+        if name == "bug":
+            args = ("-c", RUN_WITH_A_BUG.format(message=planted_bug, path=str(path)))
+        elif timeout is not None:
             args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=timeout, path=str(path)))
         else:
             args = ("-m", "aiohttpdemo_polls", "--config", str(path))
@@ -514,6 +540,8 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     missing["postgres"]["database"] = f"no_such_polls_db_{random.randint(100, 999)}"
     launch("missing", missing)
     launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
+    if planted_bug:
+        launch("bug", valid_config(reachable, port=free_port()))
     bad = valid_config(reachable, port=free_port())
     bad["postgres"]["port"] = random.randint(65536, 99999)  # two refused fields: step 3's one line still
     launch("bad-config", bad, watch_port=False)
@@ -533,7 +561,8 @@ def launched(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Ite
     """Every task-3 start, launched as the module begins; each check waits for its own."""
     with contextlib.ExitStack() as stack:
         folder = tmp_path_factory.mktemp("step5")
-        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True)
+        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True,
+                              planted_bug=PLANTED_BUG)  # fmt: skip
 
 
 @pytest.fixture
@@ -684,6 +713,18 @@ def test_other_errors_are_not_blamed_on_the_database(startups):
         "with the database reachable and the app's port already in use, expected the port's error "
         f"(address already in use), not a message about the database; got:\n{output.strip()[-800:]}\n"
         "Hint: catch only psycopg2.OperationalError and asyncio.TimeoutError, not every Exception."
+    )
+
+
+@pytest.mark.task(3)
+def test_a_bug_is_not_blamed_on_the_database(startups):
+    status, output = ended(startups["bug"])
+    assert "Traceback (most recent call last)" in output and "ProgrammingError" in output, (
+        "python -m aiohttpdemo_polls with the database reachable and a bug planted by the judge (creating "
+        f"the engine raises psycopg2.ProgrammingError: {PLANTED_BUG}): expected the bug's traceback, as any "
+        f"bug shows itself, got exit status {status} and:\n{output.strip()[-800:]}\nHint: catch only "
+        "psycopg2.OperationalError (cannot connect) and asyncio.TimeoutError, not psycopg2.Error: a "
+        "ProgrammingError is a mistake in the code, and its traceback says where."
     )
 
 
