@@ -3,7 +3,8 @@
 A view that catches psycopg2.OperationalError (or every exception) next to RecordNotFound turns a lost
 database into a 404 that blames the visitor. To see it without a clock, the judge holds a lock on a table
 the view uses, so the view's query waits inside PostgreSQL, then ends that query's backend
-(pg_terminate_backend, as a restart of the server does): the query raises OperationalError on every run.
+(pg_terminate_backend, as a restart of the server does, waiting until it is gone: PostgreSQL 14 or
+later) before letting the lock go: the query raises OperationalError on every run.
 Ending an idle pooled connection would not do: aiopg notices it and quietly opens another.
 """
 
