@@ -175,16 +175,24 @@ class Learner:
         reply = self._request("blocking", "asking the learner's process for blocking calls")
         return [str(item)[:500] for item in reply] if isinstance(reply, list) else []
 
+    def sql_statements(self) -> list[str]:
+        """What conn.execute() was given in calls made with watch_sql since the last ask: 'an expression',
+        or 'SQL text: ...' for a str or text()."""
+        reply = self._request("sql", "asking the learner's process what its queries were built from")
+        return [str(item)[:300] for item in reply] if isinstance(reply, list) else []
+
     def call(self, target: str, *args: Any, connection: ServedApp | None = None, times: int | None = None,
-             describe_result: bool = False, probe: str | None = None, **kwargs: Any) -> Any:  # fmt: skip
+             describe_result: bool = False, probe: str | None = None, watch_sql: bool = False,
+             **kwargs: Any) -> Any:  # fmt: skip
         """The learner's `target` ('settings:load_config') called with these arguments; its result.
 
         With `connection`, the first argument is a connection from that app's engine (app[db.DB_KEY]). With
         `times`, that many calls run at once, and the list of their results comes back. With
         `describe_result`, each result comes back as describe() shows a name (type, mro, id). With `probe`
         (SQL, SQLAlchemy 2 only), the judge's query runs on that connection just before and just after the
-        call, in its transaction, and {'result': ..., 'probe': [rows before, rows after]} comes back. If the
-        learner's code raises, LearnerRaised carries its type and message.
+        call, in its transaction, and {'result': ..., 'probe': [rows before, rows after]} comes back.
+        With `watch_sql` (and `connection`), what the code hands to conn.execute() is noted
+        (sql_statements()). If the learner's code raises, LearnerRaised carries its type and message.
         """
         fields: dict[str, Any] = {"target": target, "args": list(args), "kwargs": kwargs}
         if probe is not None:
@@ -192,7 +200,7 @@ class Learner:
         if describe_result:
             fields["describe"] = True
         if connection is not None:
-            fields["connection"] = {"app": connection.id, "key": "db:DB_KEY"}
+            fields["connection"] = {"app": connection.id, "key": "db:DB_KEY", "watch": watch_sql}
         if times is not None:
             fields["times"] = times
         return self._request("call", f"calling {target.replace(':', '.')}", **fields)
@@ -202,7 +210,7 @@ class Learner:
         try:
             return self.call(target, *args, **kwargs)
         except LearnerRaised as exc:
-            ours = ("connection", "times", "describe_result", "probe")
+            ours = ("connection", "times", "describe_result", "probe", "watch_sql")
             shown = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()
                                                           if k not in ours])  # fmt: skip
             pytest.fail(f"{target.replace(':', '.')}({shown}) raised {raised_text(exc.error)}", pytrace=False)

@@ -10,8 +10,9 @@ PostgreSQL for as long as the judge holds it: no clock decides the verdict. Whil
 
 Any step whose app has a view reading `question` (steps 5-10) can use it: `held_in_postgres` around a
 request, then `answers_meanwhile` for the loop and `client_backends` for whose connection waited. A
-time.sleep is over before anything can be seen from outside; the harness notes every call of it made on a
-running loop, and `learner.blocking_calls()` (tests/conftest.py) hands those notes to the judge.
+time.sleep or a file read is over before anything can be seen from outside; the harness notes every such
+call made on a running loop, and `learner.blocking_calls()` (tests/conftest.py) hands those notes to the
+judge.
 """
 
 from __future__ import annotations

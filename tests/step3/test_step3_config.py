@@ -538,6 +538,21 @@ def test_short_config_option(polls_process, tmp_path):
     )
 
 
+@pytest.mark.task(2)
+def test_unknown_option_is_refused(polls_process, tmp_path):
+    # The workbook's config/polls.yaml is a predefined location: code that skips the typo loads it quietly.
+    chosen = write_config(tmp_path / "chosen.yaml", random_config())
+    typo = "--confg"  # not an abbreviation of --config, which argparse would accept
+    result = polls_process.start_python(GET_CONFIG.format(argv=[typo, str(chosen)])).wait(30)
+    sent = f"get_config([{typo!r}, 'chosen.yaml']) (--config mistyped)"
+    assert result.status == 2 and "unrecognized arguments" in result.output, (
+        f"{sent}: expected argparse to refuse the unknown option (exit status 2, 'unrecognized "
+        f"arguments: {typo} ...'), but {result.ended}: {why_it_ended(result.output)}\nHint: "
+        "parser.parse_args(argv), not parse_known_args: an option the program does not know is a typo to "
+        "report, never one to skip (the app would quietly run with another file)."
+    )
+
+
 def help_parts(text: str) -> tuple[str, str, str]:
     """argparse's --help as (usage line, description, the help text of --config): '' for a part not there."""
     lines = text.strip().splitlines()

@@ -31,6 +31,7 @@ ENGINE = "aiopg.sa.engine.Engine"
 APP_KEY = "aiohttp.helpers.AppKey"
 SILENT_TIMEOUT = 0.5  # the judge's db.DB_TIMEOUT for the silent server: no one waits 5 s for a verdict
 PATIENT_TIMEOUT = 300.0  # db.DB_TIMEOUT for a second silent server, which the judge hangs up on first
+PLANTED_BUG = f'relation "judge_planted_{random.randint(1000, 9999)}" does not exist'
 GIVE_UP = 8.0  # how long a startup that should fail may take before the judge calls it hung
 SILENT_GIVE_UP = 4.0  # with DB_TIMEOUT lowered to SILENT_TIMEOUT, once the check runs
 CONNECT_WAIT = 10.0  # how long the judge waits for the patient start to reach its silent server
@@ -42,6 +43,28 @@ import os, runpy, sys
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 import aiohttpdemo_polls.db
 aiohttpdemo_polls.db.DB_TIMEOUT = {timeout!r}
+sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
+runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
+"""
+
+# A bug planted in the engine's creation: it raises psycopg2.ProgrammingError (what a mistaken SQL
+# statement at startup raises), awaited or used with `async with`, while PostgreSQL itself is fine.
+RUN_WITH_A_BUG = """
+import runpy, sys
+import aiopg.sa, psycopg2
+
+class BrokenEngine:
+    def __init__(self, *args, **kwargs):
+        pass
+    def __await__(self):
+        raise psycopg2.ProgrammingError({message!r})
+        yield
+    async def __aenter__(self):
+        raise psycopg2.ProgrammingError({message!r})
+    async def __aexit__(self, *exc):
+        return False
+
+aiopg.sa.create_engine = BrokenEngine
 sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
 runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 """
@@ -228,15 +251,18 @@ def test_engine_connects_whatever_the_names(learner, pg_server):
 @pytest.mark.task(2)
 async def test_index_lists_the_questions_ordered_by_id(polls_client, polls_db):
     # A question the learner cannot know, and question 1 rewritten so that PostgreSQL stores it last:
-    # without ORDER BY it would come out last.
+    # without ORDER BY it would come out last. The new question is the oldest, so that ordering by
+    # pub_date (which rises with the id in the sample polls) puts it first instead of last.
+    day = f"{random.randint(1990, 2009)}-{random.randint(1, 12):02}-{random.randint(1, 28):02}"
     polls_db.execute(f"INSERT INTO public.question (question_text, pub_date) VALUES ('{random_text('Tea')}', "
-                     "'2024-02-29')")  # fmt: skip
+                     f"'{day}')")  # fmt: skip
     polls_db.execute(f"UPDATE public.question SET question_text = '{random_text('Still new')}' WHERE id = 1")
     got = await json_of(await polls_client.get("/"))
     expected = {"questions": expected_questions(polls_db)}
     assert got == expected, (
         f"expected GET / to list the questions in the database, ordered by id:\n  {expected}\ngot:\n  {got}\n"
-        "Hint: select(db.question).order_by(db.question.c.id); without ORDER BY, rows come in any order."
+        "Hint: select(db.question).order_by(db.question.c.id): by id, not by date; without ORDER BY, rows "
+        "come in any order."
     )
 
 
@@ -295,6 +321,27 @@ async def test_index_gives_its_connection_back(learner, polls_db):
     )
 
 
+@pytest.mark.task(2)
+async def test_index_gives_its_connection_back_when_the_query_fails(learner, polls_db):
+    maxsize = random.randint(2, 3)
+    app = learner.serve(pool_config(polls_db, 1, maxsize))
+    away = f"question_away_{random.randint(1000, 9999)}"
+    polls_db.execute(f"ALTER TABLE public.question RENAME TO {away}")  # the index's query now raises
+    try:
+        async with http_session(app.url) as client, client.get("/") as response:
+            status = response.status
+    finally:
+        polls_db.execute(f"ALTER TABLE public.{away} RENAME TO question")
+    attrs = learner.app_item(app, "db:DB_KEY").get("attrs", {})
+    assert attrs.get("freesize") == attrs.get("size"), (
+        f"GET / while the question table did not exist (its query raised; the app answered {status}): "
+        f"expected the connection back in the pool all the same, {attrs.get('size')} open and only "
+        f"{attrs.get('freesize')} free: each such error keeps one more, until the pool is empty and every "
+        "request waits. Hint: borrow it with `async with engine.acquire() as conn:`, which gives it back "
+        "even when the query raises; a release() after the query is skipped by the error."
+    )
+
+
 def not_held(held: Held) -> str:
     """Why GET / could not be held inside PostgreSQL: it answered without reading, or never got there."""
     if held.answered is not None:
@@ -317,9 +364,14 @@ async def test_index_waits_for_postgres_without_blocking_the_loop(learner, polls
             pytest.fail(not_held(held), pytrace=False)
         status = await answers_meanwhile(app.url + probe)
     slept = learner.blocking_calls()
+    hint = (
+        "await asyncio.sleep(...) if a view must wait; better, do not wait"
+        if slept and slept[0].startswith("time.sleep")
+        else "read what a view needs from a file once, at startup (in init_app), and keep it on the app"
+    )
     assert not slept, (
-        f"GET / called {slept[0]} on the event loop: time.sleep blocks the event loop, so while it sleeps "
-        "no other visitor is served. Hint: await asyncio.sleep(...) if a view must wait; better, do not wait."
+        f"GET / called {slept[0]} on the event loop: that call blocks the event loop, so while it waits "
+        f"(for the clock, or the disk) no other visitor is served. Hint: {hint}."
     )
     assert status is not None, (
         f"while GET / waited for PostgreSQL (the judge held a lock on the question table), GET {probe} "
@@ -343,6 +395,8 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
     async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
         if held.waiting is None:
             pytest.fail(not_held(held), pytrace=False)
+        # Seen while the view waits, so a connection it opened for itself (and still holds) is listed.
+        others = client_backends(polls_db) - before - pool - lock_holders(polls_db)
     assert held.waiting in pool, (
         f"GET / (while the judge held a lock on the question table) waited on a connection the app's "
         f"engine did not open (the engine's {size} connections, minsize = maxsize = {size}, are the "
@@ -351,6 +405,23 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
         "under load such connections pile up past PostgreSQL's limit. "
         "Hint: async with request.app[db.DB_KEY].acquire() as conn."
     )
+    assert not others, (
+        f"while GET / waited for PostgreSQL (the judge held a lock on the question table), the app had "
+        f"{len(others)} connection(s) besides its engine's {size} (minsize = maxsize = {size}): the view "
+        "opened a connection of its own (psycopg2.connect, an engine of its own), a blocking call that "
+        "costs more than the query and piles up connections under load. Hint: only "
+        "`async with request.app[db.DB_KEY].acquire() as conn:`, no connection of the view's own, not even "
+        "for a check such as SELECT 1."
+    )
+
+
+def lock_holders(database: Database) -> set[int]:
+    """The judge's connections holding a granted lock on public.question: held_in_postgres's own."""
+    rows = database.execute(
+        "SELECT pid FROM pg_catalog.pg_locks WHERE granted AND relation = 'public.question'::regclass "
+        "AND mode = 'AccessExclusiveLock'"
+    )
+    return {pid for (pid,) in rows}
 
 
 # --- task 3: a clear stop when the database cannot be reached --------------------------------------------
@@ -419,10 +490,11 @@ Launched = tuple[dict[str, Startup], dict[str, SilentServer]]  # the starts, and
 
 
 def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack,
-                    serving: bool = False) -> Launched:  # fmt: skip
+                    serving: bool = False, planted_bug: str = "") -> Launched:  # fmt: skip
     """Start the learner's app five times, each of which must end by itself: against a closed port, a
     missing database, two servers that never answer and, with the database reachable, an app port already
     taken. With `serving`, also once with everything right, on a loopback host other than 127.0.0.1.
+    With `planted_bug`, also once with aiopg.sa.create_engine raising ProgrammingError(planted_bug).
     `stack` stops them all (and closes the sockets) at its end.
 
     The two silent servers tell db.DB_TIMEOUT from a timeout of the app's own without a stopwatch: the
@@ -441,7 +513,9 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     def launch(name: str, config: dict, timeout: float | None = None, watch_port: bool = True) -> None:
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        if timeout is not None:
+        if name == "bug":
+            args = ("-c", RUN_WITH_A_BUG.format(message=planted_bug, path=str(path)))
+        elif timeout is not None:
             args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=timeout, path=str(path)))
         else:
             args = ("-m", "aiohttpdemo_polls", "--config", str(path))
@@ -466,6 +540,8 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     missing["postgres"]["database"] = f"no_such_polls_db_{random.randint(100, 999)}"
     launch("missing", missing)
     launch("taken", valid_config(reachable, port=taken.getsockname()[1]), watch_port=False)
+    if planted_bug:
+        launch("bug", valid_config(reachable, port=free_port()))
     bad = valid_config(reachable, port=free_port())
     bad["postgres"]["port"] = random.randint(65536, 99999)  # two refused fields: step 3's one line still
     launch("bad-config", bad, watch_port=False)
@@ -485,7 +561,8 @@ def launched(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Ite
     """Every task-3 start, launched as the module begins; each check waits for its own."""
     with contextlib.ExitStack() as stack:
         folder = tmp_path_factory.mktemp("step5")
-        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True)
+        yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True,
+                              planted_bug=PLANTED_BUG)  # fmt: skip
 
 
 @pytest.fixture
@@ -636,6 +713,18 @@ def test_other_errors_are_not_blamed_on_the_database(startups):
         "with the database reachable and the app's port already in use, expected the port's error "
         f"(address already in use), not a message about the database; got:\n{output.strip()[-800:]}\n"
         "Hint: catch only psycopg2.OperationalError and asyncio.TimeoutError, not every Exception."
+    )
+
+
+@pytest.mark.task(3)
+def test_a_bug_is_not_blamed_on_the_database(startups):
+    status, output = ended(startups["bug"])
+    assert "Traceback (most recent call last)" in output and "ProgrammingError" in output, (
+        "python -m aiohttpdemo_polls with the database reachable and a bug planted by the judge (creating "
+        f"the engine raises psycopg2.ProgrammingError: {PLANTED_BUG}): expected the bug's traceback, as any "
+        f"bug shows itself, got exit status {status} and:\n{output.strip()[-800:]}\nHint: catch only "
+        "psycopg2.OperationalError (cannot connect) and asyncio.TimeoutError, not psycopg2.Error: a "
+        "ProgrammingError is a mistake in the code, and its traceback says where."
     )
 
 

@@ -12,9 +12,11 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import markupsafe
 import pytest
+import yarl
 from psycopg2 import sql
 
 from tests.conftest import (
@@ -25,6 +27,7 @@ from tests.conftest import (
     valid_config,
     why_it_ended,
 )
+from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
 from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
 from workbook.judge.learner_process import LearnerRaised
@@ -366,6 +369,19 @@ def test_get_question_never_runs_its_argument_as_sql(learner, polls_app, polls_d
 
 
 @pytest.mark.task(2)
+def test_get_question_builds_its_queries_as_expressions(learner, polls_app, judge_poll):
+    learner.sql_statements()  # forget what earlier calls sent
+    learner.call_or_fail("db:get_question", judge_poll.id, connection=polls_app, watch_sql=True)
+    texts = [sent for sent in learner.sql_statements() if sent.startswith("SQL text")]
+    assert not texts, (
+        f"get_question(conn, {judge_poll.id}) gave conn.execute SQL text instead of a SQLAlchemy expression: "
+        f"{texts[0][len('SQL text: '):]!r}. Pasting values into SQL (an f-string, even after int(), or "
+        "text()) is how injection starts once one value is not checked. Hint: "
+        "select(question).where(question.c.id == question_id), and the same for the choices."
+    )
+
+
+@pytest.mark.task(2)
 @pytest.mark.parametrize("which", ["seeded", "judge's"])
 async def test_poll_page_shows_the_question_and_its_choices(polls_client, polls_db, judge_poll, which):
     question_id = 1 if which == "seeded" else judge_poll.id
@@ -457,6 +473,42 @@ async def test_impossible_polls_are_404(polls_client, path):
     )
 
 
+# Addresses that are not plain digits, though int() reads each as 1 (poll 1 exists): only the route's
+# pattern keeps them from the view. %20 is a space, which aiohttp decodes before matching.
+NOT_DIGITS = {"plus-sign": "/poll/+1", "underscore": "/poll/0_1", "space": "/poll/%201"}
+
+
+@pytest.mark.task(3)
+@pytest.mark.parametrize("case", list(NOT_DIGITS))
+async def test_ids_that_are_not_plain_digits_are_404(polls_client, case):
+    path = NOT_DIGITS[case]
+    async with polls_client.get(yarl.URL(path, encoded=True)) as response:
+        status = response.status
+    shown = f"int() reads {unquote(path.rpartition('/')[2])!r} as 1, so the view showed poll 1. " \
+        if status == 200 else ""  # fmt: skip
+    assert status == 404, (
+        f"expected GET {path} ({case.replace('-', ' ')} in the id) to answer 404, got {status}: {shown}Hint: "
+        "let the route match digits only, {question_id:[0-9]{1,10}}; checking the id with int() in the view "
+        "lets such addresses through."
+    )
+
+
+@pytest.mark.task(3)
+async def test_a_poll_with_a_ten_digit_id_is_shown(polls_client, polls_db):
+    question_id = random.randint(10**9, 2**31 - 1)  # ten digits, and still a PostgreSQL INTEGER
+    text = f"Ten digits {word(random.Random())}?"
+    polls_db.execute(sql.SQL("INSERT INTO public.question (id, question_text, pub_date) "
+                             "VALUES ({}, {}, '2024-02-29')")
+                     .format(sql.Literal(question_id), sql.Literal(text)))  # fmt: skip
+    async with polls_client.get(f"/poll/{question_id}") as response:
+        status, body = response.status, await response.text()
+    assert status == 200 and text in page_text(body), (
+        f"expected GET /poll/{question_id} (a poll that exists, its id ten digits long) to show {text!r}, "
+        f"got {status}: {page_text(body)[:200]!r}. Hint: ids go up to 2147483647, ten digits: the route "
+        "must accept them all, {question_id:[0-9]{1,10}}, not fewer digits."
+    )
+
+
 async def assert_404_names(client, question_id: int, what: str) -> None:
     response = await client.get(f"/poll/{question_id}")
     body = await response.text()
@@ -493,4 +545,19 @@ async def test_a_broken_database_is_not_a_missing_poll(polls_client, polls_db):
         "with a column of the choice table renamed (the database is broken, the poll exists), expected "
         "GET /poll/1 to fail as a server error, got a 404 that blames the visitor. Hint: catch only "
         "db.RecordNotFound in the view, not every exception."
+    )
+
+
+@pytest.mark.task(3)
+async def test_a_lost_database_is_not_a_missing_poll(learner, polls_db):
+    status = await status_with_a_lost_connection(learner, polls_db, "/poll/1", "question")
+    assert status is not None, (
+        "expected GET /poll/1 to read the question table in PostgreSQL (the judge held a lock on it), it "
+        "answered without waiting, or never got there. Hint: get_question queries the database each time."
+    )
+    assert status != 404, (
+        "GET /poll/1 (a poll that exists) while the judge ended its query's connection in PostgreSQL (as a "
+        "restart of the server does; the query raises psycopg2.OperationalError): "
+        f"expected a server error, got {status}, a 404 that blames the visitor for the database's fault. "
+        "Hint: catch only db.RecordNotFound in the view, not OperationalError nor asyncio.TimeoutError."
     )

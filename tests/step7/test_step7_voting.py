@@ -28,6 +28,7 @@ from tests.conftest import (
     status_with_a_broken_database,
     valid_config,
 )
+from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
 from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
 from workbook.judge.learner_process import LearnerRaised
@@ -378,6 +379,21 @@ def test_vote_never_runs_its_arguments_as_sql(learner, polls_app, polls_db, judg
     )
 
 
+@pytest.mark.task(1)
+def test_vote_builds_its_update_as_an_expression(learner, polls_app, judge_poll):
+    learner.sql_statements()  # forget what earlier calls sent
+    choice_id = judge_poll.choice_ids[0]
+    learner.call_or_fail("db:vote", judge_poll.id, choice_id, connection=polls_app, watch_sql=True)
+    texts = [sent for sent in learner.sql_statements() if sent.startswith("SQL text")]
+    assert not texts, (
+        f"vote(conn, {judge_poll.id}, {choice_id}) gave conn.execute SQL text instead of a SQLAlchemy "
+        f"expression: {texts[0][len('SQL text: '):]!r}. Pasting the ids into SQL (an f-string, even after "
+        "int(), or text()) is what the task forbids: a visitor's value is compared with, never SQL. Hint: "
+        "update(choice).where(choice.c.id == choice_id, choice.c.question_id == question_id)"
+        ".values(votes=choice.c.votes + 1)."
+    )
+
+
 # --- task 2: the vote form and POST /poll/{id}/vote ---------------------------------------------------------
 
 
@@ -576,13 +592,16 @@ async def test_bad_choice_is_400_with_a_message(polls_client, polls_db, choice, 
 
 
 @pytest.mark.task(2)
-@pytest.mark.parametrize("case", ["foreign-choice", "missing-choice", "missing-poll", "huge-choice"])
+@pytest.mark.parametrize(
+    "case", ["foreign-choice", "missing-choice", "missing-poll", "huge-choice", "negative-choice"]
+)
 async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll, case):
     question_id, choice, what = {
         "foreign-choice": (judge_poll.id, "6", "a choice of another poll"),
         "missing-choice": (judge_poll.id, str(missing(polls_db, "choice")), "a missing choice"),
         "missing-poll": (missing(polls_db, "question"), str(judge_poll.choice_ids[0]), "a missing poll"),
         "huge-choice": (judge_poll.id, "99999999999", "an eleven-digit choice"),
+        "negative-choice": (judge_poll.id, f"-{judge_poll.choice_ids[0]}", "a negative whole number"),
     }[case]
     before = votes(polls_db)
     response = await post_vote(polls_client, question_id, choice)
@@ -592,9 +611,16 @@ async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll,
         f"{response.status} and the votes changed (choice id: before -> after) {changes(before, after)}: "
         f"db.vote's UPDATE matched a choice that is not this poll's. {WHERE_HINT}."
     )
+    hint = (
+        f"{choice} is a whole number, which int() reads: a well-formed choice, only not one of this poll's. "
+        "Keep the 400 for text int() refuses (no check of the digits, the sign or the length of your own), "
+        "and let db.vote's RecordNotFound become the 404"
+        if response.status == 400
+        else "catch RecordNotFound from db.vote and raise web.HTTPNotFound"
+    )
     assert response.status == 404, (
         f"expected POST /poll/{question_id}/vote with choice={choice} ({what}) to answer 404, got "
-        f"{response.status}. Hint: catch RecordNotFound from db.vote and raise web.HTTPNotFound."
+        f"{response.status}. Hint: {hint}."
     )
 
 
@@ -717,6 +743,25 @@ async def test_vote_of_a_broken_database_is_not_a_missing_choice(polls_client, p
         f"exists), expected POST {path} (choice={choice_id}) to fail as a server error, got a 404 that "
         f"blames the visitor: {body[:200]!r}. Hint: catch only db.RecordNotFound in the vote view, not "
         "every exception: a broken database is never a 404."
+    )
+
+
+@pytest.mark.task(2)
+async def test_vote_of_a_lost_database_is_not_a_missing_choice(learner, polls_db, judge_poll):
+    choice_id = judge_poll.choice_ids[0]
+    path = f"/poll/{judge_poll.id}/vote"
+    form = {"choice": str(choice_id)}
+    status = await status_with_a_lost_connection(learner, polls_db, path, "choice", form)
+    assert status is not None, (
+        f"expected POST {path} (choice={choice_id}) to update the choice table in PostgreSQL (the judge held "
+        "a lock on it), it answered without waiting, or never got there. Hint: db.vote's UPDATE."
+    )
+    assert status != 404, (
+        f"POST {path} (choice={choice_id}, a choice of that poll) while the judge ended its UPDATE's "
+        "connection in PostgreSQL (as a restart of the server does; the query raises "
+        f"psycopg2.OperationalError): expected a server error, got {status}, a 404 that blames the visitor "
+        "for the database's fault. Hint: catch only db.RecordNotFound in the vote view, not "
+        "OperationalError: a broken database is never a 404."
     )
 
 

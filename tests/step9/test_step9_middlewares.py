@@ -237,6 +237,13 @@ async def test_unexpected_error_is_logged_with_its_traceback(site, client):
         "expected your middleware to log the error at level ERROR with its traceback; the app's log "
         f"showed {shown!r}. Hint: log.exception(...) inside the `except Exception` clause."
     )
+    names = sorted({m.group(2) for m in ours})
+    assert any(name.split(".")[0] == "aiohttpdemo_polls" for name in names), (
+        f"expected the error logged by your app's own logger (aiohttpdemo_polls.middlewares, the module's "
+        f"`log`), it was logged by {', '.join(repr(n) for n in names)}: {ours[0].group(0).strip()!r}. Hint: "
+        "log.exception(...), not logging.exception(...): the module function writes to the root logger, "
+        "where nothing says which part of the app the error came from."
+    )
     after = logged[ours[0].start():]
     assert "Traceback (most recent call last)" in after and secret in after, (
         f"expected the log line {after.splitlines()[0]!r} to carry the traceback and the exception's "

@@ -101,6 +101,29 @@ def test_a_sleep_on_the_event_loop_is_noted_with_its_place(harness):
     assert harness.request("blocking") == []  # each note is handed over once
 
 
+def test_a_watched_connection_notes_what_each_query_was_built_from():
+    from sqlalchemy import column, select, text
+
+    from workbook.learner_side.harness import WatchedConnection
+
+    class Connection:
+        closed = False
+
+        def execute(self, statement: object) -> object:
+            return statement
+
+        def scalar(self, statement: object) -> object:
+            return statement
+
+    noted: list[str] = []
+    conn = WatchedConnection(Connection(), noted)
+    expression = select(column("x"))
+    assert conn.execute("SELECT 1") == "SELECT 1" and conn.scalar(expression) is expression
+    conn.execute(text("SELECT 2"))
+    assert noted == ["SQL text: SELECT 1", "an expression", "SQL text: text('SELECT 2')"]
+    assert conn.closed is False  # everything else is the connection's own
+
+
 def test_a_raise_comes_back_as_type_message_and_place(harness):
     with pytest.raises(LearnerRaised) as caught:
         harness.request("call", target="things:fails")

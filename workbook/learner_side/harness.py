@@ -31,6 +31,7 @@ import os
 import pkgutil
 import signal
 import sys
+import sysconfig
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -40,6 +41,9 @@ from typing import Any
 PACKAGE = "aiohttpdemo_polls"
 MAX_REPLY = 1 << 20  # a reply larger than this is refused here, and again by the judge
 MAX_TEXT = 4000
+# Where the standard library's code lives (frozen modules included): a file it opens for the learner's
+# code is the learner's blocking call.
+STDLIB = (sysconfig.get_paths()["stdlib"], "<frozen ")
 
 
 class HarnessError(Exception):
@@ -123,6 +127,32 @@ def harness_error(exc: HarnessError) -> dict[str, str]:
     return {"type": exc.kind, "name": exc.kind, "message": str(exc), "where": "", "traceback": ""}
 
 
+class WatchedConnection:
+    """A connection whose query methods note what they were given: SQL text (a str, or SQLAlchemy's
+    text()) or an expression. Results cannot tell a value pasted into SQL text from one sent as a value
+    once int() has made it safe; what the learner's function hands to execute() can (op "sql")."""
+
+    QUERIES = ("execute", "scalar", "scalars", "stream", "exec_driver_sql")  # aiopg.sa and SQLAlchemy 2
+
+    def __init__(self, conn: Any, noted: list[str]) -> None:
+        self._conn, self._noted = conn, noted
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._conn, name)
+        if name not in self.QUERIES:
+            return method
+
+        def noting(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            text = statement if isinstance(statement, str) else None
+            if text is None and type(statement).__name__ == "TextClause":
+                text = f"text({str(statement)!r})"
+            if len(self._noted) < 20:
+                self._noted.append(f"SQL text: {text[:200]}" if text is not None else "an expression")
+            return method(statement, *args, **kwargs)
+
+        return noting
+
+
 # --- the harness ------------------------------------------------------------------------------------------
 
 
@@ -135,6 +165,7 @@ class Harness:
         self.patches: list[tuple[Any, str, Any]] = []
         self.unraisable: list[str] = []
         self.blocking: list[str] = []
+        self.statements: list[str] = []  # what conn.execute() was given by a watched call
         self.next_app = 1
 
     # -- plumbing --
@@ -170,6 +201,25 @@ class Harness:
             sleep(seconds)
 
         return watched
+
+    def watch_opens(self, event: str, args: tuple[Any, ...]) -> None:
+        """An audit hook noting each file the learner's code opens (itself, or through the standard library,
+        such as pathlib's read_text) while an event loop runs on this thread: the loop, and every other
+        request, waits for the disk meanwhile (asked for with op "blocking", as time.sleep is)."""
+        if event != "open" or len(self.blocking) >= 20:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        frame: Any = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename.startswith(STDLIB):
+            frame = frame.f_back
+        path = Path(frame.f_code.co_filename) if frame is not None else None
+        if path is not None and path.is_relative_to(self.tree):  # not a library's own (jinja2's templates)
+            opened = Path(str(args[0] if args else "?"))
+            name = str(opened.relative_to(self.tree) if opened.is_relative_to(self.tree) else opened)[:200]
+            self.blocking.append(f"open({name!r}) at {path.relative_to(self.tree)}, line {frame.f_lineno}")
 
     def learner_place(self) -> str:
         """' at aiohttpdemo_polls/views.py, line 9': the innermost frame of the learner's tree, if any."""
@@ -287,6 +337,9 @@ class Harness:
         gc.collect()
         return {"unraisable": self.unraisable[before:]}
 
+    def watched(self, conn: Any) -> WatchedConnection:
+        return WatchedConnection(conn, self.statements)
+
     async def op_call(self, request: dict[str, Any]) -> Any:
         function = self.resolve(request["target"])
         args, kwargs = request.get("args", []), request.get("kwargs", {})
@@ -297,20 +350,22 @@ class Harness:
                 result = function(*args, **kwargs)
                 return await result if inspect.isawaitable(result) else result
             engine = self.app(request["connection"]["app"])[self.resolve(request["connection"]["key"])]
+            watch = bool(request["connection"].get("watch"))
             if hasattr(engine, "acquire"):  # aiopg.sa
                 async with engine.acquire() as conn:
-                    result = function(conn, *args, **kwargs)
+                    result = function(self.watched(conn) if watch else conn, *args, **kwargs)
                     return await result if inspect.isawaitable(result) else result
             async with engine.begin() as conn:  # SQLAlchemy's asyncio engine: commit on success
+                given = self.watched(conn) if watch else conn
                 if "probe" not in request:
-                    result = function(conn, *args, **kwargs)
+                    result = function(given, *args, **kwargs)
                     return await result if inspect.isawaitable(result) else result
                 # The judge's own query, on the same connection and in the same transaction, before and
                 # after the learner's function: what the function made PostgreSQL do
                 # (pg_stat_get_xact_*) is only seen from there.
                 probe = str(request["probe"])
                 probes = [[list(row) for row in (await conn.exec_driver_sql(probe)).all()]]
-                result = function(conn, *args, **kwargs)
+                result = function(given, *args, **kwargs)
                 result = await result if inspect.isawaitable(result) else result
                 probes.append([list(row) for row in (await conn.exec_driver_sql(probe)).all()])
                 return {"result": result, "probe": probes}
@@ -414,6 +469,9 @@ class Harness:
             return self.op_unpatch()
         if op == "blocking":
             noted, self.blocking = self.blocking, []
+            return noted
+        if op == "sql":
+            noted, self.statements = self.statements, []
             return noted
         raise HarnessError(f"unknown operation {op!r}")
 
@@ -572,6 +630,7 @@ def main() -> None:
     harness = Harness(tree, reply_fd)
     sys.unraisablehook = harness.on_unraisable
     time.sleep = harness.watch_sleep(time.sleep)  # before the learner's modules bind it by name
+    sys.addaudithook(harness.watch_opens)
     # Then the judge's first request, "hello", imports the learner's package, outside any event loop as
     # `python -m aiohttpdemo_polls` would.
     first = sys.stdin.buffer.readline()
