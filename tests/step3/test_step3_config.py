@@ -103,8 +103,14 @@ def test_valid_file_loads(learner, tmp_path):
     for minsize, maxsize, port, db_port in zip(range(3), maxsizes, ports, db_ports, strict=True):
         expected = random_config(port=port)
         expected["postgres"].update(minsize=minsize, maxsize=maxsize, port=db_port)
-        got = load(learner, write_config(tmp_path / "polls.yaml", expected))
-        assert got == expected, f"expected load_config to return the file's content {expected}, got {got}"
+        sent = f"a file with postgres.minsize {minsize}, postgres.maxsize {maxsize}, port {port}"
+        try:
+            got = learner.call("settings:load_config", str(write_config(tmp_path / "polls.yaml", expected)))
+        except LearnerRaised as exc:
+            pytest.fail(f"{sent} (every value the lesson allows) must load, load_config raised "
+                        f"{raised_text(exc.error)}", pytrace=False)  # fmt: skip
+        assert got == expected, f"{sent}: expected load_config to return the file's content {expected}, " \
+                                f"got {got}"
 
 
 @pytest.mark.task(1)

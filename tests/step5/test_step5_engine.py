@@ -160,12 +160,14 @@ def test_engine_is_open_while_the_app_runs(learner, polls_db, make_config):
     )
     base = settled(polls_db)
     app = learner.serve(make_config(polls_db))  # minsize 1
-    engine_of(learner, app)
+    minsize = engine_of(learner, app).get("attrs", {}).get("minsize")
     count = wait_for_connections(polls_db, base + 1) - base
+    hint = ("Hint: pass database, user, password, host and port from app[CONFIG_KEY]['postgres']."
+            if minsize in (1, None) else f"its engine has minsize={minsize}: expected the pool sizes from "
+            "the config. Hint: minsize=conf['minsize'], maxsize=conf['maxsize'].")  # fmt: skip
     assert count == 1, (
         f"expected the running app (minsize 1) to hold one connection to the configured database "
-        f"{polls_db.name!r}, PostgreSQL shows {count}. "
-        "Hint: pass database, user, password, host and port from app[CONFIG_KEY]['postgres']."
+        f"{polls_db.name!r}, PostgreSQL shows {count}; {hint}"
     )
 
 

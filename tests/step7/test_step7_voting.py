@@ -215,10 +215,13 @@ def test_vote_adds_one_to_that_choice_only(learner, polls_app, polls_db, judge_p
     learner.call_or_fail("db:vote", judge_poll.id, choice_id, connection=polls_app)
     after = votes(polls_db)
     expected = {**before, choice_id: before[choice_id] + 1}
+    others = [other for other in after if other != choice_id and after[other] != before.get(other)]
+    hint = (f"the UPDATE matched other choices too. {WHERE_HINT}" if others else
+            "Hint: update(choice).where(...).values(votes=choice.c.votes + 1)")  # fmt: skip
     assert after == expected, (
         f"expected vote(conn, {judge_poll.id}, {choice_id}) to add one vote to choice {choice_id} and change "
-        f"nothing else; it changed (choice id: before -> after) {changes(before, after) or 'nothing'}. "
-        "Hint: update(choice).where(...).values(votes=choice.c.votes + 1)."
+        f"nothing else; it changed (choice id: before -> after) {changes(before, after) or 'nothing'}: "
+        f"{hint}."
     )
 
 
@@ -819,7 +822,13 @@ async def test_results_list_the_choices_in_id_order_after_a_vote(polls_client, p
     body = await results_page(polls_client, 1)
     text = page_text(body)
     positions = [text.find(choice_text) for choice_text in texts]
-    assert -1 not in positions and positions == sorted(positions), (
+    absent = [choice_text for choice_text, at in zip(texts, positions, strict=True) if at == -1]
+    assert not absent, (
+        f"after a vote for choice {first}, expected /poll/1/results to list every choice, also one nobody "
+        f"voted for yet; {absent} missing, the page reads {text[:300]!r}. Hint: show each choice with its "
+        "count, 0 included."
+    )
+    assert positions == sorted(positions), (
         f"after a vote for choice {first}, expected /poll/1/results to list its choices in id order, "
         f"{texts}; the page reads {text[:300]!r}. Hint: without ORDER BY, PostgreSQL returns rows in "
         "whatever order it finds them, and an update moves a row: load them with db.get_question, which "
