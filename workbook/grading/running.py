@@ -42,6 +42,7 @@ from .database import LearnerRole
 from .sandbox import fingerprint, make_sandbox, sandbox_damage, take_snapshot
 from .scores import MAX_OUTPUT, Completed, LearnerGrade, StepGrade, read_report, read_stream, score_step
 from .submissions import Submission, SubmissionError, sort_key, unpack, vet_tree
+from .workspace import workspace as grading_workspace
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -523,9 +524,7 @@ def grading_run(
         )
     launcher = Launcher(start_method)
     with contextlib.ExitStack() as stack:
-        workspace = Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="workbook-grade-", ignore_cleanup_errors=True)
-        ))  # fmt: skip
+        workspace = stack.enter_context(grading_workspace())  # and the workspaces of killed graders go
         socket_dir = None
         if chosen != confinement.NONE:
             os.chmod(workspace, 0o711)
