@@ -126,6 +126,16 @@ def test_classroom50s_release_body_and_job_summary_carry_no_learner_markup(grade
     assert_no_injection(printed.getvalue())
 
 
+def test_a_skipped_file_is_named_escaped(tmp_path, capsys):
+    """A file among the submissions is skipped with a note naming it, before anything is graded."""
+    (tmp_path / f"notes{CLEAR}ALL CHECKS PASSED.txt").write_text("")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args([str(tmp_path)])) == 2  # and nothing to grade
+    printed = capsys.readouterr().err
+    assert "\x1b" not in printed and "notes\\x1b[2J\\x1b[HALL CHECKS PASSED.txt is neither" in printed
+
+
 def test_a_problem_and_a_message_with_markup_stay_code_in_the_table():
     """What a step's problem or a check's message says (an exception's text) is the learner's too."""
     grade = LearnerGrade("eve", [StepGrade.zero(STEP, f"cannot be imported: {MESSAGE}")])
