@@ -140,7 +140,7 @@ def test_killing_the_parent_of_grade_leaves_nothing_running(tmp_path, signum):
 
 
 def plant(
-    kind: str, record: str, owner: int | None = None, mode: int = 0o700, into: str | None = None
+    kind: str, record: str, owner: int | None = None, mode: int = 0o700, into: Path | None = None
 ) -> Path:
     """A folder named like a workspace in the temp folder (or `into`), holding `record` as its owner.json."""
     folder = Path(tempfile.mkdtemp(prefix=f"{workspace.PREFIX}{kind}-", dir=into))
@@ -175,6 +175,8 @@ def test_a_grader_killed_with_sigkill_leaves_a_workspace_the_next_run_removes(tm
         grader.wait()
         assert killed.is_dir(), "the killed grader's workspace should still be there"
         record = (killed / workspace.OWNER_FILE).read_text()
+        [fork_server_folder] = json.loads((killed / workspace.OUTSIDE_FILE).read_text())["made"]
+        assert Path(fork_server_folder).is_dir(), "the killed grader's fork server folder should be there"
         assert live_grader.stdout is not None
         alive = Path(live_grader.stdout.readline().decode().strip())
         assert alive.is_dir(), alive
@@ -189,6 +191,7 @@ def test_a_grader_killed_with_sigkill_leaves_a_workspace_the_next_run_removes(tm
             assert run.workspace.is_dir()
 
         assert not killed.exists(), f"the killed grader's workspace is left: {os.listdir(killed)}"
+        assert not Path(fork_server_folder).exists(), "the killed grader's fork server folder is left"
         clusters = pg.private_root(run_as=pg._RunAs.for_this_process(), create=False)
         assert clusters is not None
         owners = [pg._read_owner(folder) or {} for folder in clusters.iterdir()]
@@ -199,17 +202,16 @@ def test_a_grader_killed_with_sigkill_leaves_a_workspace_the_next_run_removes(tm
         assert (target / "canary").read_text() == "target", "the link was followed"
         live_grader.kill()  # now its owner is gone too
         live_grader.wait()
-        assert workspace.reap_abandoned_workspaces() == [alive] and not alive.exists()
+        assert alive in workspace.reap_abandoned_workspaces() and not alive.exists()
     finally:
         for process in (grader, live_grader):
             if process.poll() is None:
                 process.kill()
             process.communicate()
-        for folder in planted:
+        for folder in planted:  # whatever happened to them
             if folder.is_symlink():
                 folder.unlink()
             else:
-                folder.chmod(0o700)
                 shutil.rmtree(folder, ignore_errors=True)
 
 

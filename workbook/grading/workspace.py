@@ -25,6 +25,7 @@ from ..pg import SMALL_FILE, _owner_alive, _process_start_ticks
 
 PREFIX = "workbook-grade-"
 OWNER_FILE = "owner.json"
+OUTSIDE_FILE = "outside.json"  # what the grader made outside its workspace (see remember)
 KIND = "workbook-grade"
 
 
@@ -61,8 +62,8 @@ def _private(info: os.stat_result) -> bool:
     return info.st_uid == os.geteuid() and not stat.S_IMODE(info.st_mode) & 0o022
 
 
-def _read_owner(folder: Path) -> dict[str, Any] | None:
-    """The owner record of a folder that is a real, private folder of ours; None for anything else."""
+def _read_record(folder: Path, name: str) -> dict[str, Any] | None:
+    """A JSON record of ours in a real, private folder of ours; None for anything else."""
     try:
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:  # a symlink (ELOOP), a file (ENOTDIR), gone
@@ -71,7 +72,7 @@ def _read_owner(folder: Path) -> dict[str, Any] | None:
         if not _private(os.fstat(dir_fd)):
             return None
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-        fd = os.open(OWNER_FILE, flags, dir_fd=dir_fd)
+        fd = os.open(name, flags, dir_fd=dir_fd)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or not _private(info) or info.st_size > SMALL_FILE:
@@ -84,6 +85,26 @@ def _read_owner(folder: Path) -> dict[str, Any] | None:
     finally:
         os.close(dir_fd)
     return record if isinstance(record, dict) and record.get("kind") == KIND else None
+
+
+def remember(folder: Path, made: list[str]) -> None:
+    """Name, in the workspace, the folders outside it that the grader's process made and a SIGKILL would
+    leave too (multiprocessing's pymp-* folder, where the fork server listens): they go with it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(folder / OUTSIDE_FILE, flags, 0o600), "w") as out:
+        out.write(json.dumps({"kind": KIND, "made": made}))
+
+
+def _remove_outside(path: Path) -> None:
+    """A folder a killed grader named: removed only if it is still a multiprocessing folder of ours, a real
+    folder (not a link) that nobody else may enter."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    closed = info.st_uid == os.geteuid() and not stat.S_IMODE(info.st_mode) & 0o077
+    if path.name.startswith("pymp-") and stat.S_ISDIR(info.st_mode) and closed:
+        _remove(path)
 
 
 def abandoned(record: dict[str, Any]) -> bool:
@@ -106,7 +127,7 @@ def abandoned_workspaces(parent: Path | None = None) -> list[Path]:
         for entry in entries:
             if not entry.name.startswith(PREFIX):
                 continue
-            record = _read_owner(Path(entry.path))
+            record = _read_record(Path(entry.path), OWNER_FILE)
             if record is not None and abandoned(record):
                 found.append(Path(entry.path))
     return found
@@ -129,6 +150,11 @@ def reap_abandoned_workspaces(parent: Path | None = None) -> list[Path]:
     """Remove the workspaces of graders that were killed; return what was removed."""
     reaped = abandoned_workspaces(parent)
     for folder in reaped:
+        outside = _read_record(folder, OUTSIDE_FILE) or {}
+        made = outside.get("made")
+        for path in made if isinstance(made, list) else []:
+            if isinstance(path, str) and os.path.isabs(path):
+                _remove_outside(Path(path))
         _remove(folder)
     return reaped
 
