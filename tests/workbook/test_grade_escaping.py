@@ -20,7 +20,7 @@ import pytest
 
 from tests.workbook.conftest import copy_of_the_workbook, finish, package
 from workbook import catalogue, classroom50, gradescope
-from workbook.grading import cli, confinement, outputs
+from workbook.grading import cli, confinement, outputs, progress
 from workbook.grading.escaping import markdown_code, visible
 from workbook.grading.running import RunRecord
 from workbook.grading.scores import LearnerGrade, StepGrade
@@ -124,6 +124,22 @@ def test_classroom50s_release_body_and_job_summary_carry_no_learner_markup(grade
         classroom50.check(workspace, [STEP], summary=summary)
     assert_no_injection(summary.read_text())
     assert_no_injection(printed.getvalue())
+
+
+def test_the_live_bar_on_a_terminal_shows_the_name_and_the_problem_escaped():
+    """On a terminal, the bar is redrawn with the learner and step just graded, and its first problem."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    bar = progress.Progress(learners=1, steps=1, stream=stream)
+    bar.step_done(f"eve{CLEAR}", StepGrade.zero(STEP, f"{CLEAR}ALL CHECKS PASSED"))
+    bar.close()
+    assert "\x1b" not in stream.getvalue(), repr(stream.getvalue())
+    shown = f"eve\\x1b[2J\\x1b[H: step 1 0/{STEP.points} (\\x1b[2J\\x1b[HALL CHECKS PASSED)"
+    assert shown in stream.getvalue(), repr(stream.getvalue())
 
 
 def test_a_skipped_file_is_named_escaped(tmp_path, capsys):
