@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue, environments
+from .grading.escaping import visible
 from .grading.outputs import gradescope_results
 from .grading.running import DEFAULT_JOBS, GradingError, RunRecord, grade_submissions
 from .grading.sandbox import suite_files
@@ -259,7 +260,9 @@ def _autograde(args: argparse.Namespace) -> int:
     except (GradingError, NoPostgresAvailable) as exc:  # no results.json: Gradescope shows a failure
         print(f"The autograder could not grade: {exc}", file=sys.stderr)
         return 1
-    print(f"{results['score']:g} points: {args.root / 'results' / 'results.json'}\n{results['output']}")
+    # The output names the learner's problems (their exceptions' messages): shown, never obeyed, here.
+    where = args.root / "results" / "results.json"
+    print(f"{results['score']:g} points: {where}\n{visible(results['output'])}")
     return 0
 
 

@@ -166,7 +166,7 @@ def test_the_learners_check_writes_a_table_of_tasks_to_the_job_summary(tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     text = summary.read_text()
     assert text.startswith("earlier step's summary\n")  # appended, as GitHub expects
-    assert f"### ada: {points(1) + points(2, 1)}/{points(1) + points(2)} points" in text
+    assert f"### ` ada `: {points(1) + points(2, 1)}/{points(1) + points(2)} points" in text
     title = catalogue.step(1).task(1).title.replace("|", "\\|")
     assert f"| Step 1, task 1: {title} | PASS |" in text
     assert text.count("| PASS |") == 4 and text.count("| FAIL |") == 2

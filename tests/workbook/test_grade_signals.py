@@ -1,4 +1,5 @@
-"""`nox -s grade` killed with SIGTERM or SIGHUP: nothing the grading started may outlive it.
+"""`nox -s grade` killed with SIGTERM or SIGHUP: nothing the grading started may outlive it; killed with
+SIGKILL, what it could not remove (its workspace) the next run removes.
 
 nox passes neither signal on to the `python -m workbook grade` it runs, so the test plays nox with a
 stand-in parent that runs the command and forwards nothing, kills that parent alone while learners' steps
@@ -8,11 +9,15 @@ process, the PostgreSQL server it started, its temp folder.
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +35,8 @@ from tests.workbook.conftest import (
     package,
     processes,
 )
-from workbook import catalogue
-from workbook.grading import confinement
+from workbook import catalogue, pg
+from workbook.grading import confinement, running, workspace
 from workbook.grading.running import RUN_MARKER
 from workbook.pg import ENV_DSN
 
@@ -132,3 +137,105 @@ def test_killing_the_parent_of_grade_leaves_nothing_running(tmp_path, signum):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def plant(
+    kind: str, record: str, owner: int | None = None, mode: int = 0o700, into: Path | None = None
+) -> Path:
+    """A folder named like a workspace in the temp folder (or `into`), holding `record` as its owner.json."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{workspace.PREFIX}{kind}-", dir=into))
+    (folder / workspace.OWNER_FILE).write_text(record)
+    (folder / "canary").write_text(kind)
+    folder.chmod(mode)
+    if owner is not None:
+        for path in (folder, folder / workspace.OWNER_FILE, folder / "canary"):
+            os.chown(path, owner, owner)
+    return folder
+
+
+def test_a_grader_killed_with_sigkill_leaves_a_workspace_the_next_run_removes(tmp_path):
+    """SIGKILL gives the grader no chance to remove its workspace: the next run does, and only that one.
+    Left alone: a live grader's workspace, one owned by another user, a link to a folder, a folder with no
+    owner record, one that others may write to (all but the first with the killed grader's record)."""
+    submissions, log = tmp_path / "submissions", tmp_path / "grade.log"
+    submissions.mkdir()
+    hanging_class(submissions)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "workbook", "grade", str(submissions), "--steps", "1-2",
+               "--out", str(tmp_path / "grades"), *confined_or_trusted()]  # fmt: skip
+    with log.open("wb") as output:
+        grader = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    planted: list[Path] = []
+    live_grader = subprocess.Popen(
+        [sys.executable, "-c", LIVE_GRADER], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        killed = wait_for_learner_process(grader, log)
+        grader.kill()
+        grader.wait()
+        assert killed.is_dir(), "the killed grader's workspace should still be there"
+        record = (killed / workspace.OWNER_FILE).read_text()
+        [fork_server_folder] = json.loads((killed / workspace.OUTSIDE_FILE).read_text())["made"]
+        assert Path(fork_server_folder).is_dir(), "the killed grader's fork server folder should be there"
+        assert live_grader.stdout is not None
+        alive = Path(live_grader.stdout.readline().decode().strip())
+        assert alive.is_dir(), alive
+        target = plant("target", record, into=tmp_path)  # a workspace, but not in the temp folder
+        link = Path(tempfile.gettempdir()) / f"{workspace.PREFIX}link-{secrets.token_hex(4)}"
+        link.symlink_to(target)
+        planted += [link, plant("open", record, mode=0o777), plant("unrecorded", "")]
+        if os.geteuid() == 0:
+            planted.append(plant("foreign", record, owner=pwd.getpwnam("nobody").pw_uid))
+
+        with running.grading_run([catalogue.step(1)], 10.0, trusted=True, tier=confinement.NONE) as run:
+            assert run.workspace.is_dir()
+
+        assert not killed.exists(), f"the killed grader's workspace is left: {os.listdir(killed)}"
+        assert not Path(fork_server_folder).exists(), "the killed grader's fork server folder is left"
+        clusters = pg.private_root(run_as=pg._RunAs.for_this_process(), create=False)
+        assert clusters is not None
+        owners = [pg._read_owner(folder) or {} for folder in clusters.iterdir()]
+        assert grader.pid not in [owner.get("pid") for owner in owners], "the killed grader's cluster is left"
+        assert alive.is_dir(), "a live grader's workspace was removed"
+        for folder in planted:
+            assert folder.exists(), f"{folder} is not provably ours, yet it was removed"
+        assert (target / "canary").read_text() == "target", "the link was followed"
+        live_grader.kill()  # now its owner is gone too
+        live_grader.wait()
+        assert alive in workspace.reap_abandoned_workspaces() and not alive.exists()
+    finally:
+        for process in (grader, live_grader):
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+        for folder in planted:  # whatever happened to them
+            if folder.is_symlink():
+                folder.unlink()
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+LIVE_GRADER = """
+import sys
+from workbook.grading.workspace import workspace
+with workspace() as folder:
+    print(folder, flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "abandoned"),
+    [
+        ({}, False),  # our own, live
+        ({"pid": 2**22 + 1}, True),  # a pid above any pid_max: nobody
+        ({"start_ticks": "1"}, True),  # our pid, another start time: a recycled pid
+        ({"boot_id": "another-boot"}, True),
+        ({"pid_namespace": "pid:[1]", "pid": 2**22 + 1}, False),  # another namespace's pid says nothing
+        ({"pid": "1234"}, False),  # not a pid
+    ],
+)
+def test_an_owner_record_is_abandoned_only_when_its_grader_is_provably_gone(tmp_path, change, abandoned):
+    workspace.write_owner(tmp_path)
+    record = json.loads((tmp_path / workspace.OWNER_FILE).read_text()) | change
+    assert workspace.abandoned(record) is abandoned

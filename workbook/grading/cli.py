@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import catalogue
 from ..pg import NoPostgresAvailable
 from . import confinement, shards
+from .escaping import visible
 from .outputs import CLASSROOM50_SCALE, RUN_FILE, write_outputs
 from .running import DEFAULT_JOBS, DEFAULT_TIMEOUT, GradingError, RunRecord, grade_submissions
 from .sandbox import fingerprint, take_snapshot
@@ -94,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         submissions, skipped = discover(args.submissions)
     except SubmissionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {visible(str(exc))}", file=sys.stderr)
         return 2
     for name in skipped:
-        print(f"note: {name} is neither a folder nor a .zip: not graded", file=sys.stderr)
+        shown = visible(name, one_line=True)
+        print(f"note: {shown} is neither a folder nor a .zip: not graded", file=sys.stderr)
     if not submissions:
         print(f"error: no submissions (folders or .zip files) in {args.submissions}", file=sys.stderr)
         return 2
@@ -144,11 +146,12 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     write_outputs(args.out, grades, steps, record)
-    width = max(len(g.name) for g in grades)
+    names = {grade.name: visible(grade.name, one_line=True) for grade in grades}  # a name may hold escapes
+    width = max(len(name) for name in names.values())
     for grade in grades:
         problems = grade.all_problems()
         note = f"  ({len(problems)} problem{'s' * (len(problems) != 1)})" if problems else ""
-        print(f"  {grade.name:<{width}}  {format_points(grade.total):>6}/{grade.max_points}{note}")
+        print(f"  {names[grade.name]:<{width}}  {format_points(grade.total):>6}/{grade.max_points}{note}")
     print(
         f"Wrote {args.out / 'gradebook.csv'}, {args.out / 'report.html'}, {args.out / RUN_FILE} "
         "and a results.json per learner."

@@ -30,6 +30,7 @@ import markupsafe
 
 from .. import catalogue
 from . import confinement, contract
+from .escaping import markdown_code, visible
 from .scores import LearnerGrade, StepGrade, TaskScore, format_points
 
 if TYPE_CHECKING:
@@ -141,9 +142,11 @@ def classroom50_result(grade: LearnerGrade, identity: dict[str, str], scale: int
 
 
 def task_table(grade: LearnerGrade, tier: str = "") -> str:
-    """Markdown for a GitHub job summary or release: a row per task, then what failed and why."""
+    """Markdown for a GitHub job summary or release: a row per task, then what failed and why. The
+    learner's bytes (their name, problems, check messages) are code: none becomes a link, an image, markup
+    or a table cell, and no control character reaches the terminal that `classroom50 check` prints to."""
     lines = [
-        f"### {grade.name}: {format_points(grade.total)}/{grade.max_points} points",
+        f"### {markdown_code(grade.name)}: {format_points(grade.total)}/{grade.max_points} points",
         "",
         "| task | result | checks | points |",
         "|---|---|---|---|",
@@ -159,10 +162,11 @@ def task_table(grade: LearnerGrade, tier: str = "") -> str:
                 failing.append((title, task_feedback(score, step)))
     lines.append("")
     for problem in grade.all_problems():
-        lines.append(f"- {problem}")
+        lines.append(f"- {markdown_code(problem)}")
     if failing:
         lines += ["", "<details><summary>What failed, and why</summary>", ""]
         for title, feedback in failing:
+            feedback = visible(feedback)  # literal inside the fence, but a terminal shows it too (check)
             fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", feedback)), default=0))
             lines += [f"**{title}**", "", fence, feedback, fence, ""]
         lines.append("</details>")
@@ -181,7 +185,8 @@ def write_learner(folder: Path, grade: LearnerGrade, classroom50: dict[str, Any]
         (folder / CLASSROOM50_FILE).write_text(json.dumps(result, indent=1) + "\n")
     for step in grade.steps:
         if step.log:
-            (folder / f"{step.step.name}.log").write_text(step.log, errors="replace")
+            # Read with `cat` or `less`: what the learner printed may hold escape sequences, shown as text.
+            (folder / f"{step.step.name}.log").write_text(visible(step.log), errors="replace")
 
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

@@ -16,6 +16,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from .escaping import visible
 from .scores import StepGrade, format_points
 
 BAR_FORMAT = "{desc} [{bar:30}] {n_fmt}/{total_fmt} steps{postfix} ({elapsed}<{remaining})"
@@ -79,9 +80,10 @@ class Progress:
             self.per_learner[learner] = self.per_learner.get(learner, 0) + 1
             finished = self.per_learner[learner] == self.steps_per_learner
             self.learners_done += finished
+            learner = visible(learner, one_line=True)  # a folder's name: it may hold escape sequences
             note = f"{learner}: step {graded.step.number} {format_points(graded.earned)}/{graded.step.points}"
             if graded.problems:
-                note += f" ({graded.problems[0]})"
+                note += f" ({visible(graded.problems[0], one_line=True)})"
             if self.tty:
                 self.bar.set_postfix_str(self._learners(note[:80]), refresh=False)
                 self.bar.update(1)

@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import json
 import multiprocessing
+import multiprocessing.util
 import os
 import secrets
 import shutil
@@ -42,6 +43,8 @@ from .database import LearnerRole
 from .sandbox import fingerprint, make_sandbox, sandbox_damage, take_snapshot
 from .scores import MAX_OUTPUT, Completed, LearnerGrade, StepGrade, read_report, read_stream, score_step
 from .submissions import Submission, SubmissionError, sort_key, unpack, vet_tree
+from .workspace import remember
+from .workspace import workspace as grading_workspace
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -523,9 +526,9 @@ def grading_run(
         )
     launcher = Launcher(start_method)
     with contextlib.ExitStack() as stack:
-        workspace = Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="workbook-grade-", ignore_cleanup_errors=True)
-        ))  # fmt: skip
+        workspace = stack.enter_context(grading_workspace())  # and the workspaces of killed graders go
+        # The fork server's socket folder (pymp-*, made once per process): the next run removes it too.
+        remember(workspace, [multiprocessing.util.get_temp_dir()])
         socket_dir = None
         if chosen != confinement.NONE:
             os.chmod(workspace, 0o711)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from .. import catalogue
 from ..judge.untrusted import read_capped
 from . import contract
+from .escaping import visible
 from .outputs import GRADES_FILE, LEARNERS_DIR, RUN_FILE, write_outputs
 from .running import RunRecord
 from .scores import MAX_OUTPUT, Check, LearnerGrade, StepGrade, TaskScore, format_points
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         grades, record = merge(args.shards, args.out)
     except MergeError as exc:
-        print(f"error: cannot merge: {exc}", file=sys.stderr)
+        print(f"error: cannot merge: {visible(str(exc))}", file=sys.stderr)  # may quote a shard's names
         return 2
     total = sum((grade.total for grade in grades), Fraction(0))
     average = format_points(total / len(grades)) if grades else "0"
