@@ -616,6 +616,10 @@ def main() -> None:
     for name in filter(None, args.preload.split(",")):
         with contextlib.suppress(Exception):  # the learner's own import of it will say what is wrong
             importlib.import_module(name)
+    # The libraries' objects live as long as the process: out of the collector's sight, the full collection
+    # that every stopped app gets (so that its objects' dying warnings come now) scans only what was made
+    # since, 2 ms instead of 25. The learner's package, imported later, stays in sight.
+    gc.freeze()
     if args.launcher:
         fork_launcher(args.launcher)
     # Replies keep the original stdout; the learner's prints join the log on stderr.
