@@ -31,6 +31,7 @@ from tests.conftest import (
 from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
 from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
+from tests.step6.test_step6_templates import page
 from workbook.judge.learner_process import LearnerRaised
 
 CONCURRENT_VOTES = 200
@@ -69,7 +70,7 @@ def judge_poll(polls_db) -> Poll:
     rng = random.Random()
     a, b, c = word(rng), word(rng), word(rng)
     question_id = rng.randint(100, 99999)
-    text = f"Is <b>{a}</b> & \"{b}\" better than {c}?"
+    text = f'Is <b>{a}</b> & "{b}" better than {c}?'
     ids = sorted(rng.sample(range(1000, 999999), 3))
     texts = [f'<script>alert("{b}")</script>', f"{c} & {a}", f"{b} or not"]
     choices = [(choice_id, texts[n], rng.randint(1, 60)) for n, choice_id in enumerate(ids)]
@@ -276,8 +277,8 @@ def test_vote_refusal_names_the_poll_and_the_choice(learner, polls_app, judge_po
     assert raised.name == "RecordNotFound" and named, (
         f"expected {call} (not a choice of that poll) to raise RecordNotFound whose message names the poll "
         f"and the choice, such as 'Poll {question_id} has no choice {choice_id}.', it raised {raised.name}: "
-        f"{raised.message!r}. Hint: raise RecordNotFound(f\"Poll {{question_id}} has no choice "
-        "{choice_id}.\"): the 404 the view makes of it shows that text."
+        f'{raised.message!r}. Hint: raise RecordNotFound(f"Poll {{question_id}} has no choice '
+        '{choice_id}."): the 404 the view makes of it shows that text.'
     )
 
 
@@ -390,7 +391,7 @@ def test_vote_builds_its_update_as_an_expression(learner, polls_app, judge_poll)
     texts = [sent for sent in learner.sql_statements() if sent.startswith("SQL text")]
     assert not texts, (
         f"vote(conn, {judge_poll.id}, {choice_id}) gave conn.execute SQL text instead of a SQLAlchemy "
-        f"expression: {texts[0][len('SQL text: '):]!r}. Pasting the ids into SQL (an f-string, even after "
+        f"expression: {texts[0][len('SQL text: ') :]!r}. Pasting the ids into SQL (an f-string, even after "
         "int(), or text()) is what the task forbids: a visitor's value is compared with, never SQL. Hint: "
         "update(choice).where(choice.c.id == choice_id, choice.c.question_id == question_id)"
         ".values(votes=choice.c.votes + 1)."
@@ -416,9 +417,7 @@ async def test_vote_gives_its_connection_back(learner, polls_db, make_config, ju
 @pytest.mark.task(2)
 async def test_poll_page_has_a_vote_form(polls_client, judge_poll):
     path = f"/poll/{judge_poll.id}"
-    response = await polls_client.get(path)
-    body = await response.text()
-    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    body = await page(polls_client, path)
     form = re.search(r"<form[^>]*>", body)
     action = f'action="{path}/vote"'
     assert form and 'method="post"' in form.group(0).lower() and action in form.group(0), (
@@ -430,16 +429,14 @@ async def test_poll_page_has_a_vote_form(polls_client, judge_poll):
         field = re.search(rf'<input[^>]*value="{choice_id}"[^>]*>', body)
         assert field and 'name="choice"' in field.group(0) and 'type="radio"' in field.group(0), (
             f'expected a radio button name="choice" value="{choice_id}" for choice {choice_id}, found '
-            f"{field.group(0) if field else 'none'}. Hint: value=\"{{{{ choice.id }}}}\"."
+            f'{field.group(0) if field else "none"}. Hint: value="{{{{ choice.id }}}}".'
         )
 
 
 @pytest.mark.task(2)
 async def test_vote_form_shows_every_choice_escaped(polls_client, judge_poll):
     path = f"/poll/{judge_poll.id}"
-    response = await polls_client.get(path)
-    body = await response.text()
-    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    body = await page(polls_client, path)
     raw = judge_poll.choices[0][1]
     assert raw not in body, (
         f"expected the vote form on {path} to escape the choice {raw!r}, it came out raw: a visitor's text "
@@ -452,7 +449,7 @@ async def test_vote_form_shows_every_choice_escaped(polls_client, judge_poll):
         assert choice_text in text, (
             f"expected the vote form on {path} to show every choice's text, {choice_text!r} is not in "
             f"{'the form, which reads ' + repr(text[:400]) if form else 'it: the page has no <form>'}. Hint: "
-            "<label for=\"choice{{ choice.id }}\">{{ choice.choice_text }}</label> beside each radio button, "
+            '<label for="choice{{ choice.id }}">{{ choice.choice_text }}</label> beside each radio button, '
             "inside the <form>."
         )
 
@@ -460,9 +457,7 @@ async def test_vote_form_shows_every_choice_escaped(polls_client, judge_poll):
 @pytest.mark.task(2)
 async def test_each_choice_text_is_the_label_of_its_radio_button(polls_client, judge_poll):
     path = f"/poll/{judge_poll.id}"
-    response = await polls_client.get(path)
-    body = await response.text()
-    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    body = await page(polls_client, path)
     parts = FormParts(body)
     for choice_id, choice_text, _ in judge_poll.choices:
         labels = [label for label in parts.labels if choice_text in " ".join("".join(label.text).split())]
@@ -479,9 +474,9 @@ async def test_each_choice_text_is_the_label_of_its_radio_button(polls_client, j
             )
         pytest.fail(
             f"expected the text of choice {choice_id}, {choice_text!r}, on {path} to be the <label> of the "
-            f"radio button value=\"{choice_id}\" (a click on the text picks that answer); {found}. Hint: "
-            "give each button an id of its own and name it in its label, <input type=\"radio\" "
-            "id=\"choice{{ choice.id }}\" ...> <label for=\"choice{{ choice.id }}\">...</label>, or put the "
+            f'radio button value="{choice_id}" (a click on the text picks that answer); {found}. Hint: '
+            'give each button an id of its own and name it in its label, <input type="radio" '
+            'id="choice{{ choice.id }}" ...> <label for="choice{{ choice.id }}">...</label>, or put the '
             "button inside its label.",
             pytrace=False,
         )
@@ -490,15 +485,13 @@ async def test_each_choice_text_is_the_label_of_its_radio_button(polls_client, j
 @pytest.mark.task(2)
 async def test_vote_form_has_a_button_that_says_what_it_does(polls_client, judge_poll):
     path = f"/poll/{judge_poll.id}"
-    response = await polls_client.get(path)
-    body = await response.text()
-    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    body = await page(polls_client, path)
     form = re.search(r"<form\b.*?</form\s*>", body, re.S | re.I)
     submits = FormParts(form.group(0)).submits if form else []
     assert any(shown.strip() for shown in submits), (
         f"expected the vote form on {path} to end with a submit button that shows a word such as Vote, found "
         f"{'the buttons ' + repr(submits) if submits else 'no submit button'}. Hint: "
-        "<button type=\"submit\">Vote</button> inside the <form>."
+        '<button type="submit">Vote</button> inside the <form>.'
     )
 
 
@@ -528,9 +521,7 @@ async def test_vote_redirects_to_the_results(polls_client, polls_db, judge_poll)
 @pytest.mark.task(2)
 async def test_vote_form_action_comes_from_the_router(mounted_client, layout, judge_poll):
     path = layout.url("poll", f"/poll/{judge_poll.id}")
-    response = await mounted_client.get(path)
-    body = await response.text()
-    assert response.status == 200, f"expected GET {path} to answer 200, got {response.status}: {body[:200]!r}"
+    body = await page(mounted_client, path)
     form = re.search(r"<form[^>]*>", body)
     action = re.search(r'action="([^"]*)"', form.group(0)) if form else None
     expected = layout.url("vote", f"/poll/{judge_poll.id}/vote")
