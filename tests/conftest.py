@@ -181,6 +181,14 @@ class Learner:
         reply = self._request("sql", "asking the learner's process what its queries were built from")
         return [str(item)[:300] for item in reply] if isinstance(reply, list) else []
 
+    def sql_text_sent(self, target: str, *args: Any, connection: ServedApp) -> list[str]:
+        """The SQL text (not expressions) that one call of `target` handed to conn.execute(): what a check
+        against queries pasted together from values shows."""
+        self.sql_statements()  # forget what earlier calls sent
+        self.call_or_fail(target, *args, connection=connection, watch_sql=True)
+        prefix = "SQL text: "
+        return [sent[len(prefix) :] for sent in self.sql_statements() if sent.startswith(prefix)]
+
     def call(self, target: str, *args: Any, connection: ServedApp | None = None, times: int | None = None,
              describe_result: bool = False, probe: str | None = None, watch_sql: bool = False,
              **kwargs: Any) -> Any:  # fmt: skip

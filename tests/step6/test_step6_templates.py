@@ -373,12 +373,10 @@ def test_get_question_never_runs_its_argument_as_sql(learner, polls_app, polls_d
 
 @pytest.mark.task(2)
 def test_get_question_builds_its_queries_as_expressions(learner, polls_app, judge_poll):
-    learner.sql_statements()  # forget what earlier calls sent
-    learner.call_or_fail("db:get_question", judge_poll.id, connection=polls_app, watch_sql=True)
-    texts = [sent for sent in learner.sql_statements() if sent.startswith("SQL text")]
+    texts = learner.sql_text_sent("db:get_question", judge_poll.id, connection=polls_app)
     assert not texts, (
         f"get_question(conn, {judge_poll.id}) gave conn.execute SQL text instead of a SQLAlchemy expression: "
-        f"{texts[0][len('SQL text: '):]!r}. Pasting values into SQL (an f-string, even after int(), or "
+        f"{texts[0]!r}. Pasting values into SQL (an f-string, even after int(), or "
         "text()) is how injection starts once one value is not checked. Hint: "
         "select(question).where(question.c.id == question_id), and the same for the choices."
     )

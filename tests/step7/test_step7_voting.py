@@ -385,13 +385,11 @@ def test_vote_never_runs_its_arguments_as_sql(learner, polls_app, polls_db, judg
 
 @pytest.mark.task(1)
 def test_vote_builds_its_update_as_an_expression(learner, polls_app, judge_poll):
-    learner.sql_statements()  # forget what earlier calls sent
     choice_id = judge_poll.choice_ids[0]
-    learner.call_or_fail("db:vote", judge_poll.id, choice_id, connection=polls_app, watch_sql=True)
-    texts = [sent for sent in learner.sql_statements() if sent.startswith("SQL text")]
+    texts = learner.sql_text_sent("db:vote", judge_poll.id, choice_id, connection=polls_app)
     assert not texts, (
         f"vote(conn, {judge_poll.id}, {choice_id}) gave conn.execute SQL text instead of a SQLAlchemy "
-        f"expression: {texts[0][len('SQL text: ') :]!r}. Pasting the ids into SQL (an f-string, even after "
+        f"expression: {texts[0]!r}. Pasting the ids into SQL (an f-string, even after "
         "int(), or text()) is what the task forbids: a visitor's value is compared with, never SQL. Hint: "
         "update(choice).where(choice.c.id == choice_id, choice.c.question_id == question_id)"
         ".values(votes=choice.c.votes + 1)."
