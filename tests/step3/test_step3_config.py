@@ -228,6 +228,9 @@ INVALID = {
                        lambda c: c["postgres"].update(database=""), None),
     "blank-user": ("postgres.user", "postgres.user is blank (only the password may be empty)",
                    lambda c: c["postgres"].update(user=""), None),
+    "null-password": ("postgres.password", "postgres.password is null (`password:` with nothing after it): "
+                      "text that may be empty is '', never null",
+                      lambda c: c["postgres"].update(password=None), None),
     "blank-db-host": ("postgres.host", "postgres.host is blank (only the password may be empty)",
                       lambda c: c["postgres"].update(host=""), None),
 }  # fmt: skip
@@ -412,6 +415,16 @@ def test_value_yaml_cannot_build_is_a_config_error(learner, tmp_path):
     assert name in message, f"{problem}: expected the error to name {name}, got: {message}"
 
 
+@pytest.mark.task(1)
+def test_too_deep_yaml_is_a_config_error(learner, tmp_path):
+    """Well-formed YAML nested deeper than Python's recursion limit: safe_load raises RecursionError."""
+    name = f"too-deep-{secrets.token_hex(2)}.yaml"
+    problem = (f"{name} holds lists nested 3000 deep (yaml.safe_load raises RecursionError, neither "
+               "yaml.YAMLError nor ValueError)")  # fmt: skip
+    message = config_error(learner, write_config(tmp_path / name, "[" * 3000 + "]" * 3000), problem)
+    assert name in message, f"{problem}: expected the error to name {name}, got: {message}"
+
+
 # Runs in a fresh interpreter whose locale is C (ASCII) with Python's UTF-8 mode off, as on a machine whose
 # default encoding is not UTF-8 (Windows' is cp1252): open() without encoding= reads in that default.
 LOAD_IN_ASCII_LOCALE = """
@@ -491,14 +504,21 @@ def test_missing_config_option_is_an_error(learner, tmp_path):
 
 @pytest.mark.task(2)
 def test_first_existing_location_is_used(learner, tmp_path):
+    # Four places as in the lesson, the first two missing: every one of them is searched, in order.
     ports = random.sample(range(1024, 65536), 2)
-    second = write_config(tmp_path / "second.yaml", random_config(port=ports[0]))
-    third = write_config(tmp_path / "third.yaml", random_config(port=ports[1]))
-    locations(learner, tmp_path / "missing.yaml", second, third)
-    got = learner.call_or_fail("settings:get_config", [])
+    third = write_config(tmp_path / "third.yaml", random_config(port=ports[0]))
+    fourth = write_config(tmp_path / "fourth.yaml", random_config(port=ports[1]))
+    locations(learner, tmp_path / "missing.yaml", tmp_path / "absent.yaml", third, fourth)
+    sent = "CONFIG_LOCATIONS = [missing.yaml, absent.yaml, third.yaml, fourth.yaml], get_config([])"
+    hint = "Hint: loop over the whole of CONFIG_LOCATIONS, in order, and load the first that is a file."
+    try:
+        got = learner.call("settings:get_config", [])
+    except LearnerRaised as exc:
+        pytest.fail(f"{sent}: expected the first location that exists (third.yaml, port {ports[0]}), it "
+                    f"raised {raised_text(exc.error)}\n{hint}", pytrace=False)  # fmt: skip
     assert port_of(got) == ports[0], (
-        "CONFIG_LOCATIONS = [missing.yaml, second.yaml, third.yaml]: expected the first location that "
-        f"exists (second.yaml, port {ports[0]}), got port {port_of(got)}"
+        f"{sent}: expected the first location that exists (third.yaml, port {ports[0]}), got port "
+        f"{port_of(got)}\n{hint}"
     )
 
 
@@ -518,6 +538,10 @@ def test_no_location_lists_where_it_looked(learner, tmp_path):
         f"{problem} ({places[0]}, {places[1]}): expected each place named apart, got them run together: "
         f"{message}\nHint: ', '.join(str(location) for location in CONFIG_LOCATIONS)."
     )
+    assert message[message.index(places[0].name) + len(places[0].name) :].startswith(", "), (
+        f"{problem} ({places[0]}, {places[1]}): expected the places separated by ', ' as the lesson says, "
+        f"got: {message}\nHint: ', '.join(str(location) for location in CONFIG_LOCATIONS)."
+    )
 
 
 # Runs in the learner's process: get_config alone (task 2), so main() (task 3) plays no part. argparse's
@@ -531,6 +555,51 @@ try:
 except Exception as exc:
     print("RAISED", type(exc).__name__, exc)
 """
+
+
+# get_config(argv) in a process whose own command line and current directory the judge chose.
+GET_CONFIG_IN = """
+import os, sys
+from pathlib import Path
+sys.argv = ["aiohttpdemo_polls", *{sys_argv!r}]
+from aiohttpdemo_polls import settings
+settings.CONFIG_LOCATIONS = [Path(p) for p in {locations!r}]
+os.chdir({cwd!r})
+try:
+    print("PORT", settings.get_config({argv!r})["port"])
+except Exception as exc:
+    print("RAISED", type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.task(2)
+def test_empty_argv_is_not_sys_argv(polls_process, tmp_path):
+    ports = random.sample(range(1024, 65536), 2)
+    default = write_config(tmp_path / "default.yaml", random_config(port=ports[0]))
+    other = write_config(tmp_path / "from-sys-argv.yaml", random_config(port=ports[1]))
+    code = GET_CONFIG_IN.format(sys_argv=["--config", str(other)], locations=[str(default)], argv=[],
+                                cwd=str(tmp_path))  # fmt: skip
+    result = polls_process.start_python(code).wait(30)
+    assert f"PORT {ports[0]}" in result.output, (
+        f"sys.argv = [..., '--config', 'from-sys-argv.yaml' (port {ports[1]})], CONFIG_LOCATIONS = "
+        f"[default.yaml (port {ports[0]})], get_config([]): expected default.yaml (port {ports[0]}), but "
+        f"{result.ended}: {why_it_ended(result.output)}\nHint: parse_args(argv): an empty list means no "
+        "options; `argv or None` makes argparse read sys.argv instead."
+    )
+
+
+@pytest.mark.task(2)
+def test_relative_config_is_read_from_the_current_directory(polls_process, tmp_path):
+    port = random.randrange(1024, 65536)
+    name = f"mine-{secrets.token_hex(2)}.yaml"
+    write_config(tmp_path / name, random_config(port=port))
+    code = GET_CONFIG_IN.format(sys_argv=[], locations=[], argv=["--config", name], cwd=str(tmp_path))
+    result = polls_process.start_python(code).wait(30)
+    assert f"PORT {port}" in result.output, (
+        f"get_config(['--config', '{name}']) run in the folder holding {name} (port {port}): expected that "
+        f"file, but {result.ended}: {why_it_ended(result.output)}\nHint: load the --config path as it "
+        "is: a relative path is relative to the current directory, never to the workbook's folders."
+    )
 
 
 @pytest.mark.task(2)

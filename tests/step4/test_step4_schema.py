@@ -11,6 +11,7 @@ init_db cannot build the tables yet (task 3 not done), tasks 1 and 2 are judged 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ from workbook.judge.learner_process import Command, Finished
 from workbook.pg import free_port
 
 INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
-INTERLOPER = "Asked by someone else at the same moment"
+# Another session asks each of the learner's questions again at the same moment: same text, this date.
+INTERLOPER_DATE = datetime.date(2000, 1, 1)
 TIMEOUT = 30.0
 
 # Runs in the learner's process: the learner's init_db.main(), with create_tables wrapped so that once the
 # learner's tables exist their ids start at random values and every insert into question is followed by
-# one more question (another session's), the way a busy database would behave.
+# one more question (another session's, with the same text), the way a busy database would behave.
 INIT_DB_WITH_BUSY_IDS = """
 from sqlalchemy import text
 from aiohttpdemo_polls import init_db
@@ -47,7 +49,7 @@ SELECT setval(pg_get_serial_sequence('question', 'id'), {question_start});
 SELECT setval(pg_get_serial_sequence('choice', 'id'), {choice_start});
 CREATE OR REPLACE FUNCTION judge_interloper() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO question (question_text, pub_date) VALUES ('{interloper}', DATE '2000-01-01');
+    INSERT INTO question (question_text, pub_date) VALUES (NEW.question_text, DATE '{interloper}');
     RETURN NULL;
 END $$;
 CREATE TRIGGER judge_interloper AFTER INSERT ON question FOR EACH ROW WHEN (pg_trigger_depth() < 1)
@@ -71,6 +73,25 @@ try:
     print("JUDGE: create_tables returned without calling meta.create_all")
 except JudgeStop:
     pass
+finally:
+    engine.dispose()
+"""
+# Runs in the learner's process: a table added to the learner's meta later (as step N+1 would), given a row,
+# then create_tables once more. meta.drop_all drops every table on meta, so the row goes; a DROP TABLE that
+# names question and choice leaves the new table and its row, and create_all skips a table that exists.
+TABLE_ADDED_LATER = """
+from sqlalchemy import Column, Integer, String, Table, func, insert, select
+from aiohttpdemo_polls import db, init_db
+from aiohttpdemo_polls.settings import load_config
+added = Table({table!r}, db.meta, Column("id", Integer, primary_key=True), Column("word", String(20)))
+engine = init_db.make_engine(load_config({path!r})["postgres"])
+try:
+    init_db.create_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(added).values(word="stale"))
+    init_db.create_tables(engine)
+    with engine.begin() as conn:
+        print("JUDGE ROWS", conn.execute(select(func.count()).select_from(added)).scalar_one())
 finally:
     engine.dispose()
 """
@@ -144,7 +165,8 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
     unreachable_config["postgres"]["port"] = free_port()  # nothing listens there
     unreachable_path = write_config(folder / "unreachable.yaml", unreachable_config)
     question_start, choice_start = random.randint(100, 400), random.randint(600, 900)
-    sql = BUSY_IDS_SQL.format(question_start=question_start, choice_start=choice_start, interloper=INTERLOPER)
+    sql = BUSY_IDS_SQL.format(question_start=question_start, choice_start=choice_start,
+                              interloper=INTERLOPER_DATE.isoformat())  # fmt: skip
     busy = Command(tree, "-c", INIT_DB_WITH_BUSY_IDS.format(sql=sql, path=str(path)))
     unreachable = Command(tree, *INIT_DB, str(unreachable_path))
     finished = finish(busy)
@@ -154,7 +176,7 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
     fallback = None
     if built_tables:  # the judge's own extras go; the learner's rows stay as init_db left them
         pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper ON public.question")
-        pg_database.execute(f"DELETE FROM public.question WHERE question_text = '{INTERLOPER}'")
+        pg_database.execute(f"DELETE FROM public.question WHERE pub_date = DATE '{INTERLOPER_DATE}'")
     else:
         pg_database.empty_schema()
         params = pg_database.params
@@ -329,6 +351,22 @@ def test_question_refuses_a_missing_date_or_text(schema):
                    "a question without question_text", "nullable=False makes it NOT NULL.")  # fmt: skip
 
 
+@pytest.mark.task(1)
+def test_question_required_columns_have_no_python_default(learner):
+    # PostgreSQL cannot see a SQLAlchemy-side default (default=...): the table looks right to the database,
+    # yet every insert made through SQLAlchemy without the column quietly gets a value.
+    for name in ("question_text", "pub_date"):
+        found = learner.describe(f"db:question.c.{name}.default")
+        if not found.get("exists"):
+            pytest.fail(f"expected db.question to have a column {name}, found none. Hint: Column('{name}', "
+                        "...) in question = Table('question', meta, ...).", pytrace=False)  # fmt: skip
+        assert "builtins.NoneType" in found.get("mro", []), (
+            f"db.question.c.{name}.default: expected None (a required column has no default), got "
+            f"{found.get('type')} {found.get('value')!r}\nHint: Column('{name}', ..., nullable=False) and "
+            "no default=: a row without it must be refused, never filled in."
+        )
+
+
 # --- task 2: the choice table ----------------------------------------------------------------------------
 
 
@@ -421,7 +459,8 @@ def test_deleting_a_question_deletes_its_choices(schema):
 def test_init_db_script_creates_tables_and_sample_data(built):
     if built.init_db.status != 0 and built.init_db_built_tables:
         pytest.fail(init_db_failure(built.init_db, "succeed") + " (the question ids started at "
-                    f"{built.question_start}, not 1: take each id from RETURNING, never assume it)",
+                    f"{built.question_start}, not 1, and another session asked each of your questions again "
+                    "at once: take each id from RETURNING, never assume it or look it up by its text)",
                     pytrace=False)  # fmt: skip
     assert built.init_db_built_tables, (
         init_db_failure(built.init_db, "create the tables question and choice") + "\nHint: in create_tables, "
@@ -429,7 +468,7 @@ def test_init_db_script_creates_tables_and_sample_data(built):
         "engine.connect() does not)."
     )
     assert built.init_db.status == 0, init_db_failure(built.init_db, "succeed")
-    sample = [q for q in built.questions if q[1] != INTERLOPER]
+    sample = [q for q in built.questions if q[2] != INTERLOPER_DATE]
     assert sample, nothing_committed(built)
     ids = {row[0] for row in sample}
     strays = [row for row in built.choices if row[3] not in ids]
@@ -452,7 +491,7 @@ def test_init_db_script_creates_tables_and_sample_data(built):
 def test_sample_data_uses_the_ids_postgres_returns(built):
     if not built.init_db_built_tables:
         pytest.fail(init_db_failure(built.init_db, "create the tables first"), pytrace=False)
-    sample = [q for q in built.questions if q[1] != INTERLOPER]
+    sample = [q for q in built.questions if q[2] != INTERLOPER_DATE]
     assert built.init_db.status != 0 or sample, nothing_committed(built)
     assert built.init_db.status == 0, init_db_failure(built.init_db, "succeed") + (
         f"\nWith question ids starting at {built.question_start}, not 1. Hint: "
@@ -507,10 +546,10 @@ def test_create_tables_drops_and_creates_in_one_transaction(built, tree):
 
 @pytest.mark.task(3)
 def test_init_db_twice_gives_the_same_database(built, tree):
-    """Last in the module: it changes the rows and runs the learner's command once more."""
+    """After the checks that read init_db's first rows: it changes them and runs init_db again."""
     if not built.init_db_built_tables or built.init_db.status != 0:
         pytest.fail(init_db_failure(built.init_db, "succeed a first time"), pytrace=False)
-    first = sample_polls([q for q in built.questions if q[1] != INTERLOPER], built.choices)
+    first = sample_polls([q for q in built.questions if q[2] != INTERLOPER_DATE], built.choices)
     built.db.execute("UPDATE public.choice SET votes = 7")
     built.db.execute(
         "INSERT INTO public.question (question_text, pub_date) VALUES ('Left over?', '2020-01-01')"
@@ -522,4 +561,23 @@ def test_init_db_twice_gives_the_same_database(built, tree):
         "expected a second run of init_db to rebuild exactly the same rows (votes back to 0, no leftovers), "
         f"got before:\n  {first}\nafter:\n  {second}\n"
         "Hint: drop the tables (meta.drop_all) before creating them (meta.create_all)."
+    )
+
+
+@pytest.mark.task(3)
+def test_create_tables_drops_every_table_on_meta(built, tree):
+    """Last in the module: it rebuilds the tables without sample data."""
+    if not built.init_db_built_tables or built.init_db.status != 0:
+        pytest.fail(init_db_failure(built.init_db, "succeed a first time"), pytrace=False)
+    table = f"judge_added_{random.randint(1000, 9999)}"
+    try:
+        code = TABLE_ADDED_LATER.format(table=table, path=str(built.config_path))
+        result = finish(Command(tree, "-c", code))
+    finally:
+        built.db.execute(f"DROP TABLE IF EXISTS public.{table}")
+    assert "JUDGE ROWS 0" in result.output, (
+        f"the judge added a table {table} to db.meta, gave it a row and called create_tables again: expected "
+        f"the table dropped and created afresh (0 rows), but {result.ended}: {why_it_ended(result.output)}\n"
+        "Hint: meta.drop_all(conn) drops every table on meta, the ones later steps add too; a DROP TABLE "
+        "written by hand names only today's tables."
     )
