@@ -379,6 +379,27 @@ def test_get_question_never_runs_its_argument_as_sql(learner, polls_app, polls_d
 
 
 @pytest.mark.task(2)
+def test_get_question_returns_a_poll_without_choices(learner, polls_app, polls_db):
+    question_id = missing_id(polls_db)
+    text = f"Nothing to choose yet, {word(random.Random())}?"
+    polls_db.execute(sql.SQL("INSERT INTO public.question (id, question_text, pub_date) "
+                             "VALUES ({}, {}, '2024-03-01')")
+                     .format(sql.Literal(question_id), sql.Literal(text)))  # fmt: skip
+    try:
+        got = learner.call("db:get_question", question_id, connection=polls_app)
+    except LearnerRaised as exc:
+        got, shown = None, f"raised {exc.name}: {exc.message}"
+    else:
+        shown = f"returned {str(got)[:200]}"
+    choices = got[1] if isinstance(got, list) and len(got) == 2 else None
+    assert choices == [], (
+        f"expected get_question(conn, {question_id}) for a poll that exists but has no choices yet to return "
+        f"(question, []), it {shown}. Hint: RecordNotFound is for a missing question: look the question up "
+        "first, and raise only when that finds nothing; an empty list of choices is no reason."
+    )
+
+
+@pytest.mark.task(2)
 def test_get_question_builds_its_queries_as_expressions(learner, polls_app, judge_poll):
     texts = learner.sql_text_sent("db:get_question", judge_poll.id, connection=polls_app)
     assert not texts, (
