@@ -29,7 +29,11 @@ from tests.conftest import (
 )
 from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
-from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
+from tests.pooled import (
+    assert_connections_given_back,
+    assert_given_back_when_the_query_fails,
+    assert_served_by_the_pool,
+)
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
@@ -231,6 +235,12 @@ async def test_index_borrows_a_connection_of_the_apps_pool(polls_client, polls_d
 @pytest.mark.task(1)
 async def test_index_gives_its_connection_back(learner, polls_db, make_config):
     await assert_connections_given_back(learner, learner.serve(make_config(polls_db)), "GET", "/")
+
+
+@pytest.mark.task(1)
+async def test_index_gives_its_connection_back_when_the_query_fails(learner, polls_db, make_config):
+    app = learner.serve(make_config(polls_db))
+    await assert_given_back_when_the_query_fails(learner, polls_db, app, "GET", "/", "question")
 
 
 @pytest.mark.task(1)

@@ -30,7 +30,11 @@ from tests.conftest import (
 )
 from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
-from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
+from tests.pooled import (
+    assert_connections_given_back,
+    assert_given_back_when_the_query_fails,
+    assert_served_by_the_pool,
+)
 from tests.step6.test_step6_templates import page
 from workbook.judge.learner_process import LearnerRaised
 
@@ -410,6 +414,13 @@ async def test_vote_gives_its_connection_back(learner, polls_db, make_config, ju
     path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
     app = learner.serve(make_config(polls_db))
     await assert_connections_given_back(learner, app, "POST", path, data=data)
+
+
+@pytest.mark.task(2)
+async def test_vote_gives_its_connection_back_when_the_query_fails(learner, polls_db, make_config, judge_poll):
+    path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
+    app = learner.serve(make_config(polls_db))
+    await assert_given_back_when_the_query_fails(learner, polls_db, app, "POST", path, "choice", data=data)
 
 
 @pytest.mark.task(2)
@@ -937,6 +948,14 @@ async def test_results_borrow_a_connection_of_the_apps_pool(polls_client, polls_
 async def test_results_give_their_connection_back(learner, polls_db, make_config, judge_poll):
     app = learner.serve(make_config(polls_db))
     await assert_connections_given_back(learner, app, "GET", f"/poll/{judge_poll.id}/results")
+
+
+@pytest.mark.task(3)
+async def test_results_give_their_connection_back_when_the_query_fails(learner, polls_db, make_config,
+                                                                      judge_poll):  # fmt: skip
+    app = learner.serve(make_config(polls_db))
+    path = f"/poll/{judge_poll.id}/results"
+    await assert_given_back_when_the_query_fails(learner, polls_db, app, "GET", path, "choice")
 
 
 @pytest.mark.task(3)
