@@ -417,7 +417,8 @@ async def test_vote_gives_its_connection_back(learner, polls_db, make_config, ju
 
 
 @pytest.mark.task(2)
-async def test_vote_gives_its_connection_back_when_the_query_fails(learner, polls_db, make_config, judge_poll):
+async def test_vote_gives_its_connection_back_when_the_query_fails(learner, polls_db, make_config,
+                                                                   judge_poll):  # fmt: skip
     path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
     app = learner.serve(make_config(polls_db))
     await assert_given_back_when_the_query_fails(learner, polls_db, app, "POST", path, "choice", data=data)
