@@ -403,6 +403,27 @@ def test_vote_builds_its_update_as_an_expression(learner, polls_app, judge_poll)
 # --- task 2: the vote form and POST /poll/{id}/vote ---------------------------------------------------------
 
 
+@pytest.mark.task(1)
+def test_vote_lets_a_database_error_through(learner, polls_app, polls_db, judge_poll):
+    call = f"vote(conn, {judge_poll.id}, {judge_poll.choice_ids[0]})"
+    polls_db.execute("ALTER TABLE public.choice RENAME COLUMN votes TO renamed_by_the_judge")
+    try:
+        learner.call("db:vote", judge_poll.id, judge_poll.choice_ids[0], connection=polls_app)
+    except LearnerRaised as exc:
+        name, message = exc.name, exc.message
+    else:
+        name = message = None
+    finally:
+        polls_db.execute("ALTER TABLE public.choice RENAME COLUMN renamed_by_the_judge TO votes")
+    shown = f"raised {name}: {message[:200]}" if name and message is not None else "returned normally"
+    assert name != "RecordNotFound" and "votes" in (message or ""), (
+        f"with the votes column renamed (the database is broken, the choice exists), expected {call} to let "
+        f"the database's error through, it {shown}. Hint: raise "
+        "RecordNotFound only when the UPDATE matched no row (rowcount 0); catching psycopg2's errors in vote "
+        "turns a broken database into a missing choice (and the view into a 404)."
+    )
+
+
 @pytest.mark.task(2)
 async def test_vote_borrows_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
     path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
