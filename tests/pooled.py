@@ -12,6 +12,7 @@ Both are judged from PostgreSQL and from the app's engine, never by reading code
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import aiohttp
@@ -113,4 +114,32 @@ async def assert_connections_given_back(
         "of the app's pool were still in use: the view borrowed a connection that was never given back, "
         "and once the pool's maxsize are all kept, every request waits for one that never comes. "
         f"{HINT}"
+    )
+
+
+async def assert_given_back_when_the_query_fails(
+    learner: Learner, database: Database, app: ServedApp, method: str, path: str, table: str, **kwargs: object
+) -> None:
+    """With `table` renamed away (the view's query raises), one `method path` on `app`; then no connection
+    may be in use: a release() written after the query is skipped by the error, `async with` is not."""
+    away = f"{table}_away_{random.randint(1000, 9999)}"
+    database.execute(f"ALTER TABLE public.{table} RENAME TO {away}")
+    try:
+        async with aiohttp.ClientSession(app.url, timeout=aiohttp.ClientTimeout(total=20)) as client, \
+                client.request(method, path, allow_redirects=False, **kwargs) as response:  # fmt: skip
+            await response.read()
+            status = response.status
+    finally:
+        database.execute(f"ALTER TABLE public.{away} RENAME TO {table}")
+    in_use = connections_in_use(learner, app)
+    if in_use is None:
+        return  # no engine under DB_KEY: the checks of the engine itself say so
+    if in_use and app in learner.served:
+        learner.served.remove(app)  # as in assert_connections_given_back: stopping it would wait forever
+    assert in_use == 0, (
+        f"{method} {path} while the {table} table did not exist (the view's query raised; the app answered "
+        f"{status}): expected its connection back in the pool all the same, {in_use} still in use: each "
+        "such error keeps one more, until the pool is empty and every request waits. Hint: borrow it with "
+        "`async with request.app[db.DB_KEY].acquire() as conn:`, which gives it back even when the query "
+        "raises; a release() after the query is skipped by the error."
     )

@@ -192,8 +192,10 @@ def test_each_app_has_its_own_engine(learner, polls_db, make_config):
 
 
 @pytest.mark.task(1)
-def test_engine_uses_the_configured_pool_size(learner, polls_db):
+def test_engine_uses_the_configured_pool_size_and_db_timeout(learner, polls_db):
     minsize, maxsize = pool_sizes()  # different every run: the config's numbers must reach the pool
+    timeout = random.choice([12.5, 17.25, 23.75])  # db.DB_TIMEOUT for this check, never the lesson's 30
+    learner.patch("db:DB_TIMEOUT", timeout)
     base = settled(polls_db)
     app = learner.serve(pool_config(polls_db, minsize, maxsize))
     attrs = engine_of(learner, app).get("attrs", {})
@@ -201,6 +203,12 @@ def test_engine_uses_the_configured_pool_size(learner, polls_db):
         f"expected the pool sizes from the config (minsize {minsize}, maxsize {maxsize}), got "
         f"({attrs.get('minsize')}, {attrs.get('maxsize')}). "
         "Hint: pass minsize= and maxsize= to create_engine."
+    )
+    assert attrs.get("timeout") == timeout, (
+        f"with db.DB_TIMEOUT set to {timeout} s before the app started, expected its engine's timeout to be "
+        f"{timeout}, got {attrs.get('timeout')}. Hint: timeout=DB_TIMEOUT in the create_engine call itself, "
+        "read when the engine is made: not a number of your own, nor a default argument (def "
+        "pg_context(app, timeout=DB_TIMEOUT) keeps the value of import time)."
     )
     count = wait_for_connections(polls_db, base + minsize) - base
     assert count == minsize, (

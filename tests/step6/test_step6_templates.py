@@ -29,7 +29,11 @@ from tests.conftest import (
 )
 from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
-from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
+from tests.pooled import (
+    assert_connections_given_back,
+    assert_given_back_when_the_query_fails,
+    assert_served_by_the_pool,
+)
 from workbook.judge.learner_process import LearnerRaised
 from workbook.pg import free_port
 
@@ -190,6 +194,11 @@ async def test_index_page_links_every_poll(polls_client, polls_db, judge_poll):
             "Hint: <a href=\"{{ url('poll', question_id=question.id) }}\">. The page around its question: "
             + around(body, str(markupsafe.escape(text)))
         )
+    text = page_text(body)
+    assert "no polls" not in text.lower(), (
+        f"expected an index that lists polls not to say there are none, it shows {text[:300]!r}. Hint: the "
+        "words No polls belong in the {% else %} of {% if questions %}, shown only for an empty list."
+    )
 
 
 @pytest.mark.task(1)
@@ -229,6 +238,12 @@ async def test_index_gives_its_connection_back(learner, polls_db, make_config):
 
 
 @pytest.mark.task(1)
+async def test_index_gives_its_connection_back_when_the_query_fails(learner, polls_db, make_config):
+    app = learner.serve(make_config(polls_db))
+    await assert_given_back_when_the_query_fails(learner, polls_db, app, "GET", "/", "question")
+
+
+@pytest.mark.task(1)
 async def test_index_page_escapes_question_text(polls_client, judge_poll):
     body = await page(polls_client, "/")
     assert_escaped(body, judge_poll.raw, "the index page")
@@ -253,17 +268,19 @@ async def test_index_page_follows_the_database(polls_client, polls_db):
 async def test_index_page_lists_the_polls_in_id_order(polls_client, polls_db, judge_poll):
     # Question 1 rewritten: PostgreSQL writes the new version after the other rows, so a SELECT without
     # ORDER BY meets it last.
+    # Its date moved after every other poll's, so an order by date is not id order either.
     text = f"Still the first poll, {word(random.Random())}?"
-    polls_db.execute(sql.SQL("UPDATE public.question SET question_text = {} WHERE id = 1")
-                     .format(sql.Literal(text)))  # fmt: skip
+    polls_db.execute(sql.SQL("UPDATE public.question SET question_text = {}, pub_date = '2099-12-31' "
+                             "WHERE id = 1").format(sql.Literal(text)))  # fmt: skip
     body = await page(polls_client, "/")
     expected = [question_id for question_id, _ in questions(polls_db)]
     listed = list(dict.fromkeys(int(found) for found in re.findall(r'href="/poll/(\d+)"', body)))
     assert [question_id for question_id in listed if question_id in expected] == expected, (
-        f"after the judge changed the text of poll 1, expected the index to list the polls in id order, "
-        f"{expected}; its links lead to the polls {listed}. Hint: as in step 5, "
-        "select(db.question).order_by(db.question.c.id): without ORDER BY, PostgreSQL returns rows in "
-        "whatever order it finds them, and an update moves a row."
+        f"after the judge changed the text of poll 1 and made it the newest, expected the index to list the "
+        f"polls in id order, {expected}; its links lead to the polls {listed}. Hint: as in step 5, "
+        "select(db.question).order_by(db.question.c.id) and nothing else: without ORDER BY, PostgreSQL "
+        "returns rows in whatever order it finds them, and an update moves a row; an order by date is "
+        "not id order."
     )
 
 
@@ -372,6 +389,27 @@ def test_get_question_never_runs_its_argument_as_sql(learner, polls_app, polls_d
 
 
 @pytest.mark.task(2)
+def test_get_question_returns_a_poll_without_choices(learner, polls_app, polls_db):
+    question_id = missing_id(polls_db)
+    text = f"Nothing to choose yet, {word(random.Random())}?"
+    polls_db.execute(sql.SQL("INSERT INTO public.question (id, question_text, pub_date) "
+                             "VALUES ({}, {}, '2024-03-01')")
+                     .format(sql.Literal(question_id), sql.Literal(text)))  # fmt: skip
+    try:
+        got = learner.call("db:get_question", question_id, connection=polls_app)
+    except LearnerRaised as exc:
+        got, shown = None, f"raised {exc.name}: {exc.message}"
+    else:
+        shown = f"returned {str(got)[:200]}"
+    choices = got[1] if isinstance(got, list) and len(got) == 2 else None
+    assert choices == [], (
+        f"expected get_question(conn, {question_id}) for a poll that exists but has no choices yet to return "
+        f"(question, []), it {shown}. Hint: RecordNotFound is for a missing question: look the question up "
+        "first, and raise only when that finds nothing; an empty list of choices is no reason."
+    )
+
+
+@pytest.mark.task(2)
 def test_get_question_builds_its_queries_as_expressions(learner, polls_app, judge_poll):
     texts = learner.sql_text_sent("db:get_question", judge_poll.id, connection=polls_app)
     assert not texts, (
@@ -379,6 +417,28 @@ def test_get_question_builds_its_queries_as_expressions(learner, polls_app, judg
         f"{texts[0]!r}. Pasting values into SQL (an f-string, even after int(), or "
         "text()) is how injection starts once one value is not checked. Hint: "
         "select(question).where(question.c.id == question_id), and the same for the choices."
+    )
+
+
+@pytest.mark.task(2)
+def test_get_question_lets_a_database_error_through(learner, polls_app, polls_db, judge_poll):
+    polls_db.execute("ALTER TABLE public.question RENAME TO question_renamed_by_the_judge")
+    try:
+        got = learner.call("db:get_question", judge_poll.id, connection=polls_app)
+    except LearnerRaised as exc:
+        got, name, message = None, exc.name, exc.message
+    else:
+        name = message = None
+    finally:
+        polls_db.execute("ALTER TABLE public.question_renamed_by_the_judge RENAME TO question")
+    shown = f"returned {str(got)[:200]}"
+    if name and message is not None:
+        shown = f"raised {name}: {message[:200]}"
+    assert name != "RecordNotFound" and "does not exist" in (message or ""), (
+        f"with the question table renamed (the database is broken, poll {judge_poll.id} exists), "
+        f"expected get_question(conn, {judge_poll.id}) to let the database's error through, it {shown}. "
+        "Hint: raise RecordNotFound only when the query found no question; catching psycopg2's errors in "
+        "get_question turns a broken database into a missing poll (and the view into a 404)."
     )
 
 
@@ -418,7 +478,11 @@ async def test_poll_page_shows_the_question_as_a_heading(polls_client, judge_pol
 
 
 @pytest.mark.task(2)
-async def test_poll_page_lists_the_choices_in_id_order(polls_client, judge_poll):
+async def test_poll_page_lists_the_choices_in_id_order(polls_client, polls_db, judge_poll):
+    # Votes that put the choices in another order, most first or fewest first.
+    for (choice_id, _), count in zip(judge_poll.choices, (2, 1, 3), strict=True):
+        polls_db.execute(sql.SQL("UPDATE public.choice SET votes = {} WHERE id = {}")
+                         .format(sql.Literal(count), sql.Literal(choice_id)))  # fmt: skip
     body = await page(polls_client, f"/poll/{judge_poll.id}")
     for _, text in judge_poll.choices:
         assert_shows(body, text, f"/poll/{judge_poll.id}")
@@ -427,7 +491,8 @@ async def test_poll_page_lists_the_choices_in_id_order(polls_client, judge_poll)
     assert -1 not in positions and positions == sorted(positions), (
         f"expected /poll/{judge_poll.id} to list its choices in id order, "
         f"{[text for _, text in judge_poll.choices]}; the page shows {page_text(body)[:400]!r}. "
-        "Hint: .order_by(choice.c.id) in get_question."
+        "Hint: .order_by(choice.c.id) in get_question, and detail.html lists them as they come (not sorted "
+        "by votes)."
     )
 
 
@@ -463,8 +528,9 @@ NOT_FOUND_HINT = (
 @pytest.mark.parametrize(
     "path",
     ["/poll/0", "/poll/abc", "/poll/-1", "/poll/1.5", "/poll/2147483648", "/poll/99999999999",
-     "/poll/" + "9" * 5000],
-    ids=["zero", "not-a-number", "negative", "decimal", "int32-overflow", "eleven-digits", "5000-digits"],
+     "/poll/" + "9" * 5000, "/poll/"],
+    ids=["zero", "not-a-number", "negative", "decimal", "int32-overflow", "eleven-digits", "5000-digits",
+         "no-digits"],
 )  # fmt: skip
 async def test_impossible_polls_are_404(polls_client, path):
     response = await polls_client.get(path)
@@ -475,8 +541,10 @@ async def test_impossible_polls_are_404(polls_client, path):
 
 
 # Addresses that are not plain digits, though int() reads each as 1 (poll 1 exists): only the route's
-# pattern keeps them from the view. %20 is a space, which aiohttp decodes before matching.
-NOT_DIGITS = {"plus-sign": "/poll/+1", "underscore": "/poll/0_1", "space": "/poll/%201"}
+# pattern keeps them from the view. %20 is a space, which aiohttp decodes before matching; so are the
+# Arabic-Indic one (%D9%A1) and the fullwidth one (%EF%BC%91), digits to a regular expression's \d.
+NOT_DIGITS = {"plus-sign": "/poll/+1", "underscore": "/poll/0_1", "space": "/poll/%201",
+              "arabic-indic-digit": "/poll/%D9%A1", "fullwidth-digit": "/poll/%EF%BC%91"}
 
 
 @pytest.mark.task(3)
@@ -489,8 +557,8 @@ async def test_ids_that_are_not_plain_digits_are_404(polls_client, case):
         if status == 200 else ""  # fmt: skip
     assert status == 404, (
         f"expected GET {path} ({case.replace('-', ' ')} in the id) to answer 404, got {status}: {shown}Hint: "
-        "let the route match digits only, {question_id:[0-9]{1,10}}; checking the id with int() in the view "
-        "lets such addresses through."
+        "let the route match digits only, {question_id:[0-9]{1,10}} (\\d also matches other scripts' "
+        "digits); checking the id with int() in the view lets such addresses through."
     )
 
 

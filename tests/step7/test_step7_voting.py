@@ -30,7 +30,11 @@ from tests.conftest import (
 )
 from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
-from tests.pooled import assert_connections_given_back, assert_served_by_the_pool
+from tests.pooled import (
+    assert_connections_given_back,
+    assert_given_back_when_the_query_fails,
+    assert_served_by_the_pool,
+)
 from tests.step6.test_step6_templates import page
 from workbook.judge.learner_process import LearnerRaised
 
@@ -399,6 +403,27 @@ def test_vote_builds_its_update_as_an_expression(learner, polls_app, judge_poll)
 # --- task 2: the vote form and POST /poll/{id}/vote ---------------------------------------------------------
 
 
+@pytest.mark.task(1)
+def test_vote_lets_a_database_error_through(learner, polls_app, polls_db, judge_poll):
+    call = f"vote(conn, {judge_poll.id}, {judge_poll.choice_ids[0]})"
+    polls_db.execute("ALTER TABLE public.choice RENAME COLUMN votes TO renamed_by_the_judge")
+    try:
+        learner.call("db:vote", judge_poll.id, judge_poll.choice_ids[0], connection=polls_app)
+    except LearnerRaised as exc:
+        name, message = exc.name, exc.message
+    else:
+        name = message = None
+    finally:
+        polls_db.execute("ALTER TABLE public.choice RENAME COLUMN renamed_by_the_judge TO votes")
+    shown = f"raised {name}: {message[:200]}" if name and message is not None else "returned normally"
+    assert name != "RecordNotFound" and "votes" in (message or ""), (
+        f"with the votes column renamed (the database is broken, the choice exists), expected {call} to let "
+        f"the database's error through, it {shown}. Hint: raise "
+        "RecordNotFound only when the UPDATE matched no row (rowcount 0); catching psycopg2's errors in vote "
+        "turns a broken database into a missing choice (and the view into a 404)."
+    )
+
+
 @pytest.mark.task(2)
 async def test_vote_borrows_a_connection_of_the_apps_pool(polls_client, polls_db, judge_poll):
     path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
@@ -410,6 +435,14 @@ async def test_vote_gives_its_connection_back(learner, polls_db, make_config, ju
     path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
     app = learner.serve(make_config(polls_db))
     await assert_connections_given_back(learner, app, "POST", path, data=data)
+
+
+@pytest.mark.task(2)
+async def test_vote_gives_its_connection_back_when_the_query_fails(learner, polls_db, make_config,
+                                                                   judge_poll):  # fmt: skip
+    path, data = f"/poll/{judge_poll.id}/vote", {"choice": str(judge_poll.choice_ids[0])}
+    app = learner.serve(make_config(polls_db))
+    await assert_given_back_when_the_query_fails(learner, polls_db, app, "POST", path, "choice", data=data)
 
 
 @pytest.mark.task(2)
@@ -486,8 +519,8 @@ async def test_vote_form_has_a_button_that_says_what_it_does(polls_client, judge
     body = await page(polls_client, path)
     form = re.search(r"<form\b.*?</form\s*>", body, re.S | re.I)
     submits = FormParts(form.group(0)).submits if form else []
-    assert any(shown.strip() for shown in submits), (
-        f"expected the vote form on {path} to end with a submit button that shows a word such as Vote, found "
+    assert any(shown.strip().lower() == "vote" for shown in submits), (
+        f"expected the vote form on {path} to end with a submit button that says Vote, found "
         f"{'the buttons ' + repr(submits) if submits else 'no submit button'}. Hint: "
         '<button type="submit">Vote</button> inside the <form>.'
     )
@@ -806,6 +839,10 @@ async def test_results_list_the_choices_in_id_order_after_a_vote(polls_client, p
     texts = [text for (text,) in polls_db.execute(
         "SELECT choice_text FROM public.choice WHERE question_id = 1 ORDER BY id")]  # fmt: skip
     first = polls_db.execute("SELECT min(id) FROM public.choice WHERE question_id = 1")[0][0]
+    # Votes for the last choice beforehand, so that an order by votes is not id order (that row stays last
+    # in a plain scan).
+    polls_db.execute("UPDATE public.choice SET votes = 5 WHERE id = "
+                     "(SELECT max(id) FROM public.choice WHERE question_id = 1)")  # fmt: skip
     response = await post_vote(polls_client, 1, str(first))
     assert response.status == 302, f"expected a vote for choice {first} to answer 302, got {response.status}"
     body = await results_page(polls_client, 1)
@@ -818,10 +855,11 @@ async def test_results_list_the_choices_in_id_order_after_a_vote(polls_client, p
         "count, 0 included."
     )
     assert positions == sorted(positions), (
-        f"after a vote for choice {first}, expected /poll/1/results to list its choices in id order, "
+        f"after 5 votes for poll 1's last choice and one for choice {first}, expected /poll/1/results to "
+        f"list its choices in id order, "
         f"{texts}; the page reads {text[:300]!r}. Hint: without ORDER BY, PostgreSQL returns rows in "
         "whatever order it finds them, and an update moves a row: load them with db.get_question, which "
-        "orders them (.order_by(choice.c.id))."
+        "orders them (.order_by(choice.c.id)), and list them as they come (not sorted by votes)."
     )
 
 
@@ -914,10 +952,11 @@ async def test_results_link_back_with_words(polls_client, judge_poll):
     body = await results_page(polls_client, judge_poll.id)
     back = re.search(rf'<a\b[^>]*href="/poll/{judge_poll.id}"[^>]*>(.*?)</a\s*>', body, re.S | re.I)
     shown = page_text(back.group(1)) if back else None
-    found = f"a link that shows nothing: {back.group(0)}" if back else "that it has no link back to the poll"
-    assert shown, (
+    found = f"a link that shows no word: {back.group(0)}" if back else "that it has no link back to the poll"
+    assert shown and any(character.isalpha() for character in shown), (
         f"expected /poll/{judge_poll.id}/results to link back to the poll with words a visitor can click, "
-        f"found {found}. Hint: <a href=\"{{{{ url('poll', question_id=question.id) }}}}\">Vote again?</a>."
+        f"found {found}. Hint: the words go inside the link, not beside it (an arrow or other sign alone is "
+        f"no word): <a href=\"{{{{ url('poll', question_id=question.id) }}}}\">Vote again?</a>."
     )
 
 
@@ -931,6 +970,14 @@ async def test_results_borrow_a_connection_of_the_apps_pool(polls_client, polls_
 async def test_results_give_their_connection_back(learner, polls_db, make_config, judge_poll):
     app = learner.serve(make_config(polls_db))
     await assert_connections_given_back(learner, app, "GET", f"/poll/{judge_poll.id}/results")
+
+
+@pytest.mark.task(3)
+async def test_results_give_their_connection_back_when_the_query_fails(learner, polls_db, make_config,
+                                                                      judge_poll):  # fmt: skip
+    app = learner.serve(make_config(polls_db))
+    path = f"/poll/{judge_poll.id}/results"
+    await assert_given_back_when_the_query_fails(learner, polls_db, app, "GET", path, "choice")
 
 
 @pytest.mark.task(3)

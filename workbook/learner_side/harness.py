@@ -390,10 +390,10 @@ class Harness:
     def describe(self, value: Any) -> dict[str, Any]:
         kinds = [f"{k.__module__}.{k.__qualname__}" for k in type(value).__mro__]
         attrs = {}
-        for name in ("minsize", "maxsize", "closed", "size", "freesize"):
+        for name in ("minsize", "maxsize", "closed", "size", "freesize", "timeout"):
             with contextlib.suppress(Exception):
                 attr = getattr(value, name)
-                if isinstance(attr, (bool, int)):
+                if isinstance(attr, (bool, int, float)):
                     attrs[name] = attr
         attrs.update(pool_attrs(value))
         return {
