@@ -66,6 +66,13 @@ def ignored_setting_hint(message: str, config: Any) -> str:
             found[1] != postgres.get("database"):  # fmt: skip
         wrong = "database"
     elif found := re.search(r'password authentication failed for user "([^"]*)"', message):
+        if found[1] != postgres.get("user") and re.fullmatch(r"wb_app_[0-9a-f]{10}", found[1]):
+            # A role the judge made for an earlier app (Database.make_app_role): that app's engine, kept.
+            return (
+                f"\nHint: {found[1]!r} is the user the judge gave an earlier app of this run, not this "
+                "app's: expected every app to make its own engine, this one shared one with an earlier app. "
+                "Call make_engine inside pg_context, not at module level or in a cache of your own."
+            )
         wrong = "user" if found[1] != postgres.get("user") else "password"
     elif (found := re.search(r"\.s\.PGSQL\.(\d+)|port (\d+) failed", message)) and \
             int(found[1] or found[2]) != postgres.get("port"):  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import socket
 import struct
 import threading
@@ -38,6 +39,7 @@ from tests.step4.test_step4_schema import finish, table_rows, tables
 from tests.step5.test_step5_engine import (
     GIVE_UP,
     SILENT_GIVE_UP,
+    SILENT_TIMEOUT,
     Launched,
     Startup,
     app_connections,
@@ -164,12 +166,25 @@ def test_a_start_that_fails_halfway_closes_what_it_opened(learner, polls_db):
             pytrace=False,
         )
     base = settled(polls_db)
+    collect_garbage(learner)
+    start = learner.log_size()
     try:
         app = learner.serve(pool_config(polls_db, maxsize + 1, maxsize))
     except pytest.fail.Exception:
         pass  # the start failed, as it should
     else:
         learner.stop(app)
+    # Connections dropped without being given back are closed by Python's garbage collector, with a warning:
+    # collected now, any such warning is in the log.
+    collect_garbage(learner)
+    found = [line for line in learner.log_text(start).splitlines() if "non-checked-in connection" in line]
+    assert not found, (
+        f"the judge made the app's start fail halfway (minsize {maxsize + 1} with a pool of {maxsize}: the "
+        "last connection waited out POOL_TIMEOUT); the connections open_connections had opened before were "
+        "never given back to the pool: Python's garbage collector found them later and closed them: "
+        f"{found[0][:300]}. Hint: enter each engine.connect() on one contextlib.AsyncExitStack, which gives "
+        "every one back however the opening ends; a loop of conn.close() after the last one is skipped."
+    )
     left = wait_for_connections(polls_db, base, seconds=10.0) - base  # returns as soon as they are gone
     assert left == 0, (
         f"the judge made the app's start fail halfway (minsize {maxsize + 1} with a pool of {maxsize}: the "
@@ -451,11 +466,17 @@ async def test_a_page_that_fails_gives_its_connection_back(learner, polls_app, p
     (question_id,) = polls_db.execute("SELECT pg_catalog.min(id) FROM public.question")[0]
     path = page.format(id=question_id)
     async with http_session(polls_app.url) as client:
+        learner.blocking_calls()  # forget what came before this request
         async with client.get(path) as response:
             working = response.status
         assert working == 200, (
             f"expected GET {path} to answer 200 before the judge breaks the question table, got {working}. "
             "Hint: make the page work first."
+        )
+        slept = learner.blocking_calls()
+        assert not slept, (
+            f"GET {path} called {slept[0]} on the event loop: while it waits no other visitor is served, "
+            "as in step 5. Hint: no blocking call in a view; await asyncio.sleep(...) if it must wait."
         )
         collect_garbage(learner)
         start = learner.log_size()
@@ -597,6 +618,14 @@ def test_the_line_says_where_and_why(startups, startups_folder, which):
         "DatabaseUnavailable(first_line(exc) or f\"no answer in {DB_TIMEOUT:g}s\") in check_database: the "
         "driver's own first line, and words of yours only when it has none."
     )
+    said = re.search(r"no answer in ([0-9.]+) ?s", line)
+    assert not said or float(said.group(1)) == SILENT_TIMEOUT, (
+        f"expected the one line of an app whose PostgreSQL never answers ({which}) to say how long it "
+        f"waited, db.DB_TIMEOUT = {SILENT_TIMEOUT:g} s in this check, it says {said.group(0)!r}: "
+        f"{line[-300:]!r}. "
+        "Hint: f\"no answer in {DB_TIMEOUT:g}s\", read from DB_TIMEOUT when the error comes, not a number "
+        "written in the text."
+    )
 
 
 @pytest.mark.task(4)
@@ -714,6 +743,14 @@ def test_a_connection_lost_on_the_way_is_out_of_reach_too(learner, polls_db, mak
         "Hint: catch SQLAlchemy's DBAPIError in check_database too, with the other four task 4 lists "
         "(OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)."
     )
+    reason = failure.split("raised DatabaseUnavailable:", 1)[1].strip().splitlines()[0]
+    extra = [part for part in ("[SQL:", "Background on this error") if part in reason]
+    assert not extra, (
+        f"the judge's server at {where} hung up on the app's first statement; expected DatabaseUnavailable's "
+        f"reason to be the first line of the driver's message, it carries SQLAlchemy's later lines too "
+        f"({extra[0]!r}): {reason[:400]!r}. Hint: DatabaseUnavailable(first_line(exc) or ...): first_line "
+        "keeps the first line of the driver's own error (exc.orig), not the whole text folded into one."
+    )
 
 
 @pytest.mark.task(4)
@@ -803,29 +840,43 @@ SAMPLE_IDS_HINT = (
     "its choices that id, not the one you expect it to get."
 )
 JUDGE_ROW_ABOVE = 1000  # the judge's own poll: this far above where the sequence starts
+JUDGE_TEXT = "What's new?"  # ... with the text of the first sample question (SAMPLE_POLLS, given)
+JUDGE_SQL = "'" + JUDGE_TEXT.replace("'", "''") + "'"
 
 
 @pytest.mark.task(5)
 def test_sample_choices_follow_the_ids_postgres_hands_out(tree, pg_database, tmp_path):
     # The ids start after `start`, as in a database that has seen other rows, and a poll of the judge's sits
     # above them with an id of its own, as one inserted by hand (or by someone else at that moment) can:
-    # neither the ids you expect nor SELECT max(id) are the id your insert got.
-    start = random.randint(100, 900)
+    # neither the ids you expect nor SELECT max(id) are the id your insert got. It has the text of the first
+    # sample question, so a SELECT by text finds two. The choice ids too start after a number of the judge's.
+    start, choice_start = random.randint(100, 900), random.randint(100, 900)
     judge_row = start + JUDGE_ROW_ABOVE
     finished = init_db_after_tables(tree, pg_database, tmp_path, [
         f"SELECT setval(pg_get_serial_sequence('question', 'id'), {start})",
-        f"INSERT INTO question (id, question_text, pub_date) VALUES ({judge_row}, 'Judged?', '2000-01-01')",
+        f"SELECT setval(pg_get_serial_sequence('choice', 'id'), {choice_start})",
+        f"INSERT INTO question (id, question_text, pub_date) VALUES ({judge_row}, {JUDGE_SQL}, '2000-01-01')",
     ])  # fmt: skip
     if finished.status != 0:
         stray_ids = "foreign key" in finished.output.lower()
+        by_text = "multipleresultsfound" in finished.output.lower()
         pytest.fail(
             f"expected init_db to succeed with the question ids starting after {start}, it exited with "
             f"{finished.status}: {why_it_ended(finished.output)}\n"
             + (f"PostgreSQL refused a choice whose question does not exist. {SAMPLE_IDS_HINT}" if stray_ids
+               else f"The judge's own poll has the text of a sample question, {JUDGE_TEXT!r}: a SELECT by "
+               f"text finds it too. {SAMPLE_IDS_HINT}" if by_text
                else "Hint: create_tables is an `async def` that takes the engine."),
             pytrace=False,
         )  # fmt: skip
     questions, choices = table_rows(pg_database)
+    own_ids = sorted(row[0] for row in choices if row[0] <= choice_start)
+    assert not own_ids, (
+        f"the judge set the choice table's sequence to {choice_start} before sample_data ran; expected the "
+        f"sample choices to get their ids from it (above {choice_start}), these ids are not: {own_ids[:6]}. "
+        "An id of your own leaves the sequence behind, so the next choice inserted without one collides with "
+        "it. Hint: give a choice no id; PostgreSQL numbers it."
+    )
     question_ids = {row[0] for row in questions}
     strays = [row for row in choices if row[3] not in question_ids]
     assert questions and choices and not strays, (
@@ -849,6 +900,56 @@ REFUSE_A_SECOND_QUESTION = [
     "CREATE TRIGGER refuse_a_second_question BEFORE INSERT ON question FOR EACH ROW "
     "EXECUTE FUNCTION refuse_a_second_question()",
 ]
+
+
+# Runs in the learner's process: the learner's create_tables, on tables that hold rows, with create_all made
+# to fail once it has created every table (as a lost connection would). In one transaction the drop is rolled
+# back with it and the old tables stay (step 4's check, on the asyncio engine).
+CREATE_FAILS = """
+import asyncio
+from sqlalchemy import event
+from aiohttpdemo_polls import db, init_db
+from aiohttpdemo_polls.settings import load_config
+class JudgeStop(Exception):
+    pass
+def stop(target, connection, **kw):
+    raise JudgeStop("the judge makes create_all fail here")
+event.listen(db.meta, "after_create", stop)
+async def main():
+    engine = init_db.make_engine(load_config({path!r})["postgres"])
+    try:
+        await init_db.create_tables(engine)
+        print("JUDGE: create_tables returned without calling meta.create_all")
+    except JudgeStop:
+        pass
+    finally:
+        await engine.dispose()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.task(5)
+def test_create_tables_drops_and_creates_in_one_transaction(tree, pg_database, tmp_path):
+    """A failure while creating must leave the old tables: drop and create commit together or not at all."""
+    built = init_db_after_tables(tree, pg_database, tmp_path, [])
+    if built.status != 0:
+        why = why_it_ended(built.output)
+        pytest.fail(f"expected init_db to succeed, it exited with {built.status}: {why}", pytrace=False)
+    before = table_rows(pg_database)
+    failed = finish(Command(tree, "-c", CREATE_FAILS.format(path=str(tmp_path / "polls.yaml"))))
+    if "without calling meta.create_all" in failed.output:
+        pytest.fail("expected create_tables to build the tables with conn.run_sync(meta.create_all), it "
+                    "returned without calling it", pytrace=False)  # fmt: skip
+    left = sorted(tables(pg_database) & {"question", "choice"})
+    after = table_rows(pg_database) if len(left) == 2 else None
+    assert after == before, (
+        "the judge made meta.create_all fail once it had created the tables (as a lost connection would), "
+        "while create_tables rebuilt tables that held rows: expected the drop to be rolled back with it and "
+        f"the old rows to stay, found {f'the tables {left}' if left else 'no tables'}"
+        f"{' with other rows' if after is not None else ''}; it printed: {why_it_ended(failed.output)}. "
+        "Hint: drop and create in one transaction: both conn.run_sync calls inside one "
+        "`async with engine.begin() as conn:`, never in two blocks."
+    )
 
 
 @pytest.mark.task(5)

@@ -66,12 +66,14 @@ class Answer:
     content_type: str
     body: str
     location: str | None
+    headers: str  # every header of the answer, one "Name: value" a line
 
 
 async def fetch(client: aiohttp.ClientSession, method: str, path: str, **kwargs) -> Answer:
     async with client.request(method, path, allow_redirects=False, **kwargs) as response:
         body = (await response.read()).decode("utf-8", "replace")
-        return Answer(response.status, response.content_type, body, response.headers.get("Location"))
+        headers = "\n".join(f"{name}: {value}" for name, value in response.headers.items())
+        return Answer(response.status, response.content_type, body, response.headers.get("Location"), headers)
 
 
 def is_page(answer: Answer, status: int) -> bool:
@@ -109,6 +111,10 @@ def assert_nothing_of_the_code(answer: Answer, what: str) -> None:
         )
 
 
+# What a 404's exception carries as text: aiohttp's own "404: Not Found", the views' "There is no poll 99."
+EXCEPTION_TEXTS = ("Not Found", "There is no poll")
+
+
 # --- task 1: the 404 page, and everything else untouched -------------------------------------------------
 
 
@@ -139,6 +145,12 @@ async def test_not_found_shows_the_404_page(client, path, what):
         hint = "in the `web.HTTPException` clause, return error_page(request, 404) when exc.status == 404."
     expect_page(answer, 404, f"GET {path} ({what})", hint)
     assert_nothing_of_the_code(answer, f"the 404 page of GET {path} ({what})")
+    for text in EXCEPTION_TEXTS:
+        assert text not in answer.body, (
+            f"expected the 404 page of GET {path} ({what}) as it is, found the exception's text on it: "
+            f"{around(answer.body, text)}. Hint: return error_page(request, 404) and pass nothing of the "
+            "exception (exc.text, exc.reason) to the page."
+        )
 
 
 @pytest.mark.task(1)
@@ -171,6 +183,12 @@ async def test_bad_request_passes_through(client):
     assert answer.content_type == "text/plain" and "<html" not in answer.body.lower(), (
         f"expected the 400 to keep the view's own message, the middleware replaced it with "
         f"{answer.body[:200]!r}. Hint: re-raise every HTTP exception that is not a 404."
+    )
+    empty = await fetch(client, "POST", "/poll/1/vote", data={})
+    assert empty.body != answer.body, (
+        f"expected the vote view's two different 400 messages (no choice, and choice=abc) to come through, "
+        f"both answered {answer.body[:200]!r}: the middleware replaced them with one text of its own, which "
+        "hides what the visitor must fix. Hint: `raise` every HTTP exception that is not a 404 as it is."
     )
 
 
@@ -221,6 +239,12 @@ async def test_unexpected_error_shows_the_500_page(site, client, exception):
             "traceback tell an attacker about your code and data. Hint: log them with log.exception(...) "
             "and show only error_page(request, 500)."
         )
+        assert leak not in answer.headers, (
+            f"expected no detail of the error in the 500's headers, found {leak!r}: "
+            f"{around(answer.headers, leak)}. A header reaches the visitor as surely as the page. "
+            "Hint: the details go to the log with log.exception(...); return error_page(request, 500) as "
+            "it is."
+        )
 
 
 @pytest.mark.task(2)
@@ -236,6 +260,12 @@ async def test_unexpected_error_is_logged_with_its_traceback(site, client):
     assert ours, (
         "expected your middleware to log the error at level ERROR with its traceback; the app's log "
         f"showed {shown!r}. Hint: log.exception(...) inside the `except Exception` clause."
+    )
+    levels = sorted({m.group(1) for m in ours})
+    assert levels == ["ERROR"], (
+        f"expected the error logged at level ERROR, your middleware logged it at {', '.join(levels)}: "
+        f"{ours[0].group(0).strip()!r}. Hint: log.exception(...) logs at ERROR with the traceback; "
+        "log.critical(..., exc_info=True) is a different level."
     )
     names = sorted({m.group(2) for m in ours})
     assert any(name.split(".")[0] == "aiohttpdemo_polls" for name in names), (
