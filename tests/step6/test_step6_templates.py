@@ -29,6 +29,7 @@ from tests.conftest import (
 )
 from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
+from tests.pages import page
 from tests.pooled import (
     assert_connections_given_back,
     assert_given_back_when_the_query_fails,
@@ -86,25 +87,6 @@ def missing_id(db) -> int:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-
-
-async def page(client, path: str) -> str:
-    """The HTML of a page that must answer 200, or a failure showing what came instead."""
-    response = await client.get(path)
-    body = await response.text()
-    if response.status != 200 or response.content_type != "text/html":
-        if response.status >= 500:
-            hint = "a 500 means the view or its template raised; `-- -v` shows the server's log."
-        elif response.content_type != "text/html":
-            hint = "render a template: @aiohttp_jinja2.template('...') on a view that returns a dict."
-        else:
-            hint = "check the route and the view."
-        pytest.fail(
-            f"expected GET {path} to answer 200 with an HTML page, got {response.status} "
-            f"{response.content_type}: {body[:300]!r}. Hint: {hint}",
-            pytrace=False,
-        )
-    return body
 
 
 def escaped_forms(text: str) -> set[str]:

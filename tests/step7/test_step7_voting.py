@@ -30,12 +30,12 @@ from tests.conftest import (
 )
 from tests.lost_connection import status_with_a_lost_connection
 from tests.moved import Layout
+from tests.pages import page
 from tests.pooled import (
     assert_connections_given_back,
     assert_given_back_when_the_query_fails,
     assert_served_by_the_pool,
 )
-from tests.step6.test_step6_templates import page
 from workbook.judge.learner_process import LearnerRaised
 
 CONCURRENT_VOTES = 200
