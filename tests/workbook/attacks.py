@@ -155,7 +155,8 @@ def _forge():
     workdir = _os.path.abspath(_os.path.join(_os.getcwd(), "..", "..", ".."))
     own = (_os.environ.get("HOME", "//"), _os.environ.get("TMPDIR", "//"), _os.path.join(workdir, "spool"))
     for workspace in _workspaces():
-        guessed = [f"{{workspace}}/learner-{{n:04d}}/step{{s}}" for n in range(20) for s in (1, 5)]
+        guessed = [f"{{workspace}}/learner-{{n:04d}}/step{{s}}{{j}}" for n in range(20) for s in (1, 5)
+                   for j in ("", "/judge")]
         for learner in _glob.glob(workspace + "/learner-*/step*") + guessed:
             passed = '{{"nodeid": "x", "when": "call", "outcome": "passed"}}\\n'
             for name, text in (("report.json", _json.dumps(forged)), ("progress.jsonl", passed)):
@@ -393,7 +394,7 @@ def _malformed():
                     except OSError:
                         pass
     workdir = _os.path.abspath(_os.path.join(_os.getcwd(), "..", "..", ".."))
-    for workspace in [workdir] + _glob.glob("/tmp/workbook-grade-*/learner-*/step*"):
+    for workspace in [workdir, workdir + "/judge"] + _glob.glob("/tmp/workbook-grade-*/learner-*/step*"):
         for name in ("report.json", "progress.jsonl"):
             path = _os.path.join(workspace, name)
             try:
@@ -426,9 +427,20 @@ if _first_time(f"malformed{{_imports}}"):
 
 # --- 7. reading what is not its own -------------------------------------------------------------------------
 SNOOP = """
-def _snoop():
-    pattern = _re.compile(rb"CANARY-[0-9a-f]{{8,}}")
-    readable, secrets = [], set()
+def _guessed(workspace):
+    # Classmates' folders by the names the grader gives them: a workspace others may only traverse
+    # cannot be listed, but a path known in advance can still be opened if what it names is not private.
+    found = []
+    for n in range(12):
+        found += list(_walk([f"{{workspace}}/unpacked-{{n:04d}}"], 2000))
+        for s in (1, 5):
+            unit = f"{{workspace}}/learner-{{n:04d}}/step{{s}}"
+            found += [unit + "/judge/report.json", unit + "/judge/progress.jsonl", unit + "/report.json"]
+            found += list(_walk([unit + "/sandbox/steps"], 500))
+    return found
+
+
+def _snoop_paths():
     paths = list(_TARGETS["read"])
     for folder in _TARGETS["list"]:
         paths += list(_walk([folder], 3000))
@@ -437,6 +449,33 @@ def _snoop():
         paths += _glob.glob(workspace + "/learner-*/step*/sandbox/tests/*")
         paths += _glob.glob(workspace + "/instructor/**", recursive=True)[:3000]
         paths += _glob.glob(workspace + "/unpacked-*/**", recursive=True)[:3000]
+        paths += _guessed(workspace)
+    return paths
+
+
+def _poll_classmates():
+    # As long as this process lives, keep opening classmates' predictable paths: a folder that is made
+    # open and narrowed later (or unpacked before it is closed) is read in that window.
+    pattern = _re.compile(rb"CANARY-[0-9a-f]{{8,}}")
+    told = set()
+    for _ in range(600):
+        for workspace in _workspaces():
+            for path in _guessed(workspace):
+                try:
+                    data = _read(path, 1 << 16)
+                except OSError:
+                    continue
+                for match in pattern.findall(data):
+                    if match not in told:
+                        told.add(match)
+                        _say(f"LEAKED {{match.decode()}} from {{path}} while polling")
+        _time.sleep(0.1)
+
+
+def _snoop():
+    pattern = _re.compile(rb"CANARY-[0-9a-f]{{8,}}")
+    readable, secrets = [], set()
+    paths = _snoop_paths()
     paths += _glob.glob("/proc/[0-9]*/environ") + _glob.glob("/proc/[0-9]*/cmdline")
     for path in paths:
         try:
@@ -462,6 +501,7 @@ def _snoop():
 
 if _first_time("snoop"):
     _snoop()
+    _background(_poll_classmates)
 """
 
 # --- 8. files where the judge would load them ---------------------------------------------------------------

@@ -110,7 +110,14 @@ def build_class(subs: Path, canaries: dict[str, str], targets: dict[str, list], 
     mistake = next(m for m in mistakes.load([STEPS[0]]) if m.name == PARTIAL_MISTAKE)
     mistakes.apply(mistake, bea)
     copy_of_the_workbook(subs / "sam")
-    expected = {"ada": full, "bea": expected_points(bea), "sam": [Fraction(0)] * len(STEPS)}
+    # Handed in as a zip: unpacked by the grader into its workspace, by a predictable name.
+    cyd = copy_of_the_workbook(subs.parent / "cyd-unzipped" / "cyd")
+    for step in STEPS:
+        finish(cyd, step.number)
+    (cyd / "steps" / "step1" / "secret.txt").write_text(canaries["classmate-zip"])
+    shutil.make_archive(str(subs / "cyd"), "zip", root_dir=cyd.parent)
+    shutil.rmtree(cyd.parent)
+    expected = {"ada": full, "bea": expected_points(bea), "sam": [Fraction(0)] * len(STEPS), "cyd": full}
     assert expected["bea"][0] < full[0] and expected["bea"][1] == full[1], expected["bea"]
     ceiling: dict[str, list[Fraction]] = {}
     for kind in ATTACKS:
@@ -319,7 +326,9 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     grader = pwd.getpwnam("nobody") if unprivileged else pwd.getpwuid(0)
     canaries = {
         name: f"CANARY-{secrets.token_hex(12)}"
-        for name in ("checkout", "suite", "tooling", "classmate", "classmate-step", "outputs", "env")
+        for name in (
+            "checkout", "suite", "tooling", "classmate", "classmate-step", "classmate-zip", "outputs", "env"
+        )
     }
     subs, out, home = base / "submissions", base / "grades", base / "home"
     subs.mkdir()

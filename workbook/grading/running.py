@@ -397,7 +397,11 @@ def grade_step(run: Run, step: catalogue.Step, workbook: Path, workdir: Path, ds
         tmp.mkdir()
     except OSError as exc:
         return StepGrade.zero(step, f"steps/{step.name} could not be copied ({exc.strerror or exc})")
-    report_path, stream_path = workdir / "report.json", workdir / "progress.jsonl"
+    # The judge's report and progress are root's alone: the learner's uid (and a classmate's) may traverse
+    # the workdir once _confine opens it, and these names are predictable.
+    judge = workdir / "judge"
+    judge.mkdir(mode=0o700)
+    report_path, stream_path = judge / "report.json", judge / "progress.jsonl"
     confined = _confine(run, step, workdir, sandbox, tmp) if run.base is not None else None
     token = secrets.token_hex(8)
     request = {
@@ -482,7 +486,10 @@ def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) ->
 def _grade_unit_once(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
     if run.launcher.stopping:
         return StepGrade.zero(step, "grading was interrupted")
-    workdir.mkdir(parents=True)
+    # Private from the start: the learner's tree is copied in before _confine narrows what a uid may see,
+    # so a folder opened first and narrowed later would let a classmate's polling process read it meanwhile.
+    workdir.parent.mkdir(mode=0o700, exist_ok=True)
+    workdir.mkdir(mode=0o700)
     try:
         if run.server is None:
             return grade_step(run, step, workbook, workdir, None)

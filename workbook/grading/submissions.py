@@ -115,7 +115,10 @@ def unpack(submission: Submission, into: Path) -> Path:
             if len(zips) != 1 or folders:  # Gradescope keeps an uploaded zip as it is: look inside that
                 raise
             archive = zips[0]
-    into.mkdir(parents=True, exist_ok=True)
+    # Root's alone before anything is unpacked into it: zip members keep modes such as 0644, and the
+    # workspace lets learner uids traverse it to reach their own sandboxes, by predictable names.
+    into.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(into, 0o700)
     try:
         return find_workbook(extract_zip(archive, into))
     except OSError as exc:
