@@ -30,7 +30,7 @@ import pytest
 
 from workbook.judge.learner_process import Command, Finished, Harness, LearnerGone, LearnerRaised
 from workbook.judge.logs import error_text, last_exception, without_own_frames
-from workbook.pg import NoPostgresAvailable, PostgresServer, learner_role, throwaway_postgres
+from workbook.pg import NoPostgresAvailable, PostgresServer, free_port, learner_role, throwaway_postgres
 
 pytest_plugins = ["workbook.pytest_plugin"]
 
@@ -430,6 +430,21 @@ class Database:
         ):
             self.execute(psycopg2.sql.SQL(statement).format(**names))
         self.app_role, self.app_password = role, password
+
+    def closed_port(self) -> int:
+        """A port where nothing answers for this database's host, for the "unreachable database" cases.
+
+        Free on the loopback now is not enough: with a socket folder as host, the port only names the
+        socket file (.s.PGSQL.<port>), and in a step's private network the live server's port is free on
+        the loopback too, so a free port that happens to be the server's reaches the live database.
+        """
+        host = str(self.params["host"])
+        for _ in range(100):
+            port = free_port()
+            socket_file = Path(host, f".s.PGSQL.{port}") if host.startswith("/") else None
+            if port != self.server.port and not (socket_file and socket_file.exists()):
+                return port
+        raise RuntimeError("no closed port found in 100 tries")
 
     def empty_schema(self) -> None:
         """Drop everything in the public schema: a new, empty one, owned by the app's role if it has one."""

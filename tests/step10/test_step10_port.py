@@ -53,7 +53,6 @@ from tests.step5.test_step5_engine import (
     wait_for_connections,
 )
 from workbook.judge.learner_process import Command, Finished
-from workbook.pg import free_port
 
 ASYNC_ENGINE = "sqlalchemy.ext.asyncio.engine.AsyncEngine"
 APP_KEY = "aiohttp.helpers.AppKey"
@@ -801,7 +800,7 @@ def test_init_db_builds_tables_and_sample_polls_twice_alike(tree, pg_database, t
 @pytest.mark.task(5)
 def test_init_db_reports_an_unreachable_database(tree, pg_database, tmp_path):
     config = valid_config(pg_database)
-    config["postgres"].update(host="127.0.0.1", port=free_port())  # nothing listens there
+    config["postgres"].update(host="127.0.0.1", port=pg_database.closed_port())  # nothing answers there
     status, output = init_db(tree, config, tmp_path, "unreachable")
     lines = [line for line in output.splitlines() if line.strip()]
     assert status == 1 and "Traceback" not in output and len(lines) == 1, (

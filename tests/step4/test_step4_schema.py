@@ -23,7 +23,6 @@ import yaml
 
 from tests.conftest import Database, judge_connect, step_run, valid_config, why_it_ended
 from workbook.judge.learner_process import Command, Finished
-from workbook.pg import free_port
 
 INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
 # Another session asks each of the learner's questions again at the same moment: same text, this date.
@@ -162,7 +161,7 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
     folder = tmp_path_factory.mktemp("step4")
     path = write_config(folder / "polls.yaml", valid_config(pg_database))
     unreachable_config = valid_config(pg_database)
-    unreachable_config["postgres"]["port"] = free_port()  # nothing listens there
+    unreachable_config["postgres"]["port"] = pg_database.closed_port()  # nothing answers there
     unreachable_path = write_config(folder / "unreachable.yaml", unreachable_config)
     question_start, choice_start = random.randint(100, 400), random.randint(600, 900)
     sql = BUSY_IDS_SQL.format(question_start=question_start, choice_start=choice_start,

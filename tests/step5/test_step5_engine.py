@@ -544,7 +544,7 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
 
     launch("patient", quiet(patient), timeout=PATIENT_TIMEOUT)
     closed = valid_config(reachable, port=free_port())
-    closed["postgres"]["port"] = free_port()  # nothing listens there
+    closed["postgres"]["port"] = reachable.closed_port()  # nothing answers there
     launch("closed", closed)
     missing = valid_config(reachable, port=free_port())
     missing["postgres"]["database"] = f"no_such_polls_db_{random.randint(100, 999)}"

@@ -604,3 +604,17 @@ def test_an_app_role_reaches_only_its_own_database(tmp_root, no_docker):
             psycopg2.connect(**{**params, "user": server.user}, connect_timeout=5)
         database.close()
         other.close()
+
+
+def test_a_closed_port_is_neither_the_servers_nor_a_socket_files(tmp_path, monkeypatch):
+    """In a step's private network the live server's port is free on the loopback too; with a socket
+    folder as host that port, or any other with a socket file, would reach a live server."""
+    import tests.conftest as suites
+
+    database = suites.Database(
+        server=pg.PostgresServer(host=str(tmp_path), port=5999, user="judge"), name="polls"
+    )
+    (tmp_path / ".s.PGSQL.6000").touch()
+    offered = iter([5999, 6000, 6001])
+    monkeypatch.setattr(suites, "free_port", lambda: next(offered))
+    assert database.closed_port() == 6001
