@@ -387,3 +387,60 @@ def test_shared_memory_a_learner_left_is_removed_after_clean_up(confined):
         assert owned() == 2
     confinement.clean_up(confined.uid)
     assert owned() == 0
+
+
+def private_environment(base: Path) -> tuple[Path, Path]:
+    """An environment prefix of the test's own (never files shared with the package cache) holding one
+    package, wbprobe, that only its owner may read; (prefix, the package's file)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    package = base / "private-env" / "lib" / version / "site-packages" / "wbprobe"
+    package.mkdir(parents=True)
+    module = package / "__init__.py"
+    module.write_text("READY = True\n")
+    os.chmod(module, 0o600)
+    return base / "private-env", module
+
+
+@ROOT_ONLY
+def test_the_runtime_owns_what_others_cannot_read_and_leaves_the_source_alone():
+    """A file narrowed where the environments share it (chmod -R o-rwx) is copied into the runtime, made
+    readable there, and works under a learner's uid; the source keeps its mode."""
+    base = Path(tempfile.mkdtemp())
+    os.chmod(base, 0o755)
+    try:
+        prefix, module = private_environment(base)
+        pythons, _, env = confinement.build_runtime(
+            base / "runtime", catalogue.ROOT / "workbook" / "learner_side", {"probe": prefix}
+        )
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        copy = base / "runtime" / "env-probe" / "lib" / version / "site-packages" / "wbprobe" / "__init__.py"
+        assert copy.stat().st_ino != module.stat().st_ino, "an unreadable file must be copied, not linked"
+        assert module.stat().st_mode & 0o777 == 0o600, "the source's mode must not change"
+        uid = confinement.UidPool().take()
+        assert confinement.check_runtime_as(uid, pythons["probe"], env, ["wbprobe"]) == ""
+    finally:
+        shutil.rmtree(base)
+
+
+@ROOT_ONLY
+def test_a_runtime_a_learner_uid_cannot_use_is_refused_before_anyone_is_graded(monkeypatch):
+    from workbook.grading import running
+
+    base = Path(tempfile.mkdtemp())
+    os.chmod(base, 0o755)
+    try:
+        prefix, _module = private_environment(base)
+        pythons, _, env = confinement.build_runtime(
+            base / "runtime", catalogue.ROOT / "workbook" / "learner_side", {"probe": prefix}
+        )
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        # The runtime's own copy, narrowed after it was built: nothing shared is touched.
+        os.chmod(
+            base / "runtime" / "env-probe" / "lib" / version / "site-packages" / "wbprobe" / "__init__.py",
+            0o600,
+        )
+        monkeypatch.setattr(running, "APP_MODULES", ["wbprobe"])
+        with pytest.raises(running.GradingError, match=r"does not work under a learner's uid.*Permission"):
+            running._check_runtime(confinement.UidPool().take(), {"probe": pythons["probe"]}, env)
+    finally:
+        shutil.rmtree(base)

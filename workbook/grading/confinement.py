@@ -298,15 +298,26 @@ def _link_tree(source: Path, target: Path, skip: frozenset[str] | set[str] = fro
 
 
 def _link_file(source: Path, target: Path) -> None:
+    """A hard link where the file is open to others already, else a copy of our own made readable.
+
+    A hard link shares its mode with the package cache and every other environment on the machine: a file
+    someone narrowed there (`chmod -R o-rwx` on a checkout whose environment links the cache) would be
+    unreadable to every learner uid, and the class would score 0 for the grader's fault. A copy is ours.
+    """
     if source.is_symlink():
         target.symlink_to(os.readlink(source))
         return
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM):
-            raise
-        shutil.copy2(source, target)
+    mode = source.stat().st_mode
+    open_to_others = mode & stat.S_IROTH and (not mode & stat.S_IXUSR or mode & stat.S_IXOTH)
+    if open_to_others:
+        try:
+            os.link(source, target)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM):
+                raise
+    shutil.copy2(source, target)
+    os.chmod(target, mode | 0o444 | (0o111 if mode & stat.S_IXUSR else 0))
 
 
 def build_runtime(
@@ -353,6 +364,24 @@ def build_runtime(
             if not os.path.islink(path) and os.stat(path).st_nlink == 1:
                 os.chmod(path, os.stat(path).st_mode | 0o444)
     return pythons, str(into / "learner_side"), {"LD_LIBRARY_PATH": str(python_home / "lib")}
+
+
+def check_runtime_as(uid: int, python: str, env: dict[str, str], modules: list[str]) -> str:
+    """Import `modules` with the runtime's `python` as `uid` (no groups), as a learner's process would:
+    '' when that works, else what went wrong. A runtime a learner uid cannot use would fail every step
+    of every learner as if their code were at fault."""
+    command = [python, "-I", "-c", f"import {', '.join(modules)}"]
+    try:
+        completed = subprocess.run(
+            command, env={"PATH": "/usr/bin:/bin", **env}, cwd="/", capture_output=True, text=True,
+            timeout=120, check=False, user=uid, group=uid, extra_groups=[],
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if completed.returncode == 0:
+        return ""
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {completed.returncode}"
 
 
 # --- the run's own network -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 
 from .. import catalogue, environments
+from ..judge.learner_process import PRELOAD as LEARNER_PRELOAD
 from ..pg import ENV_DSN, PostgresServer, describe, throwaway_postgres
 from ..runner import JUDGE_ARGS, JUDGE_ENV, RunningSuites, kill_group
 from . import confinement
@@ -621,6 +622,7 @@ def _prepare_confinement(
     run.socket_dir = socket_dir
     if run.tier in (confinement.BWRAP_UID, confinement.UID):
         run.uids = UidPool()
+        _check_runtime(run.uids.take(), pythons, env)
     if run.tier == confinement.UID and run.uids is not None:
         exposed = confinement.readable_by_strangers([p for p in private if p.exists()], run.uids.take())
         if exposed and not trusted:
@@ -629,6 +631,25 @@ def _prepare_confinement(
                 "Without bubblewrap, a learner's processes run under a uid of their own and only file "
                 f"permissions keep them out, but any user can read:\n{shown}\nMake them private (for "
                 "example chmod o-rwx on each, or on a folder above), install bubblewrap, or pass --trusted."
+            )
+
+
+# What a learner's app imports in every environment (step 10's too); the judge's own adds its preload.
+APP_MODULES = ["aiohttp", "aiohttp.web", "jinja2", "aiohttp_jinja2", "yaml", "trafaret", "sqlalchemy"]
+
+
+def _check_runtime(uid: int, pythons: dict[str, str], env: dict[str, str]) -> None:
+    """Before any learner runs: the runtime works under a learner's uid, or the run is refused, naming the
+    cause, instead of scoring the whole class 0 and telling each learner their code cannot be imported."""
+    for name, python in pythons.items():
+        modules = APP_MODULES + ([m for m in LEARNER_PRELOAD if m not in APP_MODULES] if not name else [])
+        problem = confinement.check_runtime_as(uid, python, env, modules)
+        if problem:
+            raise GradingError(
+                f"The grading runtime ({python}) does not work under a learner's uid: importing the "
+                f"libraries there failed with: {problem}. Nobody's code has run yet. Make the grader's "
+                "environments and Python readable by other users (chmod -R o+rX on them), or rebuild "
+                "them (remove the checkout's .nox folder; nox makes them again), then grade again."
             )
 
 
