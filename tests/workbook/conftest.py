@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from workbook import catalogue
+from workbook.grading import workspace
 from workbook.starter import strip_markers_into
 
 COPIED = ("workbook", "tests", "steps", "solutions", "config", "pyproject.toml", "README.md")
@@ -179,3 +181,17 @@ FORGERY = textwrap.dedent("""
         except OSError:
             pass
 """)
+
+
+WORKSPACE_IN_COMMAND = re.compile(r"/[^\s\0]*?/" + re.escape(workspace.PREFIX) + r"[^/\s\0]+")
+
+
+def of_another_live_grader(command: str) -> bool:
+    """Whether a process belongs to another grading run on this machine (a second test session, a
+    maintainer's `nox -s grade`): its command line names a workspace whose owner record shows a live grader
+    other than this process. A leftover of this test's own run names a workspace that is gone by now."""
+    for path in WORKSPACE_IN_COMMAND.findall(command):
+        record = workspace._read_record(Path(path), workspace.OWNER_FILE)
+        if record is not None and record.get("pid") != os.getpid() and not workspace.abandoned(record):
+            return True
+    return False

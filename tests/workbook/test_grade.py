@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.workbook.conftest import FORGERY, copy_of_the_workbook, finish, package
+from tests.workbook.conftest import FORGERY, copy_of_the_workbook, finish, of_another_live_grader, package
 from workbook import catalogue
 from workbook.grading import database, outputs, progress, running, scores, submissions
 from workbook.pg import ENV_DSN, PostgresServer, throwaway_postgres
@@ -188,7 +188,9 @@ def marked_processes() -> list[int]:
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             if running.RUN_MARKER.encode() + b"=" in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if not of_another_live_grader(command):
+                    found.append(int(entry.name))
         except OSError:
             continue
     return found

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from tests.workbook.attacks import ATTACKS, planted_code
-from tests.workbook.conftest import copy_of_the_workbook, copy_parts, finish, package
+from tests.workbook.conftest import copy_of_the_workbook, copy_parts, finish, of_another_live_grader, package
 from workbook import catalogue, mistakes, pg
 from workbook.grading import confinement, outputs, running, submissions
 from workbook.grading.scores import LearnerGrade
@@ -149,6 +149,8 @@ def processes_of(uids: set[int], before: frozenset[int] = frozenset(), fresh: bo
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 command = "?"
+            if of_another_live_grader(command):
+                continue
             found.append(f"{entry.name} (uid {uid}): {command[:200]}")
     return found
 
@@ -327,7 +329,14 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     canaries = {
         name: f"CANARY-{secrets.token_hex(12)}"
         for name in (
-            "checkout", "suite", "tooling", "classmate", "classmate-step", "classmate-zip", "outputs", "env"
+            "checkout",
+            "suite",
+            "tooling",
+            "classmate",
+            "classmate-step",
+            "classmate-zip",
+            "outputs",
+            "env",
         )
     }
     subs, out, home = base / "submissions", base / "grades", base / "home"

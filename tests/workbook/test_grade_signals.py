@@ -239,3 +239,30 @@ def test_an_owner_record_is_abandoned_only_when_its_grader_is_provably_gone(tmp_
     workspace.write_owner(tmp_path)
     record = json.loads((tmp_path / workspace.OWNER_FILE).read_text()) | change
     assert workspace.abandoned(record) is abandoned
+
+
+def test_a_process_of_another_live_graders_workspace_is_not_ours(tmp_path, monkeypatch):
+    """The leftover checks skip processes of a concurrent run on this machine, and only those."""
+    from tests.workbook.conftest import of_another_live_grader
+    from workbook.grading import workspace
+
+    other = tmp_path / f"{workspace.PREFIX}other"
+    other.mkdir(mode=0o700)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = {
+            "kind": workspace.KIND,
+            "pid": sleeper.pid,
+            "start_ticks": workspace._process_start_ticks(sleeper.pid),
+            "boot_id": workspace._boot_id(),
+            "pid_namespace": workspace._pid_namespace(),
+        }
+        (other / workspace.OWNER_FILE).write_text(json.dumps(record))
+        os.chmod(other / workspace.OWNER_FILE, 0o600)
+        command = f"/usr/bin/python {other}/runtime/env/bin/python harness.py"
+        assert of_another_live_grader(command)
+        assert not of_another_live_grader(f"/usr/bin/python {tmp_path}/{workspace.PREFIX}gone/harness.py")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not of_another_live_grader(command), "a workspace whose grader is gone is nobody's alibi"
