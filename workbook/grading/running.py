@@ -44,6 +44,7 @@ from .database import LearnerRole
 from .sandbox import fingerprint, make_sandbox, sandbox_damage, take_snapshot
 from .scores import MAX_OUTPUT, Completed, LearnerGrade, StepGrade, read_report, read_stream, score_step
 from .submissions import Submission, SubmissionError, sort_key, unpack, vet_tree
+from .watchdog import Watchdog
 from .workspace import remember
 from .workspace import workspace as grading_workspace
 
@@ -311,6 +312,8 @@ class Run:
     socket_dir: Path | None = None
     # Where a replacement server is entered, so that it is stopped with the run (see revive_database).
     servers: contextlib.ExitStack | None = None
+    # Keeps the storage and statement quotas PostgreSQL cannot (see watchdog.py); None without a server.
+    watchdog: Watchdog | None = None
     _server_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def database_alive(self) -> bool:
@@ -495,12 +498,23 @@ def _grade_unit_once(run: Run, step: catalogue.Step, workbook: Path, workdir: Pa
         if run.server is None:
             return grade_step(run, step, workbook, workdir, None)
         with LearnerRole(run.database) as role:
-            return grade_step(run, step, workbook, workdir, role.dsn())
+            return _with_quotas(run, step, role.name, grade_step(run, step, workbook, workdir, role.dsn()))
     except psycopg2.Error as exc:  # the database refused the grader itself: this step's error, not the run's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StepGrade.zero(step, f"grader error: PostgreSQL refused: {first}"[:300])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _with_quotas(run: Run, step: catalogue.Step, role: str, graded: StepGrade) -> StepGrade:
+    """What the watchdog saw of this step's role: past its storage share, the step is lost, saying why."""
+    if run.watchdog is None:
+        return graded
+    breaches = run.watchdog.breaches(role)
+    if run.watchdog.lost_step(role):
+        return StepGrade.zero(step, "; ".join(breaches))
+    graded.problems += breaches
+    return graded
 
 
 @contextlib.contextmanager
@@ -568,6 +582,8 @@ def grading_run(
             snapshot = take_snapshot(root, workspace / "instructor", steps)
             os.chmod(snapshot, 0o700)
             run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen, servers=stack)
+            if server is not None:
+                run.watchdog = stack.enter_context(Watchdog(lambda: run.database))
             run.own_environments = own_environments
             run.snapshot_hash = fingerprint(snapshot)
             if chosen != confinement.NONE:
