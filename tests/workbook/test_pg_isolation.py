@@ -49,7 +49,7 @@ def test_no_learner_role_may_connect_to_template1_yet_each_creates_databases_fro
             assert name in classmate.databases()
 
 
-def test_a_connection_on_template1_no_longer_fails_a_classmates_create_database(local):
+def test_a_connection_held_on_template1_fails_every_create_database_so_only_the_superuser_may_connect(local):
     # What a learner could do before: the superuser holds one here to show the failure it caused.
     held = connect(local, "template1")
     with LearnerRole(local) as classmate:
