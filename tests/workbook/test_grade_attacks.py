@@ -521,3 +521,42 @@ def test_the_uid_tier_refuses_a_checkout_others_can_read(tmp_path: Path) -> None
         assert str(checkout) in str(refused.value)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+EXHAUSTED_STEPS = [catalogue.step(5), catalogue.step(6)]
+EXHAUSTERS = 3
+EXHAUST_JOBS = 8  # the default of a 4-core machine
+
+
+def test_learners_holding_every_connection_they_may_cost_an_honest_learner_nothing(tmp_path: Path) -> None:
+    """At --jobs 8, three learners hold every connection their role may have in two steps each, all at once
+    with the honest learner's two steps: the server's slots are sized from --jobs, so the honest learner's
+    judge and app still get theirs (a server of 200 slots, shared by roles of 50 each, did not). The
+    limits are the server's, the same at every tier: graded at the strongest one."""
+    if confinement.detect_tier()[0] != confinement.BWRAP_UID:
+        pytest.skip("bubblewrap is not usable here")
+    subs, out = tmp_path / "submissions", tmp_path / "grades"
+    subs.mkdir()
+    out.mkdir()
+    full = [Fraction(step.points) for step in EXHAUSTED_STEPS]
+    for name in ["ada", *(f"x-exhaust-{n}" for n in range(EXHAUSTERS))]:
+        copy = copy_of_the_workbook(subs / name)
+        for step in EXHAUSTED_STEPS:
+            finish(copy, step.number)
+            if name != "ada":
+                init = package(copy, step.number) / "__init__.py"
+                targets: dict[str, list] = {"read": [], "list": [], "outputs": [], "decoys": []}
+                planted = planted_code("exhaust", targets, str(tmp_path / "pwned"), 0, str(tmp_path))
+                init.write_text(init.read_text() + planted)
+    found, _ = submissions.discover(subs)
+    grades = running.grade_submissions(
+        found, EXHAUSTED_STEPS, jobs=EXHAUST_JOBS, timeout=TIMEOUT, tier=confinement.BWRAP_UID,
+        private=[subs, out],
+    )  # fmt: skip
+    by_name = {grade.name: grade for grade in grades}
+    ada = by_name["ada"]
+    earned = [step.earned for step in ada.steps]
+    assert earned == full, f"the honest learner scored {earned}, not {full}: {ada.all_problems()}"
+    outputs.write_outputs(out, grades, EXHAUSTED_STEPS, running.RunRecord())
+    held = [line for line in attack_reports(out) if "holding" in line]
+    assert held, "the attackers' channel is broken: no attacker said how many connections it held"

@@ -58,7 +58,11 @@ def test_the_apps_role_is_refused_over_tcp_where_its_host_is_a_socket_folder(loc
 
 def test_the_apps_role_has_the_same_settings_in_a_step_run_and_when_graded(local):
     with app_database(local.over_socket()) as database, LearnerRole(local) as graded:
-        expected = (pg.LEARNER_CONNECTION_LIMIT, [f"statement_timeout={pg.LEARNER_STATEMENT_TIMEOUT}"])
+        settings = [
+            f"statement_timeout={pg.LEARNER_STATEMENT_TIMEOUT}",
+            f"temp_file_limit={pg.LEARNER_TEMP_FILE_LIMIT}",
+        ]
+        expected = (pg.LEARNER_CONNECTION_LIMIT, settings)
         assert role_settings(local, database.app_role) == role_settings(local, graded.name) == expected
 
 

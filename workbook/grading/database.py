@@ -34,8 +34,10 @@ class LearnerRole:
     def __enter__(self) -> LearnerRole:
         # The settings every learner's app gets, in a step run too (the suite's app shares this role here).
         learner_role(self.server.execute, self.name, self.password, createdb=True)
-        # It creates its databases from the admin database, which is closed to other roles by default. One
-        # grant at a time: two at once update the same catalog row, and PostgreSQL refuses the second.
+        # It creates its databases from the admin database, which is closed to other roles by default (and
+        # holds nothing of anyone's; its databases are closed to all but itself: PostgresServer's
+        # create_database, pg.close_shared_databases for template1). One grant at a time: two at once
+        # update the same catalog row, and PostgreSQL refuses the second.
         with _GRANT_LOCK:
             self.server.execute(
                 sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(

@@ -36,7 +36,7 @@ import psycopg2
 
 from .. import catalogue, environments
 from ..judge.learner_process import PRELOAD as LEARNER_PRELOAD
-from ..pg import ENV_DSN, PostgresServer, describe, throwaway_postgres
+from ..pg import ENV_DSN, PostgresServer, describe, grading_connections, throwaway_postgres
 from ..runner import JUDGE_ARGS, JUDGE_ENV, RunningSuites, kill_group
 from . import confinement
 from .confinement import Confinement, UidPool
@@ -314,6 +314,8 @@ class Run:
     servers: contextlib.ExitStack | None = None
     # Keeps the storage and statement quotas PostgreSQL cannot (see watchdog.py); None without a server.
     watchdog: Watchdog | None = None
+    # The server's max_connections, sized from --jobs (pg.grading_connections); a revived server gets it too.
+    max_connections: int | None = None
     _server_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def database_alive(self) -> bool:
@@ -336,7 +338,9 @@ class Run:
                 return False
             if self.database_alive():
                 return False
-            self.server = self.servers.enter_context(throwaway_postgres(socket_dir=self.socket_dir))
+            self.server = self.servers.enter_context(
+                throwaway_postgres(socket_dir=self.socket_dir, max_connections=self.max_connections)
+            )
             return True
 
     @property
@@ -527,6 +531,7 @@ def grading_run(
     trusted: bool = False,
     tier: str | None = None,
     private: Sequence[Path] = (),
+    jobs: int = 2,
 ) -> Iterator[Run]:
     """One server, one fork server and one workspace for a whole grading run; all gone afterwards.
 
@@ -534,7 +539,7 @@ def grading_run(
     database server that is not a private local cluster, only when the instructor says the class is
     `trusted`. In the uid-only tier, the checkout (`root`) and the `private` folders (submissions,
     outputs) must be unreadable to a stranger's uid, which is all that stands between them and the
-    learners' processes there.
+    learners' processes there. `jobs`, the steps graded at once, sizes the server's connections.
     """
     own_environments = step_environments(steps)
     chosen, bwrap = confinement.detect_tier(tier)
@@ -556,7 +561,8 @@ def grading_run(
             os.chmod(workspace, 0o711)
             socket_dir = workspace / "postgres"
             socket_dir.mkdir(mode=0o755)
-        server = stack.enter_context(throwaway_postgres(socket_dir=socket_dir))
+        connections = grading_connections(jobs)
+        server = stack.enter_context(throwaway_postgres(socket_dir=socket_dir, max_connections=connections))
         if chosen != confinement.NONE and not server.socket and not trusted:
             raise GradingError(
                 "Confined grading needs its own private PostgreSQL cluster (local server binaries); this run "
@@ -581,7 +587,8 @@ def grading_run(
                 ) from None
             snapshot = take_snapshot(root, workspace / "instructor", steps)
             os.chmod(snapshot, 0o700)
-            run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen, servers=stack)
+            run = Run(server, launcher, workspace, timeout, snapshot, root, tier=chosen, servers=stack,
+                      max_connections=connections)  # fmt: skip
             if server is not None:
                 run.watchdog = stack.enter_context(Watchdog(lambda: run.database))
             run.own_environments = own_environments
@@ -690,7 +697,9 @@ def grade_submissions(
     multiprocessing asks for. A `record`, if given, is filled in with what run.json tells.
     """
     started = time.monotonic()
-    with grading_run(steps, timeout, root, start_method, trusted=trusted, tier=tier, private=private) as run:
+    with grading_run(
+        steps, timeout, root, start_method, trusted=trusted, tier=tier, private=private, jobs=jobs
+    ) as run:
         if record is not None:
             record.tier = run.tier
             record.database = run.server.kind if run.server else "none"
