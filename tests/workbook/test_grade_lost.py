@@ -179,6 +179,17 @@ def test_revival_frees_the_dead_clusters_storage_before_starting_another(tmp_pat
         assert graded.earned == step.points and not graded.problems, graded.problems
 
 
+def descends_from_us(pid: int) -> bool:
+    while pid > 1:
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def test_a_database_killed_while_two_steps_run_regrades_both(tmp_path, monkeypatch):
     """The server dies while two learners' step 4 run at once: one of them notices and starts it again;
     the other's checks failed on the dead server too, so both are graded again, and both honest learners
@@ -209,8 +220,9 @@ def test_a_database_killed_while_two_steps_run_regrades_both(tmp_path, monkeypat
                     stat = (entry / "stat").read_text()
                 except OSError:
                     continue
-                markers.update(v for v in environ if v.startswith(running.RUN_MARKER.encode() + b"="))
                 fields = stat.rsplit(")", 1)[1].split()
+                if descends_from_us(int(entry.name)):  # other graders on this machine have markers too
+                    markers.update(v for v in environ if v.startswith(running.RUN_MARKER.encode() + b"="))
                 if "(postgres)" in stat and int(fields[1]) == os.getpid():
                     postmaster = int(entry.name)
             if len(markers) >= 2 and postmaster is not None:
