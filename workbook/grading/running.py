@@ -336,6 +336,16 @@ class Run:
             return False
         return True
 
+    def _dead_for_sure(self, tries: int = 3, pause: float = 0.5) -> bool:
+        """The server missed `tries` checks in a row: a reviving stops it and regrades what was running,
+        so one refused connection on a loaded machine must not pass for a death."""
+        for attempt in range(tries):
+            if self.database_alive():
+                return False
+            if attempt + 1 < tries:
+                time.sleep(pause)
+        return True
+
     def revive_database(self, generation: int | None = None) -> bool:
         """Replace a server that died (true if the server is now a newer one than `generation`, the one a
         step started under): one lost server must not cost every later step.
@@ -349,7 +359,7 @@ class Run:
                 return True  # another step's thread replaced it meanwhile
             if self.server is None or self.servers is None or self.server.kind != "local" or self.lost:
                 return False
-            if self.database_alive():
+            if not self._dead_for_sure():
                 return False
             self.server.release()
             try:
