@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -132,6 +133,18 @@ def test_outputs_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert os.listdir(out) == ["run.json"]
     run = json.loads((out / "run.json").read_text())
     assert run["completed"] is False and "No space left on device" in run["reason"], run
+
+
+def test_a_killed_writers_staging_folder_goes_with_the_next_write(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f".grades.new-{dead.pid}-abc"
+    left.mkdir()
+    alive = tmp_path / f".grades.new-{os.getpid()}-abc"
+    alive.mkdir()
+    outputs.write_outputs(tmp_path / "grades", [], [STEP1])
+    assert not left.exists() and alive.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "grades"]
 
 
 def test_gradescope_gets_results_json_when_grading_fails(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -358,11 +359,27 @@ def replace_folder(out: Path, fresh: Path) -> None:
     os.chmod(fresh, mode)
     old = None
     if out.is_dir():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
         os.rename(out, old)  # onto an empty folder of ours: Linux replaces it
     os.rename(fresh, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_abandoned_staging(out: Path) -> None:
+    """Remove the folders beside `out` that a writer killed outright (SIGKILL) left: named after its pid,
+    they go once no such process is alive (another run writing the same --out keeps its own)."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.*-*-*"):
+        kind, _, rest = folder.name[len(out.name) + 2 :].partition("-")
+        pid = rest.partition("-")[0]
+        if kind not in ("new", "old") or not pid.isdigit() or not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue
 
 
 def write_outputs(
@@ -380,7 +397,8 @@ def write_outputs(
     out = out.resolve()  # a link to the folder stays a link to it; the folder it names is replaced
     check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    remove_abandoned_staging(out)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-{os.getpid()}-", dir=out.parent))
     try:
         try:
             _write_into(fresh, grades, steps, record)
