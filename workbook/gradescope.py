@@ -31,8 +31,9 @@ from typing import Any
 from . import catalogue, environments
 from .grading.escaping import visible
 from .grading.outputs import gradescope_results
-from .grading.running import DEFAULT_JOBS, GradingError, RunRecord, grade_submissions
+from .grading.running import DEFAULT_JOBS, GradingError, RunRecord, grade_submissions, unfinished_grades
 from .grading.sandbox import suite_files
+from .grading.scores import StepGrade
 from .grading.submissions import Submission
 from .pg import NoPostgresAvailable
 
@@ -210,19 +211,38 @@ def autograde(
     submission = Submission("submission", root / "submission")
     jobs = jobs or DEFAULT_JOBS
     record = RunRecord()
-    [graded] = grade_submissions(
-        [submission],
-        steps,
-        jobs=jobs,
-        timeout=timeout,
-        record=record,
-        private=[root / "source", root / "results"],
-    )
+    steps_done: dict[tuple[str, int], StepGrade] = {}
+    try:
+        [graded] = grade_submissions(
+            [submission],
+            steps,
+            jobs=jobs,
+            timeout=timeout,
+            record=record,
+            private=[root / "source", root / "results"],
+            graded=steps_done,
+        )
+    except BaseException:
+        # Gradescope shows only a generic error without results.json: the learner gets one that says the
+        # autograder failed, not their code, with whatever steps it did grade; then the error goes on.
+        [unfinished] = unfinished_grades([submission.name], steps, steps_done, record.reason)
+        results = gradescope_results(unfinished)
+        results["output"] = (
+            f"The autograder could not finish grading this submission: {record.reason}.\n"
+            'This is not a verdict on your code: the steps it did not reach score 0 and say "not graded". '
+            "Ask your instructor to run the autograder again.\n\n" + results["output"]
+        )
+        _write_results(root, results)
+        raise
     results = gradescope_results(graded)
     results["output"] = f"{results['output']}\nConfinement: {record.tier}".strip()
+    _write_results(root, results)
+    return results
+
+
+def _write_results(root: Path, results: dict[str, Any]) -> None:
     (root / "results").mkdir(parents=True, exist_ok=True)
     (root / "results" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    return results
 
 
 # --- command line ----------------------------------------------------------------------------------------
@@ -257,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
 def _autograde(args: argparse.Namespace) -> int:
     try:
         results = autograde(args.root, _steps(args.steps), args.timeout, args.jobs)
-    except (GradingError, NoPostgresAvailable) as exc:  # no results.json: Gradescope shows a failure
+    except (GradingError, NoPostgresAvailable) as exc:  # results.json says so (autograde), and the status
         print(f"The autograder could not grade: {exc}", file=sys.stderr)
         return 1
     # The output names the learner's problems (their exceptions' messages): shown, never obeyed, here.

@@ -84,6 +84,14 @@ class PostgresServer:
     # A socket folder reachable without TCP, if any: what a step run and grading give the learner's app.
     socket: str = ""
     _databases: list[str] = field(default_factory=list, repr=False)
+    # A local cluster's way to stop its postmaster and delete its folder at once (idempotent): a dead
+    # cluster's storage is freed before a fresh one is started, which may need the same file system.
+    _release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Stop a local cluster and free its storage now, rather than when its context ends."""
+        if self._release is not None:
+            self._release()
 
     def over_socket(self) -> PostgresServer:
         """The same server reached through its socket folder, no TCP: what step runs and grading hand out."""
@@ -1024,6 +1032,17 @@ def local_postgres(
     template = cluster_template(bindir, run_as, parent)
     workdir = Path(tempfile.mkdtemp(prefix=CLUSTER_PREFIX, dir=parent))
     owner, postmaster = os.getpid(), None
+    releasing = threading.Lock()
+
+    def release() -> None:
+        nonlocal postmaster
+        if os.getpid() != owner:  # a forked child must not stop its parent's server
+            return
+        with releasing:
+            _stop_child(postmaster)
+            postmaster = None
+            shutil.rmtree(workdir, ignore_errors=True)
+
     try:
         _write_owner(workdir, run_as)
         run_as.share(workdir)
@@ -1039,11 +1058,9 @@ def local_postgres(
         password = set_superuser_password(workdir / "run", port)
         lock_down(workdir / "data", workdir / "run", port, password)
         yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password, kind="local",
-                             socket=str(socket_dir or workdir / "run"))  # fmt: skip
+                             socket=str(socket_dir or workdir / "run"), _release=release)  # fmt: skip
     finally:
-        if os.getpid() == owner:  # a forked child leaving the block must not stop its parent's server
-            _stop_child(postmaster)
-            shutil.rmtree(workdir, ignore_errors=True)
+        release()
 
 
 # --- the provider ----------------------------------------------------------------------------------------

@@ -29,7 +29,18 @@ from workbook.starter import strip_markers_into
 ROOT = catalogue.ROOT
 STEPS = [catalogue.step(n) for n in (1, 2, 3)]
 HANGS_AFTER = 20  # seconds: the --timeout of the class run
-SHARD_FIELDS = {"snapshot", "shard", "graded", "roster", "classroom50"}  # for grade-merge (test_shards.py)
+# What grade-merge reads (test_shards.py), besides the run's own description.
+SHARD_FIELDS = {
+    "snapshot",
+    "shard",
+    "graded",
+    "roster",
+    "classroom50",
+    "started",
+    "ended",
+    "completed",
+    "reason",
+}
 NASTY = "ivy <img src=x onerror=alert(1)>"  # a learner name (a folder name) that must not become markup
 
 
@@ -333,6 +344,7 @@ def test_run_json_says_how_the_class_was_graded(graded_class):
     out = graded_class["out"]
     run = json.loads((out / "run.json").read_text())
     assert set(run) == {"tier", "database", "learners", "steps", "seconds"} | SHARD_FIELDS
+    assert run["completed"] is True and run["reason"] == "" and run["started"] <= run["ended"]
     assert run["tier"] == "none" and run["database"] == "dsn"  # --trusted, on the fixture's server by DSN
     assert run["learners"] == len(graded_class["expected"]) and run["steps"] == [1, 2, 3]
     assert 0 < run["seconds"] < 600
@@ -504,6 +516,7 @@ def test_run_json_is_written_with_a_record_of_the_run_and_only_then(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text()) == {
         "tier": "uid", "database": "local", "learners": 1, "steps": [1], "seconds": 12.5, "snapshot": "",
         "shard": {"index": 1, "count": 1}, "graded": [], "roster": {}, "classroom50": None,
+        "started": "", "ended": "", "completed": False, "reason": "",
     }  # fmt: skip
     report = (tmp_path / "report.html").read_text()
     assert "Confinement: <b>uid</b> (a fresh uid per learner and step" in report

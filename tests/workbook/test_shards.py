@@ -146,6 +146,17 @@ def test_merging_refuses_a_shard_graded_at_another_tier(graded, tmp_path):
     assert "graded at another confinement tier" in refused.stderr
 
 
+def test_merging_refuses_a_shard_whose_run_did_not_complete(graded, tmp_path):
+    """A shard that failed half-way writes its outputs too, but a merge of it is no class's gradebook."""
+    other = shutil.copytree(graded["3/3"], tmp_path / "failed-3")
+    run = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps({**run, "completed": False, "reason": "grader error: X"}))
+    refused = merge(graded["1/3"], graded["2/3"], other, out=tmp_path / "out")
+    assert refused.returncode == 2
+    assert f"{other / 'run.json'}: that shard's run did not complete (grader error: X)" in refused.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_merging_refuses_a_shard_that_breaks_its_schema_naming_the_file_and_field(graded, tmp_path):
     other = shutil.copytree(graded["3/3"], tmp_path / "bad-3")
     run = json.loads((other / "run.json").read_text())

@@ -7,7 +7,6 @@ the workbook, or a .zip of one, per learner, and writes the outputs that outputs
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 from pathlib import Path
@@ -16,10 +15,18 @@ from .. import catalogue
 from ..pg import NoPostgresAvailable
 from . import confinement, shards
 from .escaping import visible
-from .outputs import CLASSROOM50_SCALE, RUN_FILE, write_outputs
-from .running import DEFAULT_JOBS, DEFAULT_TIMEOUT, GradingError, RunRecord, grade_submissions
+from .outputs import CLASSROOM50_SCALE, RUN_FILE, OutputError, check_replaceable, write_outputs
+from .running import (
+    DEFAULT_JOBS,
+    DEFAULT_TIMEOUT,
+    GradingError,
+    RunRecord,
+    grade_submissions,
+    unfinished_grades,
+    utc_now,
+)
 from .sandbox import fingerprint, take_snapshot
-from .scores import format_points
+from .scores import StepGrade, format_points
 from .submissions import SubmissionError, discover
 
 DEFAULT_OUT = "grades"
@@ -76,10 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--assignment", default="polls", help="Classroom 50's assignment, for --format")
 
 
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _empty_shard(record: RunRecord, args: argparse.Namespace, steps: list[catalogue.Step]) -> None:
     """A shard with no learner in it (more shards than learners) still says what it is, for grade-merge."""
     record.tier = confinement.detect_tier(args.tier)[0]
@@ -103,11 +106,16 @@ def run(args: argparse.Namespace) -> int:
     if not submissions:
         print(f"error: no submissions (folders or .zip files) in {args.submissions}", file=sys.stderr)
         return 2
+    try:
+        check_replaceable(args.out.resolve())
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     record = RunRecord(roster=shards.roster_of([s.name for s in submissions]))
     if args.formats:
         record.classroom50 = {
             "classroom": args.classroom, "assignment": args.assignment, "scale": CLASSROOM50_SCALE,
-            "datetime": _utc_now(),
+            "datetime": utc_now(),
         }  # fmt: skip
     if args.shard:
         try:
@@ -118,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         record.shard = {"index": index, "count": count}
         submissions = shards.shard_of(submissions, index, count)
         if not submissions:
+            record.started = utc_now()
             _empty_shard(record, args, steps)
+            record.ended, record.completed = utc_now(), True
             write_outputs(args.out, [], steps, record)
             size = record.roster["size"]
             print(f"Shard {args.shard} of a class of {size} is empty: wrote {args.out / RUN_FILE}.")
@@ -131,20 +141,28 @@ def run(args: argparse.Namespace) -> int:
     from .progress import Progress  # tqdm: installed for grading, not needed by the learner's commands
 
     progress = Progress(len(submissions), len(steps))
+    graded: dict[tuple[str, int], StepGrade] = {}
     try:
         grades = grade_submissions(
             submissions, steps, jobs=args.jobs, timeout=args.timeout, progress=progress, record=record,
             trusted=args.trusted, tier=args.tier, private=[args.submissions.resolve(), args.out.resolve()],
+            graded=graded,
         )  # fmt: skip
-    except (GradingError, NoPostgresAvailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "\nInterrupted: the test processes and the database are gone, nothing was written.",
-            file=sys.stderr,
-        )
-        return 130
+    except BaseException as exc:
+        # Whatever stopped the run (a refusal before it began, the grader's own error, Ctrl+C, SIGTERM),
+        # its outputs take the place of the last run's, saying so: an older gradebook must not look current.
+        names = [submission.name for submission in submissions]
+        write_outputs(args.out, unfinished_grades(names, steps, graded, record.reason), steps, record)
+        where = args.out / RUN_FILE
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"\nInterrupted: the test processes and the database are gone; {where} says so.",
+                  file=sys.stderr)  # fmt: skip
+            return 130
+        if isinstance(exc, (GradingError, NoPostgresAvailable)):
+            print(f"error: {exc}\n(The outputs in {args.out} say that it did not grade.)", file=sys.stderr)
+            return 2
+        print(f"error: grading failed ({record.reason}); what it graded is in {args.out}", file=sys.stderr)
+        raise
     write_outputs(args.out, grades, steps, record)
     names = {grade.name: visible(grade.name, one_line=True) for grade in grades}  # a name may hold escapes
     width = max(len(name) for name in names.values())

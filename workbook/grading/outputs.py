@@ -7,7 +7,11 @@
     report.html                  the class overview, pass rates per task and a section per learner
     grades.json                  every check of every learner: what `grade-merge` merges shards from
     run.json                     how the run went: confinement tier, database, learners, steps, wall time,
-                                 and what identifies it as a shard (the snapshot, the shard, the class)
+                                 when it started and ended, whether it completed (if not, why), and what
+                                 identifies it as a shard (the snapshot, the shard, the class)
+
+A run's outputs replace the folder as a whole (write_outputs): never a mix of two runs. A run that fails
+writes them too, with what it graded and, for the rest, why not; run.json says it did not complete.
 
 The same grades always give the same bytes in all but result.json (its datetime is the run's) and run.json,
 which describes this one run.
@@ -17,10 +21,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import json
 import math
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,6 +318,70 @@ def grades_document(grades: Sequence[LearnerGrade]) -> dict[str, Any]:
     }
 
 
+OUTPUT_NAMES = {"gradebook.csv", "report.html", GRADES_FILE, RUN_FILE, LEARNERS_DIR}
+
+
+class OutputError(RuntimeError):
+    """--out names a folder that is not ours to replace; the message says which and what to do."""
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse, before any grading, an --out that holds anything but a previous run's outputs: the whole
+    folder is replaced (write_outputs), and an instructor's own files must not go with it."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is not a folder: name a folder for the outputs")
+    if not out.is_dir():
+        return
+    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in OUTPUT_NAMES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise OutputError(
+            f"--out {out} holds files that grading did not write ({shown}): the outputs of a run replace "
+            "the whole folder, so name an empty or new folder, or one a previous run wrote"
+        )
+
+
+def _default_mode() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def replace_folder(out: Path, fresh: Path) -> None:
+    """Put the folder `fresh` (beside `out`, so on the same file system) in the place of `out`.
+
+    Two renames, each atomic: whoever reads `out` sees the old outputs whole, for an instant none, then
+    the new ones whole; never the old gradebook beside new learners' files, as writing file by file into
+    `out` could leave after a crash or a full disk. Linux's renameat2(RENAME_EXCHANGE) would close the
+    instant too, but it is not in Python's os module, and a missing folder cannot pass for a current one.
+    """
+    mode = out.stat().st_mode & 0o7777 if out.is_dir() else _default_mode()
+    os.chmod(fresh, mode)
+    old = None
+    if out.is_dir():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+        os.rename(out, old)  # onto an empty folder of ours: Linux replaces it
+    os.rename(fresh, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_abandoned_staging(out: Path) -> None:
+    """Remove the folders beside `out` that a writer killed outright (SIGKILL) left: named after its pid,
+    they go once no such process is alive (another run writing the same --out keeps its own)."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.*-*-*"):
+        kind, _, rest = folder.name[len(out.name) + 2 :].partition("-")
+        pid = rest.partition("-")[0]
+        if kind not in ("new", "old") or not pid.isdigit() or not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue
+
+
 def write_outputs(
     out: Path,
     grades: Sequence[LearnerGrade],
@@ -318,19 +389,44 @@ def write_outputs(
     record: RunRecord | None = None,
 ) -> None:
     """gradebook.csv, report.html and learners/NAME/ with results.json and the step logs; run.json too
-    when there is a `record` of the run (an older one never stays beside grades it does not describe)."""
-    out.mkdir(parents=True, exist_ok=True)
+    when there is a `record` of the run (an older one never stays beside grades it does not describe).
+
+    Everything is written into a fresh folder beside `out` that then takes its place whole
+    (replace_folder): a run that fails half-way through writing, or a full disk, leaves the previous
+    outputs as they were, and nothing of them survives beside the new ones."""
+    out = out.resolve()  # a link to the folder stays a link to it; the folder it names is replaced
+    check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(out)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-{os.getpid()}-", dir=out.parent))
+    try:
+        try:
+            _write_into(fresh, grades, steps, record)
+        except OSError as exc:  # a full disk, say: run.json alone still tells that this run did not finish
+            if record is None:
+                raise
+            shutil.rmtree(fresh, ignore_errors=True)
+            fresh.mkdir(mode=0o700)
+            failed = dataclasses.replace(record, completed=False)
+            failed.reason = (
+                f"{record.reason + '; ' if record.reason else ''}its outputs could not be written: {exc}"
+            )
+            write_run(fresh / RUN_FILE, failed)
+            replace_folder(out, fresh)
+            raise
+        replace_folder(out, fresh)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)  # gone already, unless something failed
+
+
+def _write_into(
+    out: Path, grades: Sequence[LearnerGrade], steps: Sequence[catalogue.Step], record: RunRecord | None
+) -> None:
     learners = out / LEARNERS_DIR
-    if learners.is_dir():  # a learner graded last time but not now must not linger; only our folders go
-        for old in learners.iterdir():
-            if old.is_dir() and (old / "results.json").is_file():
-                shutil.rmtree(old)
     write_gradebook(out / "gradebook.csv", grades, steps)
     (out / "report.html").write_text(render_report(grades, steps, record), encoding="utf-8")
     (out / GRADES_FILE).write_text(json.dumps(grades_document(grades), indent=1) + "\n", encoding="utf-8")
     if record is not None:
         write_run(out / RUN_FILE, record)
-    else:
-        (out / RUN_FILE).unlink(missing_ok=True)
     for grade in grades:
         write_learner(learners / grade.name, grade, record.classroom50 if record is not None else None)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import json
 import multiprocessing
@@ -36,7 +37,16 @@ import psycopg2
 
 from .. import catalogue, environments
 from ..judge.learner_process import PRELOAD as LEARNER_PRELOAD
-from ..pg import ENV_DSN, PostgresServer, describe, grading_connections, throwaway_postgres
+from ..pg import (
+    ENV_DSN,
+    NoPostgresAvailable,
+    PostgresServer,
+    describe,
+    find_bindir,
+    grading_connections,
+    local_postgres,
+    throwaway_postgres,
+)
 from ..runner import JUDGE_ARGS, JUDGE_ENV, RunningSuites, kill_group
 from . import confinement
 from .confinement import Confinement, UidPool
@@ -316,6 +326,11 @@ class Run:
     watchdog: Watchdog | None = None
     # The server's max_connections, sized from --jobs (pg.grading_connections); a revived server gets it too.
     max_connections: int | None = None
+    # The server's generation: 0 for the first, one more for each replacement. A step notes it before it
+    # starts; if the server moved past it by the time the step ended, the step overlapped an outage.
+    generation: int = 0
+    # Why the server is gone for good (a revival failed): every later step says so instead of running.
+    lost: str = ""
     _server_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def database_alive(self) -> bool:
@@ -328,19 +343,44 @@ class Run:
             return False
         return True
 
-    def revive_database(self) -> bool:
-        """Replace a server that died (true if it did): one lost server must not cost every later step.
-
-        Only a private local cluster can be started again; another server is the instructor's to mind.
-        """
-        with self._server_lock:
-            if self.server is None or self.servers is None or self.server.kind != "local":
-                return False
+    def _dead_for_sure(self, tries: int = 3, pause: float = 0.5) -> bool:
+        """The server missed `tries` checks in a row: a reviving stops it and regrades what was running,
+        so one refused connection on a loaded machine must not pass for a death."""
+        for attempt in range(tries):
             if self.database_alive():
                 return False
-            self.server = self.servers.enter_context(
-                throwaway_postgres(socket_dir=self.socket_dir, max_connections=self.max_connections)
-            )
+            if attempt + 1 < tries:
+                time.sleep(pause)
+        return True
+
+    def revive_database(self, generation: int | None = None) -> bool:
+        """Replace a server that died (true if the server is now a newer one than `generation`, the one a
+        step started under): one lost server must not cost every later step.
+
+        Only a private local cluster can be started again; another server is the instructor's to mind. The
+        dead cluster's folder goes first: when a full file system killed it (a learner writing without
+        end), the fresh copy of the template needs that room.
+        """
+        with self._server_lock:
+            if generation is not None and generation != self.generation:
+                return True  # another step's thread replaced it meanwhile
+            if self.server is None or self.servers is None or self.server.kind != "local" or self.lost:
+                return False
+            if not self._dead_for_sure():
+                return False
+            self.server.release()
+            try:
+                bindir = find_bindir()
+                if bindir is None:
+                    raise NoPostgresAvailable("its server binaries are gone")
+                self.server = self.servers.enter_context(
+                    local_postgres(bindir, socket_dir=self.socket_dir, max_connections=self.max_connections)
+                )
+            except NoPostgresAvailable as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self.lost = f"the database server died and could not be started again ({first})"[:300]
+                return False
+            self.generation += 1
             return True
 
     @property
@@ -368,6 +408,46 @@ class RunRecord:
     roster: dict[str, Any] = field(default_factory=dict)
     # Set when learners/NAME/result.json in Classroom 50's format was asked for (outputs.classroom50_result).
     classroom50: dict[str, Any] | None = None
+    # When the run started and ended (UTC, ISO 8601), and whether it graded every step it was asked to;
+    # if not, `reason` says why. An older gradebook is never left in --out to look current: a failed
+    # run's outputs take its place and say so.
+    started: str = ""
+    ended: str = ""
+    completed: bool = False
+    reason: str = ""
+
+
+def utc_now() -> str:
+    """The time as run.json and result.json write it: UTC to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line on why a run stopped, for run.json, the report and the steps it did not reach."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "grading was interrupted (Ctrl+C)"
+    if isinstance(exc, SystemExit):
+        return f"grading was stopped by a signal (exit status {exc.code})"
+    text = str(exc).strip()
+    if isinstance(exc, (GradingError, NoPostgresAvailable)):
+        return (text or type(exc).__name__)[:1500]
+    first = text.splitlines()[0] if text else ""
+    return f"grader error: {type(exc).__name__}: {first}".strip().rstrip(":")[:500]
+
+
+def unfinished_grades(
+    names: Sequence[str],
+    steps: Sequence[catalogue.Step],
+    graded: dict[tuple[str, int], StepGrade],
+    reason: str,
+) -> list[LearnerGrade]:
+    """Every learner of a run that stopped: the steps it graded as they were, the rest at 0 saying why."""
+    grades = []
+    for name in names:
+        missing = f"not graded: {reason}"
+        mine = [graded.get((name, step.number)) or StepGrade.zero(step, missing) for step in steps]
+        grades.append(LearnerGrade(name, mine))
+    return sorted(grades, key=lambda g: sort_key(g.name))
 
 
 def _base_env(run: Run, sandbox: Path, tmp: Path, dsn: str | None, token: str) -> dict[str, str]:
@@ -477,23 +557,45 @@ def _confine(run: Run, step: catalogue.Step, workdir: Path, sandbox: Path, tmp: 
     return confined
 
 
+# How many times one step is graded when the database server goes away under it: a learner who kills the
+# server at every try must not keep its classmates' steps (or its own) going for ever.
+MAX_ATTEMPTS = 3
+
+
 def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
     """One step of one learner, with a database role of its own that is dropped with its databases after.
 
-    If the database server died meanwhile (nothing a learner's role can do; the machine's memory killer
-    can), it is started again and the step graded once more, so its checks are not failed for it.
+    If the database server died meanwhile (nothing a learner's role should be able to do; the machine's
+    memory killer or a full disk can), it is started again, and every step whose run overlapped the outage
+    is graded again, not only the one that noticed: a step started under the server's generation g whose
+    run ended once the server had moved past g (or with the server dead) may have failed checks for it.
     """
-    for attempt in (1, 2):
+    graded = None
+    for _attempt in range(MAX_ATTEMPTS):
+        generation = run.generation  # read before the step takes its server: a newer one only costs a retry
         graded = _grade_unit_once(run, step, workbook, workdir)
-        if attempt == 1 and not run.database_alive() and run.revive_database():
-            continue
-        return graded
-    raise AssertionError("unreachable")
+        if run.lost or run.server is None:
+            return graded
+        if run.generation == generation and run.database_alive():
+            return graded
+        revived = run.revive_database(generation)
+        if run.lost:
+            return StepGrade.zero(step, f"not graded: {run.lost}")
+        if not revived:  # not a server of ours to start again, or alive after all: the grade stands
+            return graded
+    assert graded is not None
+    graded.problems.append(
+        f"the database server died during each of {MAX_ATTEMPTS} tries at grading this step: checks that "
+        "failed may have failed for that, not for your code"
+    )
+    return graded
 
 
 def _grade_unit_once(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
     if run.launcher.stopping:
         return StepGrade.zero(step, "grading was interrupted")
+    if run.lost:
+        return StepGrade.zero(step, f"not graded: {run.lost}")
     # Private from the start: the learner's tree is copied in before _confine narrows what a uid may see,
     # so a folder opened first and narrowed later would let a classmate's polling process read it meanwhile.
     workdir.parent.mkdir(mode=0o700, exist_ok=True)
@@ -689,14 +791,59 @@ def grade_submissions(
     trusted: bool = False,
     tier: str | None = None,
     private: Sequence[Path] = (),
+    graded: dict[tuple[str, int], StepGrade] | None = None,
 ) -> list[LearnerGrade]:
     """Grade every step of every submission, `jobs` at a time; the result is sorted by learner name.
 
     The unit of work is one step of one learner, so that a slow step of one learner overlaps with quick
     ones of others. Called from a script, that script needs the `if __name__ == "__main__":` guard that
-    multiprocessing asks for. A `record`, if given, is filled in with what run.json tells.
+    multiprocessing asks for. A `record`, if given, is filled in with what run.json tells, also when the
+    run fails (then it says why, and raises).
+
+    `graded`, if given, is filled in as steps finish, keyed by (learner, step number): when the run fails,
+    the caller still has every step it graded (unfinished_grades) and writes them. The run's state is that
+    map and the record, and nothing else; issue 21's "regrade one learner" and "resume into an existing
+    output" fit it: read the (learner, step) grades back from the output's grades.json (as grade-merge
+    does), keep those not to be graded again in `graded`, and skip the units already in it below.
     """
     started = time.monotonic()
+    if record is not None:
+        record.started, record.ended, record.completed, record.reason = utc_now(), "", False, ""
+    try:
+        results = _grade_submissions(
+            submissions, steps, jobs=jobs, timeout=timeout, root=root, progress=progress,
+            start_method=start_method, record=record, trusted=trusted, tier=tier, private=private,
+            graded={} if graded is None else graded,
+        )  # fmt: skip
+    except BaseException as exc:
+        if record is not None:
+            record.reason = failure_reason(exc)
+        raise
+    else:
+        if record is not None:
+            record.completed = True
+        return results
+    finally:
+        if record is not None:
+            record.ended = utc_now()
+            record.seconds = round(time.monotonic() - started, 1)
+
+
+def _grade_submissions(
+    submissions: Sequence[Submission],
+    steps: Sequence[catalogue.Step],
+    *,
+    jobs: int,
+    timeout: float,
+    root: Path,
+    progress: Progress | None,
+    start_method: str | None,
+    record: RunRecord | None,
+    trusted: bool,
+    tier: str | None,
+    private: Sequence[Path],
+    graded: dict[tuple[str, int], StepGrade],
+) -> list[LearnerGrade]:
     with grading_run(
         steps, timeout, root, start_method, trusted=trusted, tier=tier, private=private, jobs=jobs
     ) as run:
@@ -713,10 +860,9 @@ def grade_submissions(
                 workbooks.append(unpack(submission, run.workspace / f"unpacked-{index:04d}"))
             except SubmissionError as exc:
                 workbooks.append(exc)
-        graded: dict[tuple[int, int], StepGrade] = {}
 
         def finish(index: int, result: StepGrade) -> None:
-            graded[index, result.step.number] = result
+            graded[submissions[index].name, result.step.number] = result
             if progress:
                 progress.step_done(submissions[index].name, result)
 
@@ -741,9 +887,9 @@ def grade_submissions(
                 if progress:
                     progress.close()
     results = []
-    for index, (submission, workbook) in enumerate(zip(submissions, workbooks, strict=True)):
+    for submission, workbook in zip(submissions, workbooks, strict=True):
         problems = [str(workbook)] if isinstance(workbook, SubmissionError) else []
-        results.append(LearnerGrade(submission.name, [graded[index, s.number] for s in steps], problems))
-    if record is not None:
-        record.seconds = round(time.monotonic() - started, 1)
+        results.append(
+            LearnerGrade(submission.name, [graded[submission.name, s.number] for s in steps], problems)
+        )
     return sorted(results, key=lambda g: sort_key(g.name))

@@ -186,6 +186,12 @@ def merge(folders: Sequence[Path], out: Path) -> tuple[list[LearnerGrade], RunRe
         runs = {folder: contract.read(folder / RUN_FILE, contract.SHARD_RUN, RUN_LIMIT) for folder in folders}
     except contract.ContractError as exc:
         raise MergeError(str(exc)) from None
+    unfinished = [folder for folder, run in runs.items() if not run["completed"]]
+    if unfinished:
+        reason = runs[unfinished[0]]["reason"] or "no reason given"
+        raise MergeError(
+            f"{unfinished[0] / RUN_FILE}: that shard's run did not complete ({reason}): grade it again"
+        )
     _refuse_foreign(runs)
     _refuse_gaps(runs)
     _refuse_wrong_learners(runs)
@@ -222,6 +228,9 @@ def merge(folders: Sequence[Path], out: Path) -> tuple[list[LearnerGrade], RunRe
         graded=[grade.name for grade in grades],
         roster=first["roster"],
         classroom50=classroom50,
+        started=min(run["started"] for run in runs.values()),
+        ended=max(run["ended"] for run in runs.values()),
+        completed=True,
     )
     write_outputs(out, grades, steps, record)
     return grades, record
