@@ -41,7 +41,7 @@ from workbook.judge.learner_process import LearnerRaised
 # Votes sent at once, to vote() and over HTTP, with a pool of 10 connections. A vote that reads the count
 # and writes it back loses votes as soon as two overlap (the pool's ten run side by side): in ten runs on a
 # loaded machine, 60 of them lost 38 or more straight to vote() and at least two on every choice over HTTP
-# (18 of 20 at best). 200 cost step 7 about 1.5 s more, for no mistake that 60 lets through.
+# (18 of 20 at best). 200 cost step 7 about 0.45 CPU-s more, for no mistake that 60 lets through.
 CONCURRENT_VOTES = 60
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
