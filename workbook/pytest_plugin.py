@@ -16,6 +16,7 @@ from ``--target``:
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import re
@@ -284,6 +285,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"@pytest.mark.task(N) with N in {sorted(known)}"
             )
         run.outcomes[item.nodeid] = TestOutcome(item.nodeid, markers[0].args[0], outcome="not run")
+    # What exists now (pytest, the libraries, the suite's modules and items) lives until the run ends: out
+    # of the collector's sight, its full collections during the checks and pytest's own at the end (for
+    # the dying warnings of the checks' objects, which stay in sight) scan only what the checks made.
+    gc.freeze()
 
 
 def _task_of(item: pytest.Item) -> int | None:

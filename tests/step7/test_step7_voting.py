@@ -38,7 +38,11 @@ from tests.pooled import (
 )
 from workbook.judge.learner_process import LearnerRaised
 
-CONCURRENT_VOTES = 200
+# Votes sent at once, to vote() and over HTTP, with a pool of 10 connections. A vote that reads the count
+# and writes it back loses votes as soon as two overlap (the pool's ten run side by side): in ten runs on a
+# loaded machine, 60 of them lost 38 or more straight to vote() and at least two on every choice over HTTP
+# (18 of 20 at best). 200 cost step 7 about 0.45 CPU-s more, for no mistake that 60 lets through.
+CONCURRENT_VOTES = 60
 WORDS = ["otter", "maple", "comet", "pepper", "harbor", "violet", "tundra", "cobalt", "lantern", "quartz",
          "meadow", "saffron", "glacier", "ember", "willow", "falcon"]  # fmt: skip
 NOT_KEPT = (
@@ -743,7 +747,7 @@ async def test_concurrent_votes_over_http_are_all_counted(busy_client, polls_db,
     assert statuses == [302], f"expected every vote to be answered 302, got the statuses {statuses}"
     after = votes(polls_db)
     added = {choice: after[choice] - before[choice] for choice in ids}
-    expected = dict(zip(ids, (67, 67, 66), strict=True))
+    expected = {choice: len(range(n, CONCURRENT_VOTES, 3)) for n, choice in enumerate(ids)}
     if not any(added.values()):
         hint = NOT_KEPT
     else:
