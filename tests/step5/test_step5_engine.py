@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from psycopg2 import sql
 
 from tests.conftest import Database, app_database, http_session, step_run, valid_config, why_it_ended
 from tests.held_query import PROBE_SECONDS, Held, answers_meanwhile, client_backends, held_in_postgres
@@ -402,11 +403,26 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
     while len(pool) < size and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
         pool = client_backends(polls_db) - before
-    async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
-        if held.waiting is None:
-            pytest.fail(not_held(held), pytrace=False)
-        # Seen while the view waits, so a connection it opened for itself (and still holds) is listed.
-        others = client_backends(polls_db) - before - pool - lock_holders(polls_db)
+    # No new connection gets into the database while GET / runs, but the judge's own lock: one the view
+    # opens for itself is refused, even one it closes before its query. (A superuser app role is exempt.)
+    with no_new_connections(polls_db, room=1):
+        async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
+            if held.waiting is None:
+                if held.answered and held.answered[0] >= 500:
+                    pytest.fail(
+                        f"with PostgreSQL letting no new connection into the database while GET / ran (the app's "
+                        f"engine had opened its {size} connections at startup, minsize = maxsize = {size}), GET / "
+                        f"answered {held.answered[0]} {held.answered[1][:100]!r}: the view opened an engine of its "
+                        "own, or a connection of its own (psycopg2.connect, even one closed before the query), "
+                        "which PostgreSQL refused. That blocks the event loop while it connects, and costs far "
+                        "more than the query. Hint: only `async with request.app[db.DB_KEY].acquire() as conn:`, "
+                        "no connection of the view's own, not even for a check such as SELECT 1.",
+                        pytrace=False,
+                    )
+                pytest.fail(not_held(held), pytrace=False)
+            # Seen while the view waits, so a connection it opened for itself (and still holds) is listed.
+            others = client_backends(polls_db) - before - pool - lock_holders(polls_db)
+            sent = query_of(polls_db, held.waiting)
     assert held.waiting in pool, (
         f"GET / (while the judge held a lock on the question table) waited on a connection the app's "
         f"engine did not open (the engine's {size} connections, minsize = maxsize = {size}, are the "
@@ -423,6 +439,35 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
         "`async with request.app[db.DB_KEY].acquire() as conn:`, no connection of the view's own, not even "
         "for a check such as SELECT 1."
     )
+    built = all(f"question.{column}" in sent for column in ("id", "question_text", "pub_date"))
+    assert built, (
+        f"GET / sent PostgreSQL {' '.join(sent.split())[:300]!r}; expected the statement SQLAlchemy builds from "
+        "select(db.question), which names every column after its table (SELECT question.id, "
+        "question.question_text, question.pub_date FROM question ...): the view hands conn.execute SQL text "
+        "written by hand. Hint: conn.execute(select(db.question).order_by(db.question.c.id)): the table "
+        "object from db.py knows its columns, text does not."
+    )
+
+
+@contextlib.contextmanager
+def no_new_connections(database: Database, room: int = 0) -> Iterator[None]:
+    """While the block runs, PostgreSQL refuses a new connection to `database` (other than a superuser's)
+    beyond `room` more: its connection limit is set to what is connected now."""
+    (count,) = database.execute(
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database()"
+    )[0]
+    limit = sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}")
+    database.execute(limit.format(sql.Identifier(database.name), sql.Literal(count + room)))
+    try:
+        yield
+    finally:
+        database.execute(limit.format(sql.Identifier(database.name), sql.Literal(-1)))
+
+
+def query_of(database: Database, pid: int) -> str:
+    """The statement PostgreSQL's backend `pid` runs (or ran last), as it arrived."""
+    rows = database.execute(f"SELECT query FROM pg_catalog.pg_stat_activity WHERE pid = {int(pid)}")
+    return rows[0][0] if rows else ""
 
 
 def lock_holders(database: Database) -> set[int]:
