@@ -454,8 +454,9 @@ def no_new_connections(database: Database, room: int = 0) -> Iterator[None]:
     """While the block runs, PostgreSQL refuses a new connection to `database` (other than a superuser's)
     beyond `room` more: its connection limit is set to what is connected now."""
     (count,) = database.execute(
-        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database()"
-    )[0]
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity "
+        "WHERE datname = pg_catalog.current_database() AND backend_type = 'client backend'"
+    )[0]  # client backends only: a worker that happens to be there now must not leave a free place later
     limit = sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}")
     database.execute(limit.format(sql.Identifier(database.name), sql.Literal(count + room)))
     try:
