@@ -775,9 +775,9 @@ def test_a_login_the_driver_cannot_do_is_out_of_reach_too(learner, polls_db, mak
             failure = str(exc)
         else:
             learner.stop(app)
-            pytest.fail(f"the judge's server at {where} asks for a Kerberos login; expected the app's start to "
-                        "fail, it started serving. Hint: use config['postgres']['host'] and ['port'] (task 1).",
-                        pytrace=False)  # fmt: skip
+            pytest.fail(f"the judge's server at {where} asks for a Kerberos login; expected the app's start "
+                        "to fail, it started serving. Hint: use config['postgres']['host'] and ['port'] "
+                        "(task 1).", pytrace=False)  # fmt: skip
     assert "raised DatabaseUnavailable" in failure, (
         f"the judge's server at {where} asks every client for a Kerberos login, which asyncpg cannot do: "
         "asyncpg raises its InterfaceError while connecting, and SQLAlchemy hands it on unwrapped. Expected "

@@ -408,18 +408,7 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
     with no_new_connections(polls_db, room=1):
         async with http_session(app.url) as client, held_in_postgres(polls_db, client, "/") as held:
             if held.waiting is None:
-                if held.answered and held.answered[0] >= 500:
-                    pytest.fail(
-                        f"with PostgreSQL letting no new connection into the database while GET / ran (the app's "
-                        f"engine had opened its {size} connections at startup, minsize = maxsize = {size}), GET / "
-                        f"answered {held.answered[0]} {held.answered[1][:100]!r}: the view opened an engine of its "
-                        "own, or a connection of its own (psycopg2.connect, even one closed before the query), "
-                        "which PostgreSQL refused. That blocks the event loop while it connects, and costs far "
-                        "more than the query. Hint: only `async with request.app[db.DB_KEY].acquire() as conn:`, "
-                        "no connection of the view's own, not even for a check such as SELECT 1.",
-                        pytrace=False,
-                    )
-                pytest.fail(not_held(held), pytrace=False)
+                pytest.fail(refused(held, size) or not_held(held), pytrace=False)
             # Seen while the view waits, so a connection it opened for itself (and still holds) is listed.
             others = client_backends(polls_db) - before - pool - lock_holders(polls_db)
             sent = query_of(polls_db, held.waiting)
@@ -441,8 +430,8 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
     )
     built = all(f"question.{column}" in sent for column in ("id", "question_text", "pub_date"))
     assert built, (
-        f"GET / sent PostgreSQL {' '.join(sent.split())[:300]!r}; expected the statement SQLAlchemy builds from "
-        "select(db.question), which names every column after its table (SELECT question.id, "
+        f"GET / sent PostgreSQL {' '.join(sent.split())[:300]!r}; expected the statement SQLAlchemy builds "
+        "from select(db.question), which names every column after its table (SELECT question.id, "
         "question.question_text, question.pub_date FROM question ...): the view hands conn.execute SQL text "
         "written by hand. Hint: conn.execute(select(db.question).order_by(db.question.c.id)): the table "
         "object from db.py knows its columns, text does not."
@@ -469,6 +458,22 @@ def query_of(database: Database, pid: int) -> str:
     """The statement PostgreSQL's backend `pid` runs (or ran last), as it arrived."""
     rows = database.execute(f"SELECT query FROM pg_catalog.pg_stat_activity WHERE pid = {int(pid)}")
     return rows[0][0] if rows else ""
+
+
+def refused(held: Held, size: int) -> str:
+    """Why GET / failed while no new connection could enter the database: the view wanted one of its own."""
+    if not held.answered or held.answered[0] < 500:
+        return ""
+    status, body = held.answered
+    return (
+        f"with PostgreSQL letting no new connection into the database while GET / ran (the app's engine had "
+        f"opened its {size} connections at startup, minsize = maxsize = {size}), GET / answered {status} "
+        f"{body[:100]!r}: the view opened an engine of its own, or a connection of its own "
+        "(psycopg2.connect, even one closed before the query), which PostgreSQL refused. That blocks the "
+        "event loop while it connects, and costs far more than the query. Hint: only "
+        "`async with request.app[db.DB_KEY].acquire() as conn:`, no connection of the view's own, not even "
+        "for a check such as SELECT 1."
+    )
 
 
 def lock_holders(database: Database) -> set[int]:
