@@ -412,10 +412,11 @@ def test_vote_is_one_statement(learner, polls_app, judge_poll):
     shown = ", ".join(sent) or "none"
     assert len(sent) == 1, (
         f"{call} (a choice of that poll) handed conn.execute {len(sent)} statements ({shown}), expected one "
-        "UPDATE: a SELECT that checks the choice before an UPDATE is read-then-write, "
-        "and what it read can change before the UPDATE runs. Hint: one update(choice).where(choice.c.id == "
-        "choice_id, choice.c.question_id == question_id).values(votes=choice.c.votes + 1); its rowcount (0: "
-        "no such choice in this poll) says when to raise RecordNotFound."
+        "UPDATE: a second statement (a SELECT that checks the choice before the UPDATE, or reads the votes "
+        "after it) is read-then-write, and what it read can change before the other one runs. Hint: one "
+        "update(choice).where(choice.c.id == choice_id, choice.c.question_id == question_id)"
+        ".values(votes=choice.c.votes + 1); its rowcount (0: no such choice in this poll) says when to raise "
+        "RecordNotFound."
     )
 
 
