@@ -651,7 +651,10 @@ def test_a_bug_at_startup_is_not_blamed_on_the_database(learner, polls_db, make_
 class HangUpServer:
     """A PostgreSQL port that lets every client log in (no password asked), then hangs up on the first
     statement it sends: a connection lost on the way. asyncpg itself connects; what fails is SQLAlchemy's
-    first use of the new connection, so the error comes wrapped in SQLAlchemy's DBAPIError."""
+    first use of the new connection, so the error comes wrapped in SQLAlchemy's DBAPIError.
+
+    With `kerberos`, it asks instead for a Kerberos login, which asyncpg cannot do: asyncpg raises its
+    InterfaceError while connecting, where SQLAlchemy does not wrap it."""
 
     SSL_REQUEST, GSS_REQUEST = 80877103, 80877104
     PARAMETERS: ClassVar[dict[str, str]] = {
@@ -659,12 +662,15 @@ class HangUpServer:
         "standard_conforming_strings": "on", "integer_datetimes": "on", "DateStyle": "ISO, MDY",
     }  # fmt: skip
 
-    def __init__(self) -> None:
+    KERBEROS_V5 = 2  # the code of AuthenticationKerberosV5, a login method asyncpg does not support
+
+    def __init__(self, kerberos: bool = False) -> None:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(8)
         self.listener.settimeout(0.1)
         self.logins = 0
+        self.kerberos = kerberos
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -711,6 +717,10 @@ class HangUpServer:
             if struct.unpack("!i", body[:4])[0] not in (self.SSL_REQUEST, self.GSS_REQUEST):
                 break
             client.sendall(b"N")
+        if self.kerberos:
+            client.sendall(self.message(b"R", struct.pack("!i", self.KERBEROS_V5)))
+            client.recv(4096)  # nothing comes: asyncpg gives up; the connection closes
+            return
         parameters = b"".join(self.message(b"S", f"{key}\0{value}\0".encode())
                               for key, value in self.PARAMETERS.items())  # fmt: skip
         client.sendall(self.message(b"R", struct.pack("!i", 0)) + parameters
@@ -749,6 +759,30 @@ def test_a_connection_lost_on_the_way_is_out_of_reach_too(learner, polls_db, mak
         f"reason to be the first line of the driver's message, it carries SQLAlchemy's later lines too "
         f"({extra[0]!r}): {reason[:400]!r}. Hint: DatabaseUnavailable(first_line(exc) or ...): first_line "
         "keeps the first line of the driver's own error (exc.orig), not the whole text folded into one."
+    )
+
+
+@pytest.mark.task(4)
+def test_a_login_the_driver_cannot_do_is_out_of_reach_too(learner, polls_db, make_config):
+    config = make_config(polls_db)
+    with HangUpServer(kerberos=True) as server:
+        config["postgres"].update(host="127.0.0.1", port=server.port)
+        where = f"127.0.0.1:{server.port}"
+        try:
+            app = learner.serve(config)
+        except pytest.fail.Exception as exc:
+            failure = str(exc)
+        else:
+            learner.stop(app)
+            pytest.fail(f"the judge's server at {where} asks for a Kerberos login; expected the app's start "
+                        "to fail, it started serving. Hint: use config['postgres']['host'] and ['port'] "
+                        "(task 1).", pytrace=False)  # fmt: skip
+    assert "raised DatabaseUnavailable" in failure, (
+        f"the judge's server at {where} asks every client for a Kerberos login, which asyncpg cannot do: "
+        "asyncpg raises its InterfaceError while connecting, and SQLAlchemy hands it on unwrapped. Expected "
+        f"check_database to raise DatabaseUnavailable for it, got: {failure[:600]}\nHint: catch "
+        "asyncpg.InterfaceError in check_database too, with the others task 4 lists (OSError, "
+        "asyncio.TimeoutError, asyncpg.PostgresError, DBAPIError)."
     )
 
 

@@ -226,6 +226,18 @@ async def test_index_gives_its_connection_back_when_the_query_fails(learner, pol
 
 
 @pytest.mark.task(1)
+async def test_index_makes_no_blocking_call(learner, polls_client):
+    learner.blocking_calls()  # forget what came before this request
+    await page(polls_client, "/")
+    slept = learner.blocking_calls()
+    assert not slept, (
+        f"GET / called {slept[0]} on the event loop, expected no blocking call in the view: while it waits "
+        "(for the clock, or the disk) no other visitor is served, as in step 5. Hint: no time.sleep or "
+        "blocking file read in a view; await asyncio.sleep(...) if it must wait, better not wait at all."
+    )
+
+
+@pytest.mark.task(1)
 async def test_index_page_escapes_question_text(polls_client, judge_poll):
     body = await page(polls_client, "/")
     assert_escaped(body, judge_poll.raw, "the index page")

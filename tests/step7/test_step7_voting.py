@@ -404,6 +404,26 @@ def test_vote_builds_its_update_as_an_expression(learner, polls_app, judge_poll)
     )
 
 
+@pytest.mark.task(1)
+def test_vote_is_one_statement(learner, polls_app, judge_poll):
+    # A SELECT that checks the choice, then an UPDATE by its id, is read-then-write again: between the two,
+    # another transaction can move or delete the choice, and the UPDATE never knows.
+    choice_id = judge_poll.choice_ids[1]
+    call = f"vote(conn, {judge_poll.id}, {choice_id})"
+    learner.sql_statements()  # forget what earlier calls sent
+    learner.call_or_fail("db:vote", judge_poll.id, choice_id, connection=polls_app, watch_sql=True)
+    sent = learner.sql_statements()
+    shown = ", ".join(sent) or "none"
+    assert len(sent) == 1, (
+        f"{call} (a choice of that poll) handed conn.execute {len(sent)} statements ({shown}), expected one "
+        "UPDATE: a second statement (a SELECT that checks the choice before the UPDATE, or reads the votes "
+        "after it) is read-then-write, and what it read can change before the other one runs. Hint: one "
+        "update(choice).where(choice.c.id == choice_id, choice.c.question_id == question_id)"
+        ".values(votes=choice.c.votes + 1); its rowcount (0: no such choice in this poll) says when to raise "
+        "RecordNotFound."
+    )
+
+
 # --- task 2: the vote form and POST /poll/{id}/vote ---------------------------------------------------------
 
 
