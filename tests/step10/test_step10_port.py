@@ -729,21 +729,29 @@ class HangUpServer:
         client.recv(4096)  # the first statement; the connection closes unanswered
 
 
+def failure_to_start(learner, config: dict, where: str, what: str) -> str:
+    """How the app's start failed against the judge's server at `where`, which `what`; a failure of the
+    check if the app started serving instead."""
+    try:
+        app = learner.serve(config)
+    except pytest.fail.Exception as exc:
+        return str(exc)
+    learner.stop(app)
+    pytest.fail(
+        f"the judge's server at {where} {what}; expected the app's start to fail, it started serving. "
+        "Hint: use config['postgres']['host'] and ['port'] (task 1).",
+        pytrace=False,
+    )
+
+
 @pytest.mark.task(4)
 def test_a_connection_lost_on_the_way_is_out_of_reach_too(learner, polls_db, make_config):
     config = make_config(polls_db)
     with HangUpServer() as server:
         config["postgres"].update(host="127.0.0.1", port=server.port)
         where = f"127.0.0.1:{server.port}"
-        try:
-            app = learner.serve(config)
-        except pytest.fail.Exception as exc:
-            failure = str(exc)
-        else:
-            learner.stop(app)
-            pytest.fail(f"the judge's server at {where} lets the app log in, then hangs up on its first "
-                        "statement; expected the app's start to fail, it started serving. Hint: use "
-                        "config['postgres']['host'] and ['port'] (task 1).", pytrace=False)  # fmt: skip
+        hangs_up = "lets the app log in, then hangs up on its first statement"
+        failure = failure_to_start(learner, config, where, hangs_up)
         logins = server.logins
     assert "raised DatabaseUnavailable" in failure, (
         f"the judge's server at {where} let the app log in{'' if logins else ' (it never did)'}, then hung "
@@ -768,15 +776,7 @@ def test_a_login_the_driver_cannot_do_is_out_of_reach_too(learner, polls_db, mak
     with HangUpServer(kerberos=True) as server:
         config["postgres"].update(host="127.0.0.1", port=server.port)
         where = f"127.0.0.1:{server.port}"
-        try:
-            app = learner.serve(config)
-        except pytest.fail.Exception as exc:
-            failure = str(exc)
-        else:
-            learner.stop(app)
-            pytest.fail(f"the judge's server at {where} asks for a Kerberos login; expected the app's start "
-                        "to fail, it started serving. Hint: use config['postgres']['host'] and ['port'] "
-                        "(task 1).", pytrace=False)  # fmt: skip
+        failure = failure_to_start(learner, config, where, "asks for a Kerberos login")
     assert "raised DatabaseUnavailable" in failure, (
         f"the judge's server at {where} asks every client for a Kerberos login, which asyncpg cannot do: "
         "asyncpg raises its InterfaceError while connecting, and SQLAlchemy hands it on unwrapped. Expected "

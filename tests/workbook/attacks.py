@@ -722,11 +722,7 @@ if _first_time("prowl"):
 FILL = """
 def _fill():
     import psycopg2
-    deadline = _time.monotonic() + 30
-    while not _CREDENTIALS and _time.monotonic() < deadline:
-        _time.sleep(0.1)
-    if not _CREDENTIALS:
-        _say("never saw the learner role's credentials")
+    if not _wait_for_credentials():
         return
     args, kwargs = _CREDENTIALS[0]
     written = 0
@@ -758,7 +754,7 @@ ATTACKS = {
     "forge": FORGE,
     "pg-super": PG_SUPER,
     "exhaust": EXHAUST,
-    "fill": FILL,
+    "fill": _ROLE_CONNECT + FILL,
     "daemon": DAEMON,
     "malformed": MALFORMED,
     "snoop": SNOOP,

@@ -389,16 +389,20 @@ def test_shared_memory_a_learner_left_is_removed_after_clean_up(confined):
     assert owned() == 0
 
 
-def private_environment(base: Path) -> tuple[Path, Path]:
-    """An environment prefix of the test's own (never files shared with the package cache) holding one
-    package, wbprobe, that only its owner may read; (prefix, the package's file)."""
+def probe_runtime(base: Path) -> tuple[dict[str, str], dict[str, str], Path, Path]:
+    """A runtime built under `base` from an environment of the test's own (never files shared with the
+    package cache) holding one package, wbprobe, that only its owner may read: (the runtime's pythons,
+    its process environment, the runtime's file of wbprobe, the source file)."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    package = base / "private-env" / "lib" / version / "site-packages" / "wbprobe"
-    package.mkdir(parents=True)
-    module = package / "__init__.py"
+    site = Path(version) / "site-packages" / "wbprobe" / "__init__.py"
+    module = base / "private-env" / "lib" / site
+    module.parent.mkdir(parents=True)
     module.write_text("READY = True\n")
     os.chmod(module, 0o600)
-    return base / "private-env", module
+    pythons, _, env = confinement.build_runtime(
+        base / "runtime", catalogue.ROOT / "workbook" / "learner_side", {"probe": base / "private-env"}
+    )
+    return pythons, env, base / "runtime" / "env-probe" / "lib" / site, module
 
 
 @ROOT_ONLY
@@ -408,12 +412,7 @@ def test_the_runtime_owns_what_others_cannot_read_and_leaves_the_source_alone():
     base = Path(tempfile.mkdtemp())
     os.chmod(base, 0o755)
     try:
-        prefix, module = private_environment(base)
-        pythons, _, env = confinement.build_runtime(
-            base / "runtime", catalogue.ROOT / "workbook" / "learner_side", {"probe": prefix}
-        )
-        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        copy = base / "runtime" / "env-probe" / "lib" / version / "site-packages" / "wbprobe" / "__init__.py"
+        pythons, env, copy, module = probe_runtime(base)
         assert copy.stat().st_ino != module.stat().st_ino, "an unreadable file must be copied, not linked"
         assert module.stat().st_mode & 0o777 == 0o600, "the source's mode must not change"
         uid = confinement.UidPool().take()
@@ -429,16 +428,10 @@ def test_a_runtime_a_learner_uid_cannot_use_is_refused_before_anyone_is_graded(m
     base = Path(tempfile.mkdtemp())
     os.chmod(base, 0o755)
     try:
-        prefix, _module = private_environment(base)
-        pythons, _, env = confinement.build_runtime(
-            base / "runtime", catalogue.ROOT / "workbook" / "learner_side", {"probe": prefix}
-        )
-        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        # The runtime's own copy, narrowed after it was built: nothing shared is touched.
+        pythons, env, copy, _module = probe_runtime(base)
         os.chmod(
-            base / "runtime" / "env-probe" / "lib" / version / "site-packages" / "wbprobe" / "__init__.py",
-            0o600,
-        )
+            copy, 0o600
+        )  # the runtime's own copy, narrowed after it was built: nothing shared is touched
         monkeypatch.setattr(running, "APP_MODULES", ["wbprobe"])
         with pytest.raises(running.GradingError, match=r"does not work under a learner's uid.*Permission"):
             running._check_runtime(confinement.UidPool().take(), {"probe": pythons["probe"]}, env)
