@@ -343,7 +343,9 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     subs.mkdir()
     out.mkdir()
     home.mkdir()
-    (out / "notes-of-the-instructor.txt").write_text(canaries["outputs"])
+    # --out holds only a previous run's outputs (grading refuses other files there): its gradebook is the
+    # secret in it, replaced by this run's.
+    (out / "gradebook.csv").write_text(f"learner,total\nprevious-run,{canaries['outputs']}\n")
     checkout = checkout_copy(base / "checkout", canaries)
     # A process of the grader's uid that a planted postmaster.pid names: the reaper runs as that uid.
     decoy = subprocess.Popen(["sleep", "900"], **(credentials(grader) if unprivileged else {}))
@@ -354,7 +356,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             "read": [str(checkout / "CANARY.txt"), str(checkout / "tests" / "canary.txt"),
                      str(checkout / "workbook" / "canary.txt"), str(subs / "ada" / "canary.txt"),
                      str(subs / "ada" / "steps" / "step1" / "secret.txt"),
-                     str(out / "notes-of-the-instructor.txt"), "/work/main/README.md",
+                     str(out / "gradebook.csv"), "/work/main/README.md",
                      str(catalogue.ROOT / "README.md"), "/etc/shadow", "/root/.bash_history"],
             "list": [str(checkout), str(subs), str(out), str(catalogue.ROOT / "solutions"), str(home)],
             "outputs": [str(out)],
@@ -474,7 +476,7 @@ def test_the_run_completes_and_writes_every_output(hostile: HostileRun) -> None:
 def test_no_canary_reaches_any_output(hostile: HostileRun) -> None:
     assert any("ATTACK-REPORT snoop" in line for line in hostile.reports), "the snoop's channel is broken"
     for path in hostile.out.rglob("*"):
-        if path.is_file() and path.name != "notes-of-the-instructor.txt":
+        if path.is_file():
             text = path.read_text(errors="replace")
             leaked = [name for name, canary in hostile.canaries.items() if canary in text]
             assert not leaked, f"{path.relative_to(hostile.out)} holds the {leaked} canaries"
