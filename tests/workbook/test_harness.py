@@ -240,7 +240,7 @@ def test_a_forked_command_reports_its_traceback_and_can_be_stopped(launcher, tmp
     deadline = time.monotonic() + 10
     while "up" not in server.output() and time.monotonic() < deadline:
         time.sleep(0.01)
-    stopped = server.stop(grace=15)  # SIGINT, then SIGKILL only if still running: slow to unwind when loaded
+    stopped = server.stop(grace=2)
     assert stopped.status is not None and "KeyboardInterrupt" in stopped.output
 
 

@@ -167,7 +167,10 @@ def _die_with_judge(death_signal: int = signal.SIGKILL, confinement: Confinement
     """In the child before exec (after it took the confined uid, which would clear the death signal): the
     confinement's limits; a signal when the judge dies (Linux), so no learner process outlives a judge
     that was killed (its process group is killed by the judge on a normal end); and a cap on the size of
-    any file it writes, its log included, so that printing without end fills no disk."""
+    any file it writes, its log included, so that printing without end fills no disk. SIGINT back to its
+    default: the judge stops a learner's program with it (so its cleanup runs), and a judge started in the
+    background by a shell inherits SIGINT ignored, which would leave the program only SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if confinement is not None:
         confinement.limit()
     if sys.platform.startswith("linux"):

@@ -65,6 +65,9 @@ def run_child(request: dict[str, Any]) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Ctrl+C is how the judge stops the program (its cleanup runs): a launcher started in the background
+        # by a shell inherits SIGINT ignored, and the program must not.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.setsid()
         if sys.platform.startswith("linux"):  # die with the launcher, which dies with the judge
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
