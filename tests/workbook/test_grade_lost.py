@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -145,6 +146,29 @@ def test_a_killed_writers_staging_folder_goes_with_the_next_write(tmp_path):
     outputs.write_outputs(tmp_path / "grades", [], [STEP1])
     assert not left.exists() and alive.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "grades"]
+
+
+def test_an_out_whose_parent_is_not_writable_gets_its_outputs_all_the_same(tmp_path, monkeypatch):
+    """An instructor who owns --out and nothing around it (the hostile class's unprivileged grader): the
+    outputs are staged inside --out and replace the old ones there; nothing of the old run stays."""
+    out = tmp_path / "grades"
+    previous_outputs(out)
+    staged_beside = tempfile.mkdtemp
+
+    def parent_not_writable(*args, **kwargs):
+        if Path(kwargs.get("dir", "")) == out.parent:
+            raise PermissionError(13, "Permission denied", str(out.parent))
+        return staged_beside(*args, **kwargs)
+
+    monkeypatch.setattr(outputs.tempfile, "mkdtemp", parent_not_writable)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / f"{outputs.INNER_STAGING}{dead.pid}-abc").mkdir()  # a writer killed outright left it
+    grade = scores.LearnerGrade("zed", [scores.StepGrade(STEP1, [full_marks(t) for t in STEP1.tasks])])
+    outputs.write_outputs(out, [grade], [STEP1], running.RunRecord(steps=[1], learners=1, completed=True))
+    assert sorted(os.listdir(out)) == sorted(outputs.OUTPUT_NAMES)
+    assert sorted(os.listdir(out / "learners")) == ["zed"] and list(gradebook(out)) == ["zed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grades"]
 
 
 def test_gradescope_gets_results_json_when_grading_fails(tmp_path, monkeypatch):

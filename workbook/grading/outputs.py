@@ -332,7 +332,11 @@ def check_replaceable(out: Path) -> None:
         raise OutputError(f"--out {out} is not a folder: name a folder for the outputs")
     if not out.is_dir():
         return
-    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in OUTPUT_NAMES)
+    foreign = sorted(
+        entry.name
+        for entry in out.iterdir()
+        if entry.name not in OUTPUT_NAMES and not entry.name.startswith(INNER_STAGING)
+    )
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise OutputError(
@@ -366,9 +370,43 @@ def replace_folder(out: Path, fresh: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+INNER_STAGING = ".workbook-new-"  # a staging folder inside --out, where its parent is not ours to write
+
+
+def replace_contents(out: Path, fresh: Path) -> None:
+    """Where the folder above `out` is not writable (an instructor who owns --out and nothing around it),
+    the new outputs are staged inside `out` (`fresh`) and moved into place entry by entry. Not atomic, so
+    run.json marks the set: the old one goes first and the new one comes last, and a run.json present
+    always describes every other file beside it."""
+    for name in [RUN_FILE, *sorted(OUTPUT_NAMES - {RUN_FILE})]:
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    entries = sorted(fresh.iterdir(), key=lambda entry: entry.name == RUN_FILE)
+    for entry in entries:
+        os.rename(entry, out / entry.name)
+    fresh.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # another user's process, or a number no process can have: not ours to judge
+    return True
+
+
 def remove_abandoned_staging(out: Path) -> None:
     """Remove the folders beside `out` that a writer killed outright (SIGKILL) left: named after its pid,
     they go once no such process is alive (another run writing the same --out keeps its own)."""
+    for inner in out.glob(f"{INNER_STAGING}*-*") if out.is_dir() else []:
+        pid = inner.name[len(INNER_STAGING) :].partition("-")[0]
+        if pid.isdigit() and inner.is_dir() and not inner.is_symlink() and not _alive(int(pid)):
+            shutil.rmtree(inner, ignore_errors=True)
     for folder in out.parent.glob(f".{glob.escape(out.name)}.*-*-*"):
         kind, _, rest = folder.name[len(out.name) + 2 :].partition("-")
         pid = rest.partition("-")[0]
@@ -398,7 +436,14 @@ def write_outputs(
     check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(out)
-    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-{os.getpid()}-", dir=out.parent))
+    try:
+        fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-{os.getpid()}-", dir=out.parent))
+        swap = replace_folder
+    except PermissionError:
+        if not out.is_dir():
+            raise
+        fresh = Path(tempfile.mkdtemp(prefix=f"{INNER_STAGING}{os.getpid()}-", dir=out))
+        swap = replace_contents
     try:
         try:
             _write_into(fresh, grades, steps, record)
@@ -412,9 +457,9 @@ def write_outputs(
                 f"{record.reason + '; ' if record.reason else ''}its outputs could not be written: {exc}"
             )
             write_run(fresh / RUN_FILE, failed)
-            replace_folder(out, fresh)
+            swap(out, fresh)
             raise
-        replace_folder(out, fresh)
+        swap(out, fresh)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)  # gone already, unless something failed
 
