@@ -136,7 +136,10 @@ def judge(mistake: Mistake, env: dict[str, str]) -> Verdict:
 def verdict_of(mistake: Mistake, result: StepResult) -> Verdict:
     """Caught when the mistake's task fails and the first message of the step names the phrase."""
     if result.broken:
-        return Verdict(mistake, False, f"the patched solution could not be checked: {result.broken[:300]}")
+        # The exit code and the output's end: a suite that left no report once (a judge that died) says why.
+        tail = " ".join(result.output.split())[-300:]
+        detail = f"{result.broken[:300]} (exit code {result.returncode}; its output ended: {tail!r})"
+        return Verdict(mistake, False, f"the patched solution could not be checked: {detail}")
     passed, total = result.task_counts(mistake.task)
     if total == 0 or passed == total:
         return Verdict(mistake, False, f"task {mistake.task} still passes ({passed}/{total} checks)")
