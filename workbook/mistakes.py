@@ -129,7 +129,13 @@ def judge(mistake: Mistake, env: dict[str, str]) -> Verdict:
         except MistakeError as exc:
             return Verdict(mistake, False, str(exc))
         # What runs after the last check of this task or an earlier one cannot change the first message.
-        result = run_step(mistake.step, tmp, extra=["-q", "--up-to-task", str(mistake.task)], env=env)
+        extra = ["-q", "--up-to-task", str(mistake.task)]
+        result = run_step(mistake.step, tmp, extra=extra, env=env)
+        if not result.report:  # the judge died before it wrote anything: no verdict yet, so once more
+            first = verdict_of(mistake, result).detail
+            result = run_step(mistake.step, tmp, extra=extra, env=env)
+            if result.report:
+                print(f"note: {mistake.step.name}/{mistake.name} was judged again after: {first}", flush=True)
     return verdict_of(mistake, result)
 
 
