@@ -304,11 +304,7 @@ if _first_time("pg"):
 EXHAUST = """
 def _exhaust():
     import psycopg2
-    deadline = _time.monotonic() + 30
-    while not _CREDENTIALS and _time.monotonic() < deadline:
-        _time.sleep(0.1)
-    if not _CREDENTIALS:
-        _say("never saw the learner role's credentials")
+    if not _wait_for_credentials():
         return
     args, kwargs = _CREDENTIALS[0]
     held = []
@@ -753,7 +749,7 @@ if _first_time("fill"):
 ATTACKS = {
     "forge": FORGE,
     "pg-super": PG_SUPER,
-    "exhaust": EXHAUST,
+    "exhaust": _ROLE_CONNECT + EXHAUST,
     "fill": _ROLE_CONNECT + FILL,
     "daemon": DAEMON,
     "malformed": MALFORMED,
