@@ -139,7 +139,21 @@ async def assert_given_back_when_the_query_fails(
     assert in_use == 0, (
         f"{method} {path} while the {table} table did not exist (the view's query raised; the app answered "
         f"{status}): expected its connection back in the pool all the same, {in_use} still in use: each "
-        "such error keeps one more, until the pool is empty and every request waits. Hint: borrow it with "
-        "`async with request.app[db.DB_KEY].acquire() as conn:`, which gives it back even when the query "
-        "raises; a release() after the query is skipped by the error."
+        "such error keeps one more, until the pool is empty and every request waits. "
+        + given_back_hint(learner, app)
+    )
+
+
+def given_back_hint(learner: Learner, app: ServedApp) -> str:
+    """The way to borrow a connection that comes back when the query raises, for the app's kind of engine:
+    aiopg's acquire()/release() (steps 5-7), or SQLAlchemy's connect()/close() (step 10)."""
+    if isinstance(learner.app_item(app, "db:DB_KEY").get("attrs", {}).get("checked_out"), int):
+        return (
+            "Hint: borrow it with `async with request.app[db.DB_KEY].connect() as conn:` (engine.begin() "
+            "where the view writes), which gives it back however the block ends; a conn.close() after the "
+            "query is skipped by the error."
+        )
+    return (
+        "Hint: borrow it with `async with request.app[db.DB_KEY].acquire() as conn:`, which gives it back "
+        "even when the query raises; a release() after the query is skipped by the error."
     )

@@ -219,6 +219,9 @@ INVALID = {
                      lambda c: c["postgres"].update(maxsize=0), "postgres.maxsize"),
     "host-not-ip": ("host", "host is not an IP address",
                     lambda c: c.update(host=f"not an address {secrets.token_hex(2)}"), "host"),
+    "host-binary": ("host", "host is YAML `!!binary`, bytes rather than text (t.IP alone raises TypeError on "
+                    "bytes: check t.String() first, t.String() & t.IP)",
+                    lambda c: c.update(host=secrets.token_bytes(4)), None),
     "misspelt-key": ("prot", "the key prot is a misspelt port (unknown keys must be refused)",
                      lambda c: c.update(prot=random.randrange(1024, 65536)), None),
     "misspelt-postgres-key": ("postgres.pasword", "the key postgres.pasword is a misspelt password (unknown "
@@ -347,16 +350,26 @@ def test_binary_file_names_the_file(learner, tmp_path):
     assert "picture.yaml" in message, f"expected the error to name picture.yaml, got: {message}"
 
 
+# encoding: (its name in the file's name, what the file is). Latin-1 writes 'é' as the byte 0xE9, which is
+# not UTF-8; UTF-16 starts with a byte-order mark, from which yaml.safe_load(bytes) would guess the encoding.
+OTHER_ENCODINGS = {
+    "latin-1": ("latin-1", "Latin-1 text"),
+    "utf-16": ("utf-16", "UTF-16 text with a byte-order mark (yaml.safe_load given the raw bytes, "
+               "path.read_bytes(), guesses the encoding from that mark and loads it)"),
+}  # fmt: skip
+
+
 @pytest.mark.task(1)
 def test_file_in_another_encoding_is_refused(learner, tmp_path):
-    """The same YAML saved as Latin-1: 'é' is the byte 0xE9, which is not UTF-8."""
-    config = random_config()
-    non_ascii_text(config)
-    name = f"latin-1-{secrets.token_hex(2)}.yaml"
-    path = write_config(tmp_path / name, config, encoding="latin-1")
-    problem = f"{name} is Latin-1 text, not UTF-8 (open the file with encoding='utf-8')"
-    message = config_error(learner, path, problem)
-    assert name in message, f"{problem}: expected the error to name {name}, got: {message}"
+    """The same YAML saved in encodings other than UTF-8: each must be refused, not guessed."""
+    for encoding, (label, what) in OTHER_ENCODINGS.items():
+        config = random_config()
+        non_ascii_text(config)
+        name = f"{label}-{secrets.token_hex(2)}.yaml"
+        path = write_config(tmp_path / name, config, encoding=encoding)
+        problem = f"{name} is {what}, not UTF-8 (open the file with encoding='utf-8')"
+        message = config_error(learner, path, problem)
+        assert name in message, f"{problem}: expected the error to name {name}, got: {message}"
 
 
 @pytest.mark.task(1)

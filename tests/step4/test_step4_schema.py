@@ -2,8 +2,9 @@
 
 The judge reads PostgreSQL itself (information_schema, pg_catalog) after the learner's code built the
 tables in a process of its own: the learner's `init_db` builds them, with the question and choice ids
-moved to random starting points and a row slipped in beside every sample question (as another session
-inserting at the same moment would), so that only ids taken from RETURNING tie the choices right. If
+moved to random starting points and a row of the same text slipped in just before and just after every
+sample question (as other sessions inserting at the same moment would), so that only ids taken from
+RETURNING tie the choices right: not max(id), nor a SELECT by the text, whichever row it finds first. If
 init_db cannot build the tables yet (task 3 not done), tasks 1 and 2 are judged on the learner's
 `meta.create_all()` instead. Checks that write to the tables run in a transaction that is rolled back.
 """
@@ -25,13 +26,14 @@ from tests.conftest import Database, judge_connect, step_run, valid_config, why_
 from workbook.judge.learner_process import Command, Finished
 
 INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
-# Another session asks each of the learner's questions again at the same moment: same text, this date.
+# Other sessions ask each of the learner's questions again at the same moment: same text, this date.
 INTERLOPER_DATE = datetime.date(2000, 1, 1)
 TIMEOUT = 30.0
 
 # Runs in the learner's process: the learner's init_db.main(), with create_tables wrapped so that once the
-# learner's tables exist their ids start at random values and every insert into question is followed by
-# one more question (another session's, with the same text), the way a busy database would behave.
+# learner's tables exist their ids start at random values and every insert into question is preceded and
+# followed by one more question (other sessions', with the same text), the way a busy database would behave.
+# The one before lies first in the table, so a SELECT by text finds it first; the one after has max(id).
 INIT_DB_WITH_BUSY_IDS = """
 from sqlalchemy import text
 from aiohttpdemo_polls import init_db
@@ -49,8 +51,10 @@ SELECT setval(pg_get_serial_sequence('choice', 'id'), {choice_start});
 CREATE OR REPLACE FUNCTION judge_interloper() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO question (question_text, pub_date) VALUES (NEW.question_text, DATE '{interloper}');
-    RETURN NULL;
+    RETURN NEW;
 END $$;
+CREATE TRIGGER judge_interloper_before BEFORE INSERT ON question FOR EACH ROW WHEN (pg_trigger_depth() < 1)
+    EXECUTE FUNCTION judge_interloper();
 CREATE TRIGGER judge_interloper AFTER INSERT ON question FOR EACH ROW WHEN (pg_trigger_depth() < 1)
     EXECUTE FUNCTION judge_interloper();
 """
@@ -174,6 +178,7 @@ def built(request: pytest.FixtureRequest, pg_database: Database,
     ends = {name: sequence_end(pg_database, name) for name in ("question", "choice")} if built_tables else {}
     fallback = None
     if built_tables:  # the judge's own extras go; the learner's rows stay as init_db left them
+        pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper_before ON public.question")
         pg_database.execute("DROP TRIGGER IF EXISTS judge_interloper ON public.question")
         pg_database.execute(f"DELETE FROM public.question WHERE pub_date = DATE '{INTERLOPER_DATE}'")
     else:
@@ -472,9 +477,10 @@ def test_init_db_script_creates_tables_and_sample_data(built):
     ids = {row[0] for row in sample}
     strays = [row for row in built.choices if row[3] not in ids]
     assert not strays, (
-        "expected every sample choice to belong to the sample question it was inserted for; with another "
-        f"question inserted right after each of yours, these went to a wrong one: {strays[:4]}. "
-        "Hint: take the id from insert(question)...returning(question.c.id), not max(id), a count or 1."
+        "expected every sample choice to belong to the sample question it was inserted for; with a question "
+        f"of the same text inserted right before and right after each of yours, these went to a wrong one: "
+        f"{strays[:4]}. Hint: take the id from insert(question)...returning(question.c.id), not max(id), a "
+        "SELECT by its text (two questions may share one), a count or 1."
     )
     per_question = {qid: sum(row[3] == qid for row in built.choices) for qid in ids}
     assert min(per_question.values()) >= 2, (

@@ -297,13 +297,14 @@ def stylesheet_hrefs(body: str) -> list[str]:
     return [m.group(1) for link in sheets for m in [re.search(r"href=[\"']([^\"']+)", link)] if m]
 
 
-def screen_less_media(body: str) -> str:
-    """The media attribute of the stylesheet's <link> when it leaves the screen out ('' when it does not)."""
+def narrowing_media(body: str) -> str:
+    """The media attribute of the stylesheet's <link> when it narrows the media the sheet styles ('' when
+    it has none, or media="all", which is the same): "print" leaves the screen unstyled, "screen" paper."""
     for link in re.findall(r"<link\b[^>]*>", body):
         if "/static/style.css" not in link or not re.search(r"rel=[\"']?stylesheet", link):
             continue
         found = re.search(r"\bmedia=[\"']?([^\"'>]*)", link)
-        if found and not re.search(r"\b(all|screen)\b", found.group(1)):
+        if found and found.group(1).strip().lower() != "all":
             return f'media="{found.group(1)}"'
     return ""
 
@@ -337,10 +338,11 @@ async def test_every_page_links_the_stylesheet(client, path):
             + ". Hint: put the link in the <head> of base.html, which every page extends.",
             pytrace=False,
         )
-    media = screen_less_media(body)
+    media = narrowing_media(body)
     assert not media, (
-        f"expected the stylesheet of {path} to style the page on screen, its <link> says {media}: the "
-        "browser uses it only for that medium and shows the page unstyled. Hint: leave media out."
+        f"expected the stylesheet of {path} to style the page whatever the medium (no media attribute), its "
+        f"<link> says {media}: the browser uses it for that medium only, and shows the page unstyled in the "
+        "others (printed, or on screen). Hint: leave media out."
     )
     status, _, _ = await fetch(client, "/static/style.css")
     assert status == 200, f"expected the linked stylesheet to be served, got {status}"

@@ -151,6 +151,13 @@ async def test_not_found_shows_the_404_page(client, path, what):
             f"{around(answer.body, text)}. Hint: return error_page(request, 404) and pass nothing of the "
             "exception (exc.text, exc.reason) to the page."
         )
+    for text in (*EXCEPTION_TEXTS, "Traceback"):
+        assert text not in answer.headers, (
+            f"expected the 404 of GET {path} ({what}) as error_page makes it, found the exception's text in "
+            f"its headers: {around(answer.headers, text)}. A header reaches the visitor as surely as the "
+            "page. Hint: return error_page(request, 404) as it is, with no header of your own from the "
+            "exception (exc.text, exc.reason)."
+        )
 
 
 @pytest.mark.task(1)
