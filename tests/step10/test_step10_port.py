@@ -146,17 +146,24 @@ def test_connecting_and_each_query_are_bounded_by_db_timeout(learner, polls_db, 
     )
 
 
+def pool_timeout_with(learner, polls_db, seconds: float):
+    """The pool_timeout of the engine an app builds with db.POOL_TIMEOUT patched to `seconds`, read from an
+    app that starts and stops first (None if the judge cannot see it)."""
+    learner.patch("db:POOL_TIMEOUT", seconds)
+    first = learner.serve(pool_config(polls_db, 1, 1))
+    waits = learner.app_item(first, "db:DB_KEY").get("attrs", {}).get("pool_timeout")
+    learner.stop(first)
+    return waits
+
+
 @pytest.mark.task(1)
 def test_a_start_that_fails_halfway_closes_what_it_opened(learner, polls_db):
     # minsize beyond the pool's size: open_connections gets `maxsize` connections, then waits for one more
     # until POOL_TIMEOUT (lowered here) and fails; the connections it did open are the engine's to close.
     maxsize = random.randint(1, 3)
-    learner.patch("db:POOL_TIMEOUT", 0.5)
     # The start below waits out the pool's timeout: an engine that ignores POOL_TIMEOUT would have this check
-    # wait SQLAlchemy's own 30 s. Its pool is read from an app that starts first, and such a pool is told.
-    first = learner.serve(pool_config(polls_db, 1, 1))
-    waits = learner.app_item(first, "db:DB_KEY").get("attrs", {}).get("pool_timeout")
-    learner.stop(first)
+    # wait SQLAlchemy's own 30 s, so such a pool is told first.
+    waits = pool_timeout_with(learner, polls_db, 0.5)
     if waits is not None and waits != 0.5:
         pytest.fail(
             f"this check makes the app's start wait for a connection of its pool, with db.POOL_TIMEOUT set "
@@ -654,12 +661,9 @@ def test_a_pool_too_small_is_not_blamed_on_the_database(learner, polls_db):
     # open_connections waits POOL_TIMEOUT (lowered here) for a connection the pool never lends, and SQLAlchemy
     # raises its own TimeoutError, a subclass of SQLAlchemyError but not of DBAPIError.
     maxsize = random.randint(1, 3)
-    learner.patch("db:POOL_TIMEOUT", 0.2)
     # An engine that ignores POOL_TIMEOUT would have the start below wait its own timeout (SQLAlchemy's is
-    # 30 s): its pool is read from an app that starts first, and then task 1's check says so.
-    first = learner.serve(pool_config(polls_db, 1, 1))
-    waits = learner.app_item(first, "db:DB_KEY").get("attrs", {}).get("pool_timeout")
-    learner.stop(first)
+    # 30 s): task 1's check says so, this one leaves it.
+    waits = pool_timeout_with(learner, polls_db, 0.2)
     if waits is not None and waits != 0.2:
         return
     try:
