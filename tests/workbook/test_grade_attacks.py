@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import stat
@@ -44,6 +45,10 @@ TIMEOUT = 90.0
 # Steps graded at once, every attacker beside the honest learners: the default of a 4-core machine, as the
 # issue's acceptance asks (the server's connection slots and the learners' quotas are sized from it).
 JOBS = 8
+# The escaper: a folder name and a message with a screen clear, a fake verdict and Markdown.
+ESCAPER = "x-escape\x1b[2J\x1b[H<img src=x> [link](https:x.example) | # h"
+ESCAPE_MESSAGE = "\x1b[2J\x1b[HALL CHECKS PASSED 95/95\n| 1 | PASS |\n# Full marks"
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PARTIAL_MISTAKE = "wrong-case"  # step 1, task 1: the greeting's case
 # What an attacker prints when it got somewhere it must not (attacks.py writes these words in capitals).
 SUCCESS_WORDS = ("SUCCEEDED", "LOGGED IN AS", "FORGED", "WROTE", "PLANTED A F", "LEAKED", "DROPPED")
@@ -131,6 +136,14 @@ def build_class(subs: Path, canaries: dict[str, str], targets: dict[str, list], 
             init = package(copy, step.number) / "__init__.py"
             init.write_text(init.read_text() + planted_code(kind, targets, pwned, grader, str(checkout)))
         ceiling[f"x-{kind}"] = full
+    # A name and an exception message that clear a terminal and carry Markdown: what a person reads shows
+    # them as text (test_grade_escaping.py looks at each output; here it is one attacker among the rest).
+    escaper = copy_of_the_workbook(subs / ESCAPER)
+    for step in STEPS:
+        finish(escaper, step.number)
+    main = package(escaper, STEPS[0].number) / "main.py"
+    main.write_text(f"raise RuntimeError({ESCAPE_MESSAGE!r})\n" + main.read_text())
+    ceiling[ESCAPER] = [Fraction(0), full[1]]
     linked = copy_of_the_workbook(subs / "x-symlink")  # step 5 is a link to a classmate's
     finish(linked, 1)
     shutil.rmtree(linked / "steps" / "step5")
@@ -497,6 +510,15 @@ def test_no_canary_reaches_any_output(hostile: HostileRun) -> None:
             text = path.read_text(errors="replace")
             leaked = [name for name, canary in hostile.canaries.items() if canary in text]
             assert not leaked, f"{path.relative_to(hostile.out)} holds the {leaked} canaries"
+
+
+def test_the_escapers_bytes_reach_no_log_raw(hostile: HostileRun) -> None:
+    """`cat` of a step log shows the escaper's screen clear as text, beside every other attacker's."""
+    log = (hostile.out / outputs.LEARNERS_DIR / ESCAPER / f"{STEPS[0].name}.log").read_text()
+    assert "ALL CHECKS PASSED" in log, "the escaper's message is not in its log: the attack did not run"
+    for path in hostile.out.rglob("*.log"):
+        text = path.read_text(errors="replace")
+        assert not RAW_CONTROL.search(text.replace("\n", "").replace("\t", "")), path.relative_to(hostile.out)
 
 
 def test_no_attacker_reports_a_success(hostile: HostileRun) -> None:
