@@ -1,5 +1,6 @@
 """`nox -s grade` killed with SIGTERM or SIGHUP: nothing the grading started may outlive it; killed with
-SIGKILL, what it could not remove (its workspace) the next run removes.
+SIGKILL, what it could not remove (its workspace, server, processes) the next run removes, and writes the
+outputs a run never interrupted writes.
 
 nox passes neither signal on to the `python -m workbook grade` it runs, so the test plays nox with a
 stand-in parent that runs the command and forwards nothing, kills that parent alone while learners' steps
