@@ -1,7 +1,8 @@
 """The hostile class (issue 11): honest learners beside one attacker per kind of attack, graded confined.
 
-The class is graded once per tier on steps 1 and 5, and everything is judged from outside: the grades,
-the outputs, the processes and files left behind, the canaries the instructor's side holds. The root tiers
+The class is graded once per tier on steps 1 and 5, every attacker at once at --jobs 8, and everything is
+judged from outside: the grades, the outputs, the processes and files left behind, the canaries the
+instructor's side holds. The root tiers
 (bwrap+uid, uid) grade in this process; the bwrap tier is an instructor without root, played by `nobody`
 running `python -m workbook grade` from a copy of the checkout, so its grades are read from the outputs.
 The attackers' code is in attacks.py; each says what it achieved in its learner log, which the
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import stat
@@ -32,7 +34,7 @@ import pytest
 from tests.workbook.attacks import ATTACKS, planted_code
 from tests.workbook.conftest import copy_of_the_workbook, copy_parts, finish, of_another_live_grader, package
 from workbook import catalogue, mistakes, pg
-from workbook.grading import confinement, outputs, running, submissions
+from workbook.grading import confinement, outputs, running, submissions, workspace
 from workbook.grading.scores import LearnerGrade
 from workbook.runner import run_step
 
@@ -40,6 +42,13 @@ TIERS = (confinement.BWRAP_UID, confinement.UID, confinement.BWRAP)
 STEPS = [catalogue.step(1), catalogue.step(5)]
 CHECKOUT_PARTS = ("tests", "workbook", "config", "pyproject.toml", "steps", "solutions")
 TIMEOUT = 90.0
+# Steps graded at once, every attacker beside the honest learners: the default of a 4-core machine, as the
+# issue's acceptance asks (the server's connection slots and the learners' quotas are sized from it).
+JOBS = 8
+# The escaper: a folder name and a message with a screen clear, a fake verdict and Markdown.
+ESCAPER = "x-escape\x1b[2J\x1b[H<img src=x> [link](https:x.example) | # h"
+ESCAPE_MESSAGE = "\x1b[2J\x1b[HALL CHECKS PASSED 95/95\n| 1 | PASS |\n# Full marks"
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PARTIAL_MISTAKE = "wrong-case"  # step 1, task 1: the greeting's case
 # What an attacker prints when it got somewhere it must not (attacks.py writes these words in capitals).
 SUCCESS_WORDS = ("SUCCEEDED", "LOGGED IN AS", "FORGED", "WROTE", "PLANTED A F", "LEAKED", "DROPPED")
@@ -127,6 +136,14 @@ def build_class(subs: Path, canaries: dict[str, str], targets: dict[str, list], 
             init = package(copy, step.number) / "__init__.py"
             init.write_text(init.read_text() + planted_code(kind, targets, pwned, grader, str(checkout)))
         ceiling[f"x-{kind}"] = full
+    # A name and an exception message that clear a terminal and carry Markdown: what a person reads shows
+    # them as text (test_grade_escaping.py looks at each output; here it is one attacker among the rest).
+    escaper = copy_of_the_workbook(subs / ESCAPER)
+    for step in STEPS:
+        finish(escaper, step.number)
+    main = package(escaper, STEPS[0].number) / "main.py"
+    main.write_text(f"raise RuntimeError({ESCAPE_MESSAGE!r})\n" + main.read_text())
+    ceiling[ESCAPER] = [Fraction(0), full[1]]
     linked = copy_of_the_workbook(subs / "x-symlink")  # step 5 is a link to a classmate's
     finish(linked, 1)
     shutil.rmtree(linked / "steps" / "step5")
@@ -199,6 +216,14 @@ def of_another_live_run(cluster: Path) -> bool:
 
 def workspaces() -> set[str]:
     return {str(path) for path in Path(tempfile.gettempdir()).glob("workbook-grade-*")}
+
+
+def another_live_graders(folder: Path) -> bool:
+    """A workspace whose owner record names a live grader other than this process: another run on this
+    machine (a second test session, a maintainer's `nox -s grade`) made it, and removes it. This run's
+    grader is this process or has ended by now, so a workspace of its own still counts as left behind."""
+    record = workspace._read_record(folder, workspace.OWNER_FILE)
+    return record is not None and record.get("pid") != os.getpid() and not workspace.abandoned(record)
 
 
 def owned_by(paths: set[str], uid: int) -> list[str]:
@@ -278,7 +303,7 @@ def grade_in_process(
         patch.setattr(confinement.UidPool, "take", recording_take)
         patch.setenv("INSTRUCTOR_CANARY", canary)
         grades: list[LearnerGrade] = running.grade_submissions(
-            found, STEPS, jobs=2, timeout=TIMEOUT, root=checkout, tier=tier, record=record,
+            found, STEPS, jobs=JOBS, timeout=TIMEOUT, root=checkout, tier=tier, record=record,
             private=[subs, out],
         )  # fmt: skip
         outputs.write_outputs(out, grades, STEPS, record)
@@ -293,7 +318,7 @@ def grade_as_instructor(instructor: Instructor, subs: Path, out: Path) -> Graded
     """The bwrap tier: `python -m workbook grade` as the instructor; the grades come from its outputs."""
     completed = instructor.run(
         "-m", "workbook", "grade", str(subs), "--steps", ",".join(str(step.number) for step in STEPS),
-        "--out", str(out), "--timeout", str(TIMEOUT), "--jobs", "2", "--tier", confinement.BWRAP,
+        "--out", str(out), "--timeout", str(TIMEOUT), "--jobs", str(JOBS), "--tier", confinement.BWRAP,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     rows = gradebook(out)
@@ -400,7 +425,11 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         run.leftovers = {
             "processes": processes_of(watched, pids_before, fresh=not unprivileged),
             "files": sorted(set(files_of(watched, skip)) - files_before),
-            "workspaces": owned_by(workspaces() - before, grader.pw_uid),
+            "workspaces": [
+                path
+                for path in owned_by(workspaces() - before, grader.pw_uid)
+                if not another_live_graders(Path(path))
+            ],
             "clusters": [
                 path
                 for path in owned_by(our_clusters() - clusters_before, grader.pw_uid)
@@ -470,6 +499,7 @@ def test_the_run_completes_and_writes_every_output(hostile: HostileRun) -> None:
     assert (out / "report.html").read_text().count("<section") == len(hostile.grades)
     run = json.loads((out / "run.json").read_text())
     assert run["tier"] == hostile.tier and run["learners"] == len(hostile.grades)
+    assert run["completed"] is True and not run["reason"], run
     assert f"Confinement: <b>{hostile.tier}</b>" in (out / "report.html").read_text()
 
 
@@ -480,6 +510,15 @@ def test_no_canary_reaches_any_output(hostile: HostileRun) -> None:
             text = path.read_text(errors="replace")
             leaked = [name for name, canary in hostile.canaries.items() if canary in text]
             assert not leaked, f"{path.relative_to(hostile.out)} holds the {leaked} canaries"
+
+
+def test_the_escapers_bytes_reach_no_log_raw(hostile: HostileRun) -> None:
+    """`cat` of a step log shows the escaper's screen clear as text, beside every other attacker's."""
+    log = (hostile.out / outputs.LEARNERS_DIR / ESCAPER / f"{STEPS[0].name}.log").read_text()
+    assert "ALL CHECKS PASSED" in log, "the escaper's message is not in its log: the attack did not run"
+    for path in hostile.out.rglob("*.log"):
+        text = path.read_text(errors="replace")
+        assert not RAW_CONTROL.search(text.replace("\n", "").replace("\t", "")), path.relative_to(hostile.out)
 
 
 def test_no_attacker_reports_a_success(hostile: HostileRun) -> None:
@@ -527,7 +566,6 @@ def test_the_uid_tier_refuses_a_checkout_others_can_read(tmp_path: Path) -> None
 
 EXHAUSTED_STEPS = [catalogue.step(5), catalogue.step(6)]
 EXHAUSTERS = 3
-EXHAUST_JOBS = 8  # the default of a 4-core machine
 
 
 def test_learners_holding_every_connection_they_may_cost_an_honest_learner_nothing(tmp_path: Path) -> None:
@@ -552,7 +590,7 @@ def test_learners_holding_every_connection_they_may_cost_an_honest_learner_nothi
                 init.write_text(init.read_text() + planted)
     found, _ = submissions.discover(subs)
     grades = running.grade_submissions(
-        found, EXHAUSTED_STEPS, jobs=EXHAUST_JOBS, timeout=TIMEOUT, tier=confinement.BWRAP_UID,
+        found, EXHAUSTED_STEPS, jobs=JOBS, timeout=TIMEOUT, tier=confinement.BWRAP_UID,
         private=[subs, out],
     )  # fmt: skip
     by_name = {grade.name: grade for grade in grades}

@@ -1,5 +1,6 @@
 """`nox -s grade` killed with SIGTERM or SIGHUP: nothing the grading started may outlive it; killed with
-SIGKILL, what it could not remove (its workspace) the next run removes.
+SIGKILL, what it could not remove (its workspace, server, processes) the next run removes, and writes the
+outputs a run never interrupted writes.
 
 nox passes neither signal on to the `python -m workbook grade` it runs, so the test plays nox with a
 stand-in parent that runs the command and forwards nothing, kills that parent alone while learners' steps
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,12 @@ from tests.workbook.conftest import (
     package,
     processes,
 )
-from workbook import catalogue, pg
-from workbook.grading import confinement, running, workspace
+from workbook import catalogue, mistakes, pg
+from workbook.grading import confinement, outputs, running, workspace
 from workbook.grading.running import RUN_MARKER
+from workbook.grading.scores import format_points
 from workbook.pg import ENV_DSN
+from workbook.runner import run_step
 
 ROOT = catalogue.ROOT
 STARTUP_DEADLINE = 180.0  # seconds until learners' steps run: a cold PostgreSQL template takes a while
@@ -216,6 +220,79 @@ def test_a_grader_killed_with_sigkill_leaves_a_workspace_the_next_run_removes(tm
                 folder.unlink()
             else:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_grader_killed_with_sigkill_then_run_again_writes_what_an_uninterrupted_run_would(tmp_path):
+    """SIGKILL mid-grading, then the same command again: the second run removes what the first left (its
+    workspace, server, processes), and --out holds its outputs alone, complete, with the gradebook that a
+    run never interrupted writes (the trusted scores), never the previous run's files beside them."""
+    submissions, out, log = tmp_path / "submissions", tmp_path / "grades", tmp_path / "grade.log"
+    submissions.mkdir()
+    steps = [catalogue.step(1), catalogue.step(2)]
+    ann = copy_of_the_workbook(submissions / "ann")
+    for step in steps:
+        finish(ann, step.number)
+    bea = copy_of_the_workbook(submissions / "bea")  # step 1 with a known mistake, step 2 the starter
+    shutil.rmtree(bea / "steps" / "step1")
+    mistakes.apply(next(m for m in mistakes.load([steps[0]]) if m.name == "wrong-case"), bea)
+    copy_of_the_workbook(submissions / "sam")
+    trusted = {"ann": [Fraction(step.points) for step in steps], "sam": [Fraction(0)] * len(steps)}
+    trusted["bea"] = [run_step(step, str(bea)).points for step in steps]
+    assert 0 < trusted["bea"][0] < steps[0].points, trusted["bea"]
+    expected = ["learner,step1,step2,total"] + [
+        ",".join([name, *map(format_points, points), format_points(sum(points))])
+        for name, points in sorted(trusted.items())
+    ]
+    # A previous run's outputs, of another class: the killed run cannot replace them, the next one must.
+    (out / "learners" / "previous").mkdir(parents=True)
+    (out / "learners" / "previous" / "results.json").write_text('{"score": 99}\n')
+    (out / "gradebook.csv").write_text("learner,step1,step2,total\nprevious,3,5,8\n")
+    (out / "run.json").write_text('{"completed": true}\n')
+
+    token = secrets.token_hex(8)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), TOKEN_VARIABLE: token}
+    env.pop(ENV_DSN, None)  # the run starts a server of its own, which the next run must stop
+    command = [sys.executable, "-m", "workbook", "grade", str(submissions), "--steps", "1-2",
+               "--out", str(out), *confined_or_trusted()]  # fmt: skip
+    with log.open("wb") as output:
+        grader = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        killed = wait_for_learner_process(grader, log)
+        table = processes()
+        started = {pid: table[pid][2] for pid in descendants(grader.pid, table)}
+        grader.kill()
+        grader.wait()
+    finally:
+        if grader.poll() is None:
+            grader.kill()
+            grader.wait()
+    [fork_server_folder] = json.loads((killed / workspace.OUTSIDE_FILE).read_text())["made"]
+
+    again = subprocess.run(
+        command, cwd=ROOT, env={**env, TOKEN_VARIABLE: ""}, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    deadline = time.monotonic() + CLEANUP_DEADLINE
+    while (left := leftovers(token, killed, started)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == [], "left by the killed run:\n" + "\n".join(left)
+    assert not Path(fork_server_folder).exists(), "the killed grader's fork server folder is left"
+    clusters = pg.private_root(run_as=pg._RunAs.for_this_process(), create=False)
+    owners = [pg._read_owner(folder) or {} for folder in clusters.iterdir()] if clusters else []
+    assert grader.pid not in [owner.get("pid") for owner in owners], "the killed grader's cluster is left"
+
+    assert (out / "gradebook.csv").read_text().splitlines() == expected, again.stdout
+    run = json.loads((out / "run.json").read_text())
+    assert run["completed"] is True and run["learners"] == len(trusted), run
+    names = sorted(path.name for path in (out / "learners").iterdir())
+    assert names == sorted(trusted), f"learners' folders in --out: {names}"
+    for name, points in trusted.items():
+        results = json.loads((out / "learners" / name / "results.json").read_text())
+        assert results["score"] == round(float(sum(points)), 2), (name, results["output"])
+    assert sorted(path.name for path in out.iterdir()) == sorted(outputs.OUTPUT_NAMES)
+    staging = sorted(path.name for path in out.parent.glob(f".{out.name}.*"))
+    assert staging == [], f"staging folders left beside --out: {staging}"
 
 
 LIVE_GRADER = """
