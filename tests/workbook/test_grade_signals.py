@@ -267,6 +267,11 @@ def test_a_grader_killed_with_sigkill_then_run_again_writes_what_an_uninterrupte
             grader.kill()
             grader.wait()
     [fork_server_folder] = json.loads((killed / workspace.OUTSIDE_FILE).read_text())["made"]
+    # Between the kill and the next run, --out says a run was under way, never the older class's grades.
+    meanwhile = json.loads((out / "run.json").read_text())
+    assert meanwhile["completed"] is False and "has not finished" in meanwhile["reason"], meanwhile
+    assert "previous" not in (out / "gradebook.csv").read_text(), "the older gradebook looks current"
+    assert sorted(path.name for path in (out / "learners").iterdir()) == sorted(trusted)
 
     again = subprocess.run(
         command, cwd=ROOT, env={**env, TOKEN_VARIABLE: ""}, capture_output=True, text=True, timeout=600

@@ -7,6 +7,7 @@ the workbook, or a .zip of one, per learner, and writes the outputs that outputs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -142,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(len(submissions), len(steps))
     graded: dict[tuple[str, int], StepGrade] = {}
+    names = [submission.name for submission in submissions]
+    _say_under_way(args.out, names, steps, record)
     try:
         grades = grade_submissions(
             submissions, steps, jobs=args.jobs, timeout=args.timeout, progress=progress, record=record,
@@ -151,7 +154,6 @@ def run(args: argparse.Namespace) -> int:
     except BaseException as exc:
         # Whatever stopped the run (a refusal before it began, the grader's own error, Ctrl+C, SIGTERM),
         # its outputs take the place of the last run's, saying so: an older gradebook must not look current.
-        names = [submission.name for submission in submissions]
         write_outputs(args.out, unfinished_grades(names, steps, graded, record.reason), steps, record)
         where = args.out / RUN_FILE
         if isinstance(exc, KeyboardInterrupt):
@@ -175,6 +177,19 @@ def run(args: argparse.Namespace) -> int:
         "and a results.json per learner."
     )
     return 0
+
+
+def _say_under_way(out: Path, names: list[str], steps: list[catalogue.Step], record: RunRecord) -> None:
+    """Before any grading, --out's outputs say that a run is under way, every learner not graded yet: a
+    grader killed outright (SIGKILL, a machine that went down) writes nothing at its end, and the last run's
+    gradebook must not look current meanwhile. The run's own outputs replace these, whole, when it ends."""
+    started = utc_now()
+    reason = (
+        f"a grading run started at {started} and has not finished; if no grader is running now, it was "
+        "stopped before it could write its outputs: run it again"
+    )
+    under_way = dataclasses.replace(record, started=started, completed=False, reason=reason)
+    write_outputs(out, unfinished_grades(names, steps, {}, reason), steps, under_way)
 
 
 def main(argv: list[str] | None = None) -> int:
