@@ -109,7 +109,6 @@ class Watchdog:
             elif count > DATABASE_LIMIT:
                 self._take_away(server, role, names, f"your code created more than {DATABASE_LIMIT} "
                                 f"databases at once ({count}): the step was stopped there")  # fmt: skip
-        self._close_opened(server, pattern)
         overdue = self._execute(server, sql.SQL(
             "SELECT pid, usename FROM pg_catalog.pg_stat_activity WHERE usename LIKE {} AND state = 'active' "
             "AND now() - query_start > make_interval(secs => {})"
@@ -119,6 +118,7 @@ class Watchdog:
                 role, f"a statement of your code ran longer than {STATEMENT_LIMIT:g} s and was cancelled"
             )
             self._execute(server, sql.SQL("SELECT pg_catalog.pg_cancel_backend({})").format(sql.Literal(pid)))
+        self._close_opened(server, pattern)
 
     def _close_opened(self, server: PostgresServer, pattern: sql.Composable) -> None:
         """Close to every other learner role the databases of a learner's role that one of them may enter,
@@ -144,11 +144,12 @@ class Watchdog:
         ).format(pattern=pattern))  # fmt: skip
         for name, owner, others in opened:
             database = sql.Identifier(name)
-            self._execute(server, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
-            for other in others:
-                self._execute(server, sql.SQL("REVOKE ALL ON DATABASE {} FROM {} CASCADE").format(
-                    database, sql.Identifier(other)
-                ))  # fmt: skip
+            with contextlib.suppress(psycopg2.Error):  # its owner changing it at the same moment, say
+                self._execute(server, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+                for other in others:
+                    self._execute(server, sql.SQL("REVOKE ALL ON DATABASE {} FROM {} CASCADE").format(
+                        database, sql.Identifier(other)
+                    ))  # fmt: skip
             self._execute(server, sql.SQL(
                 "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
                 "WHERE datname = {} AND usename <> {} AND usename LIKE {}"
