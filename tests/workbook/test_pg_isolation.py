@@ -87,7 +87,12 @@ def test_a_database_a_role_makes_by_itself_is_closed_to_classmates_by_the_watchd
         me.execute('ALTER DATABASE "opened to a classmate" ALLOW_CONNECTIONS true')
         held = connect(them, "made by itself")  # PostgreSQL's default: PUBLIC may connect
         connect(them, "opened to a classmate").close()
-        watchdog.Watchdog(lambda: local).look()
+        dog = watchdog.Watchdog(lambda: local)
+        dog.look()
+        assert len(dog.breaches(mine.name)) == 2 and "could connect to" in dog.breaches(mine.name)[0]
+        assert dog.breaches(theirs.name) == [
+            "your code connected to another learner's database ('made by itself'): that session was ended"
+        ]
         for name in ("made by itself", "opened to a classmate"):
             with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
                 connect(them, name)

@@ -150,10 +150,20 @@ class Watchdog:
                     self._execute(server, sql.SQL("REVOKE ALL ON DATABASE {} FROM {} CASCADE").format(
                         database, sql.Identifier(other)
                     ))  # fmt: skip
-            self._execute(server, sql.SQL(
-                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+            self._note(
+                owner,
+                f"your code made a database other learners could connect to ({name!r}): it "
+                "was closed to them (a new database lets everyone in until its owner says otherwise)",
+            )
+            inside = self._execute(server, sql.SQL(
+                "SELECT pid, usename FROM pg_catalog.pg_stat_activity "
                 "WHERE datname = {} AND usename <> {} AND usename LIKE {}"
             ).format(sql.Literal(name), sql.Literal(owner), pattern))  # fmt: skip
+            for pid, intruder in inside:  # the report names the one who went in, not only the one let in
+                end = sql.SQL("SELECT pg_catalog.pg_terminate_backend({})").format(sql.Literal(pid))
+                self._execute(server, end)
+                self._note(intruder, f"your code connected to another learner's database ({name!r}): that "
+                           "session was ended")  # fmt: skip
 
     def _take_away(self, server: PostgresServer, role: str, names: list[str], message: str) -> None:
         with self._lock:
