@@ -687,10 +687,11 @@ def _prowl():
         if passes == 20:
             _say(f"prowl: refused on {{len(tried)}} databases of others so far")
         cur = own.cursor()
-        # The admin database (where CREATE DATABASE is run from) is open to it and holds nobody's data.
+        # Its own admin database (named after it, where it runs CREATE DATABASE) is the grader's and open
+        # to it alone; the cluster's (postgres) and the classmates' are tried like every other.
         cur.execute(
             "SELECT d.datname FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid"
-            " WHERE r.rolname <> current_user AND d.datname <> 'postgres'"
+            " WHERE r.rolname <> current_user AND d.datname <> current_user"
         )
         for (name,) in cur.fetchall():
             try:

@@ -425,7 +425,8 @@ def test_partial_credit_and_its_format():
 
 
 def as_role(server: PostgresServer, role: database.LearnerRole) -> PostgresServer:
-    return PostgresServer(host=server.host, port=server.port, user=role.name, password=role.password)
+    return PostgresServer(host=server.host, port=server.port, user=role.name, password=role.password,
+                          admin_database=role.admin_database)  # fmt: skip
 
 
 def test_a_role_can_drop_only_its_own_databases(monkeypatch):

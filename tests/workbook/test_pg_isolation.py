@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
+import psycopg2.sql
 import pytest
 
 from tests.conftest import app_database
 from workbook import pg
+from workbook.grading import watchdog
 from workbook.grading.database import LearnerRole
 
 JOBS = 8  # the default --jobs of a 4-core machine
@@ -49,13 +51,66 @@ def test_no_learner_role_may_connect_to_template1_yet_each_creates_databases_fro
             assert name in classmate.databases()
 
 
+def test_no_learner_role_may_connect_to_the_clusters_admin_database_or_a_classmates(local):
+    """Each role runs CREATE DATABASE from an admin database of its own: `postgres` needs to let none in."""
+    with LearnerRole(local) as mine, LearnerRole(local) as theirs:
+        me, them = as_role(local, mine), as_role(local, theirs)
+        for elsewhere in (local.admin_database, them.admin_database):
+            with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+                connect(me, elsewhere)
+        assert me.admin_database == mine.name
+        with me.database() as name:  # made from its own admin database
+            assert name in mine.databases()
+        conn = connect(me, me.admin_database)
+        try:  # where nothing can be made either, whichever PostgreSQL runs it
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege), conn.cursor() as cur:
+                cur.execute("CREATE TABLE public.mine (x int)")
+        finally:
+            conn.close()
+    assert not local.execute(
+        psycopg2.sql.SQL("SELECT 1 FROM pg_catalog.pg_database WHERE datname IN ({}, {})").format(
+            psycopg2.sql.Literal(mine.admin_database), psycopg2.sql.Literal(theirs.admin_database)
+        )
+    ), "expected each role's admin database to go with the role"
+
+
+def test_a_database_a_role_makes_by_itself_is_closed_to_classmates_by_the_watchdog(local):
+    """A plain CREATE DATABASE of a learner's code lets PUBLIC connect; the grader's next look closes it,
+    and a classmate that got in meanwhile is put out."""
+    with LearnerRole(local) as mine, LearnerRole(local) as theirs:
+        me, them = as_role(local, mine), as_role(local, theirs)
+        me.execute('CREATE DATABASE "made by itself"')
+        me.execute('CREATE DATABASE "opened to a classmate" ALLOW_CONNECTIONS false')
+        me.execute(psycopg2.sql.SQL('GRANT ALL ON DATABASE "opened to a classmate" TO {}').format(
+            psycopg2.sql.Identifier(theirs.name)
+        ))  # fmt: skip
+        me.execute('ALTER DATABASE "opened to a classmate" ALLOW_CONNECTIONS true')
+        held = connect(them, "made by itself")  # PostgreSQL's default: PUBLIC may connect
+        connect(them, "opened to a classmate").close()
+        dog = watchdog.Watchdog(lambda: local)
+        dog.look()
+        assert len(dog.breaches(mine.name)) == 2 and "could connect to" in dog.breaches(mine.name)[0]
+        assert dog.breaches(theirs.name) == [
+            "your code connected to another learner's database ('made by itself'): that session was ended"
+        ]
+        for name in ("made by itself", "opened to a classmate"):
+            with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+                connect(them, name)
+            connect(me, name).close()  # its owner still gets in
+        with pytest.raises(psycopg2.OperationalError, match="terminat"), held.cursor() as cur:
+            cur.execute("SELECT 1")
+        held.close()
+
+
 def test_a_connection_held_on_template1_fails_every_create_database_so_only_the_superuser_may_connect(local):
-    # What a learner could do before: the superuser holds one here to show the failure it caused.
-    held = connect(local, "template1")
     with LearnerRole(local) as classmate:
-        with pytest.raises(psycopg2.errors.ObjectInUse, match="being accessed by other users"):
-            as_role(local, classmate).create_database()
-    held.close()
+        # What a learner could do before: the superuser holds one here to show the failure it caused.
+        held = connect(local, "template1")
+        try:
+            with pytest.raises(psycopg2.errors.ObjectInUse, match="being accessed by other users"):
+                as_role(local, classmate).create_database()
+        finally:
+            held.close()
 
 
 def test_a_role_connects_to_its_own_databases_and_to_no_classmates(local):
@@ -68,8 +123,8 @@ def test_a_role_connects_to_its_own_databases_and_to_no_classmates(local):
             with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
                 connect(them, database.name)
             visible = them.execute("SELECT datname FROM pg_catalog.pg_database WHERE NOT datistemplate")
-            for (name,) in visible:  # but the admin database, where it runs CREATE DATABASE (see LearnerRole)
-                if name not in theirs.databases() and name != local.admin_database:
+            for (name,) in visible:  # but its admin database, where it runs CREATE DATABASE (see LearnerRole)
+                if name not in theirs.databases() and name != theirs.admin_database:
                     with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
                         connect(them, name)
 
@@ -87,7 +142,7 @@ def test_a_classmate_polling_for_new_databases_never_gets_in(local):
                 ):
                     with contextlib.suppress(psycopg2.Error):
                         connect(them, name).close()
-                        if name not in theirs.databases():
+                        if name not in (*theirs.databases(), theirs.admin_database):
                             got_in.append(name)
 
         prowler = threading.Thread(target=prowl, daemon=True)
@@ -169,9 +224,9 @@ def test_every_job_holding_all_its_connections_leaves_room_for_the_grader(local)
             for _ in range(JOBS - 1):
                 role = roles.enter_context(LearnerRole(local))
                 server = as_role(local, role)
-                held += [connect(server, "postgres") for _ in range(pg.LEARNER_CONNECTION_LIMIT)]
+                held += [connect(server, role.admin_database) for _ in range(pg.LEARNER_CONNECTION_LIMIT)]
                 with pytest.raises(psycopg2.OperationalError, match="too many connections for role"):
-                    connect(server, "postgres")
+                    connect(server, role.admin_database)
             # The last job's role, made by the grader then: the judge's connections and a pool of its own.
             honest = roles.enter_context(LearnerRole(local))
             server = as_role(local, honest)

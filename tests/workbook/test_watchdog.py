@@ -32,7 +32,7 @@ def as_role(role: LearnerRole, database: str | None = None):
         port=role.server.port,
         user=role.name,
         password=role.password,
-        admin_database=role.server.admin_database,
+        admin_database=role.admin_database,
     )
     conn = psycopg2.connect(server.dsn(database), connect_timeout=10)
     conn.autocommit = True

@@ -3,20 +3,31 @@
 One PostgreSQL server serves the whole run. Each step of each learner gets a login role of its own
 (CREATEDB, no superuser): the suite's fixtures create and drop databases through that role, so it can
 only ever drop its own, and the role goes with its databases when the step is graded.
+
+CREATE DATABASE has to be run from inside some database. Each role gets one of its own for that, its
+admin database, named after it: the cluster's admin database (`postgres`) and every classmate's stay
+closed to it (see LearnerRole.__enter__).
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-import threading
 
 import psycopg2
 from psycopg2 import sql
 
 from ..pg import PostgresServer, learner_role
 
-_GRANT_LOCK = threading.Lock()
+_VERSIONS: dict[tuple[str, int], int] = {}
+
+
+def _server_version(server: PostgresServer) -> int:
+    """The server's version number (150004 for 15.4), asked once per server: each question costs 15 ms."""
+    key = (server.host, server.port)
+    if key not in _VERSIONS:
+        _VERSIONS[key] = int(server.execute("SHOW server_version_num")[0][0])
+    return _VERSIONS[key]
 
 
 class LearnerRole:
@@ -30,21 +41,33 @@ class LearnerRole:
         self.server = server
         self.name = f"wb_grade_{secrets.token_hex(6)}"
         self.password = secrets.token_urlsafe(18)
+        self.admin_database = self.name
 
     def __enter__(self) -> LearnerRole:
         # The settings every learner's app gets, in a step run too (the suite's app shares this role here).
         learner_role(self.server.execute, self.name, self.password, createdb=True)
-        # It creates its databases from the admin database, which is closed to other roles by default (and
-        # holds nothing of anyone's; its databases are closed to all but itself: PostgresServer's
-        # create_database, pg.close_shared_databases for template1). One grant at a time: two at once
-        # update the same catalog row, and PostgreSQL refuses the second.
-        with _GRANT_LOCK:
-            self.server.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    sql.Identifier(self.server.admin_database), sql.Identifier(self.name)
-                )
-            )
+        try:
+            self._make_admin_database()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
+
+    def _make_admin_database(self) -> None:
+        """The database the role runs CREATE DATABASE from: its own, so that no other needs to let it in.
+
+        Before, the role was granted CONNECT on the cluster's admin database, shared by every role of the
+        class: a learner could sit there, holding connections and watching the others'. This one is the
+        superuser's (the watchdog's storage share and `clear` count only what the role owns), closed to
+        PUBLIC from the moment it exists (create_database), open to this role only and to no other, and
+        nobody may create anything in it (before PostgreSQL 15 PUBLIC could in the public schema). It is
+        a copy of template1, so it costs what any database does: about 50 ms to make and 20 ms to drop
+        on a cluster of ours. Each grant changes this database's own catalog row, so steps graded at once
+        never update the same row (two GRANTs on one database at once: "tuple concurrently updated").
+        """
+        self.server.create_database(self.admin_database, also=self.name)
+        if _server_version(self.server) < 150000:  # PostgreSQL 15 closed the public schema to PUBLIC
+            self.server.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"), self.admin_database)
 
     def dsn(self) -> str:
         return PostgresServer(
@@ -52,7 +75,7 @@ class LearnerRole:
             port=self.server.port,
             user=self.name,
             password=self.password,
-            admin_database=self.server.admin_database,
+            admin_database=self.admin_database,
         ).dsn()
 
     def databases(self) -> list[str]:
@@ -80,15 +103,12 @@ class LearnerRole:
                     sql.Literal(self.name)
                 )
             )
+        with contextlib.suppress(psycopg2.Error):  # its grant goes with its admin database, then the role
+            self.server.drop_database(self.admin_database)
+        with contextlib.suppress(psycopg2.Error):
             role = sql.Identifier(self.name)
-            with _GRANT_LOCK:  # its grant on the admin database goes first; one catalog change at a time
-                self.server.execute(
-                    sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
-                        sql.Identifier(self.server.admin_database), role
-                    )
-                )
-                try:
-                    self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
-                except psycopg2.Error:
-                    self.server.execute(sql.SQL("DROP OWNED BY {}").format(role))
-                    self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+            try:
+                self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+            except psycopg2.Error:
+                self.server.execute(sql.SQL("DROP OWNED BY {}").format(role))
+                self.server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))

@@ -6,7 +6,9 @@ statement_timeout = 0` is allowed to any role). So one thread of the grader watc
   loses its step: its sessions are ended, it may not log in again, and its databases are dropped at once,
   which frees the space for everyone else. A watchdog is the portable way: a capped tablespace needs root
   and a file system of its own, which the bubblewrap tier and a grading container do not have;
-- statement time: a learner's statement still running after STATEMENT_LIMIT is cancelled.
+- statement time: a learner's statement still running after STATEMENT_LIMIT is cancelled;
+- privacy: a database a learner's role created by itself (its code, not the judge's fixtures, which
+  create theirs closed) lets PUBLIC connect, as every new database does; see `_close_opened`.
 The server's own settings bound the rest (temporary files, WAL; see workbook/pg.py).
 """
 
@@ -116,6 +118,52 @@ class Watchdog:
                 role, f"a statement of your code ran longer than {STATEMENT_LIMIT:g} s and was cancelled"
             )
             self._execute(server, sql.SQL("SELECT pg_catalog.pg_cancel_backend({})").format(sql.Literal(pid)))
+        self._close_opened(server, pattern)
+
+    def _close_opened(self, server: PostgresServer, pattern: sql.Composable) -> None:
+        """Close to every other learner role the databases of a learner's role that one of them may enter,
+        and end the sessions they already hold there.
+
+        A role with CREATEDB makes databases PUBLIC may connect to, unless it revokes that itself (the
+        fixtures' create_database does, before the database takes any connection). Nothing in PostgreSQL
+        stops it: a new database's privileges are never copied from its template, no default privileges
+        or event triggers apply to databases, and pg_hba.conf cannot say "only its owner" (it knows names,
+        not owners, and the fixtures choose any name). The alternative, the role losing CREATEDB and the
+        grader making every database on request, needs a channel from the sandbox to the grader. So this
+        look closes such a database within INTERVAL of its creation and then ends any classmate's session
+        there: a classmate may get in only during that moment, and not stay. A database still closed to
+        all (ALLOW_CONNECTIONS false: the fixtures' create_database at work) is left alone, lest two
+        changes of its catalog row at once fail the fixture's own.
+        """
+        opened = self._execute(server, sql.SQL(
+            "SELECT d.datname, o.rolname, array_agg(r.rolname) FROM pg_catalog.pg_database d "
+            "JOIN pg_catalog.pg_roles o ON d.datdba = o.oid "
+            "JOIN pg_catalog.pg_roles r ON r.rolname LIKE {pattern} AND r.oid <> o.oid "
+            "AND pg_catalog.has_database_privilege(r.oid, d.oid, 'CONNECT') "
+            "WHERE o.rolname LIKE {pattern} AND d.datallowconn GROUP BY d.datname, o.rolname"
+        ).format(pattern=pattern))  # fmt: skip
+        for name, owner, others in opened:
+            database = sql.Identifier(name)
+            with contextlib.suppress(psycopg2.Error):  # its owner changing it at the same moment, say
+                self._execute(server, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+                for other in others:
+                    self._execute(server, sql.SQL("REVOKE ALL ON DATABASE {} FROM {} CASCADE").format(
+                        database, sql.Identifier(other)
+                    ))  # fmt: skip
+            self._note(
+                owner,
+                f"your code made a database other learners could connect to ({name!r}): it "
+                "was closed to them (a new database lets everyone in until its owner says otherwise)",
+            )
+            inside = self._execute(server, sql.SQL(
+                "SELECT pid, usename FROM pg_catalog.pg_stat_activity "
+                "WHERE datname = {} AND usename <> {} AND usename LIKE {}"
+            ).format(sql.Literal(name), sql.Literal(owner), pattern))  # fmt: skip
+            for pid, intruder in inside:  # the report names the one who went in, not only the one let in
+                end = sql.SQL("SELECT pg_catalog.pg_terminate_backend({})").format(sql.Literal(pid))
+                self._execute(server, end)
+                self._note(intruder, f"your code connected to another learner's database ({name!r}): that "
+                           "session was ended")  # fmt: skip
 
     def _take_away(self, server: PostgresServer, role: str, names: list[str], message: str) -> None:
         with self._lock:
