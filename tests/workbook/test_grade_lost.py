@@ -303,3 +303,38 @@ def test_a_database_killed_while_two_steps_run_regrades_both(tmp_path, monkeypat
     for grade in grades:
         assert grade.total == step.points and not grade.all_problems(), (grade.name, grade.all_problems())
     assert record.completed
+
+
+@pytest.mark.parametrize("refusals", [1, running.MAX_ATTEMPTS])
+def test_a_role_the_server_refuses_the_grader_is_its_fault_not_the_learners(tmp_path, monkeypatch, refusals):
+    """The server refuses the grader this step's database role (before any learner code runs: out of slots
+    for a moment, a lock): the step is graded again after a pause, and an honest learner keeps every point;
+    refused at every attempt, the step says it was not graded and that this is no fault of the code."""
+    import psycopg2
+
+    step = catalogue.step(4)
+    submissions = tmp_path / "class"
+    finish(copy_of_the_workbook(submissions / "ann"), step.number)
+    refused: list[str] = []
+    entered: list[str] = []
+
+    class RefusedRole(running.LearnerRole):
+        def __enter__(self):
+            entered.append(self.name)
+            if len(entered) > 1 and len(refused) < refusals:  # the first is the run's own check of the server
+                refused.append(self.name)
+                raise psycopg2.OperationalError("FATAL:  sorry, too many clients already\n(detail)")
+            return super().__enter__()
+
+    monkeypatch.setattr(running, "LearnerRole", RefusedRole)
+    monkeypatch.setattr(running, "REFUSAL_PAUSE", 0.01)
+    [grade] = running.grade_submissions(
+        [Submission("ann", submissions / "ann")], [step], jobs=1, timeout=120, record=running.RunRecord()
+    )
+    assert len(refused) == refusals, refused
+    if refusals < running.MAX_ATTEMPTS:
+        assert grade.total == step.points and not grade.all_problems(), grade.all_problems()
+        return
+    assert grade.total == 0, grade.total
+    [problem] = grade.all_problems()
+    assert "too many clients" in problem and "no fault of your code" in problem and "(detail)" not in problem

@@ -571,9 +571,12 @@ def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) ->
     run ended once the server had moved past g (or with the server dead) may have failed checks for it.
     """
     graded = None
-    for _attempt in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         generation = run.generation  # read before the step takes its server: a newer one only costs a retry
         graded = _grade_unit_once(run, step, workbook, workdir)
+        if _refused_the_grader(graded) and attempt + 1 < MAX_ATTEMPTS and not run.launcher.stopping:
+            time.sleep(REFUSAL_PAUSE * (attempt + 1))  # a moment for the server (a slot, a lock) to come free
+            continue
         if run.lost or run.server is None:
             return graded
         if run.generation == generation and run.database_alive():
@@ -589,6 +592,16 @@ def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) ->
         "failed may have failed for that, not for your code"
     )
     return graded
+
+
+# Seconds before grading again a step whose database role the server refused to the grader itself (no
+# learner code ran yet: a failure of the grader's environment, never the learner's), times the attempt.
+REFUSAL_PAUSE = 1.0
+REFUSED = "grader error: PostgreSQL refused"
+
+
+def _refused_the_grader(graded: StepGrade) -> bool:
+    return bool(graded.problems) and graded.problems[0].startswith(REFUSED)
 
 
 def _grade_unit_once(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) -> StepGrade:
@@ -607,7 +620,10 @@ def _grade_unit_once(run: Run, step: catalogue.Step, workbook: Path, workdir: Pa
             return _with_quotas(run, step, role.name, grade_step(run, step, workbook, workdir, role.dsn()))
     except psycopg2.Error as exc:  # the database refused the grader itself: this step's error, not the run's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return StepGrade.zero(step, f"grader error: PostgreSQL refused: {first}"[:300])
+        return StepGrade.zero(
+            step, f"{REFUSED} this step's database role ({first}); it is not graded, which is no fault of "
+            "your code: ask for it to be graded again"[:400]
+        )  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
