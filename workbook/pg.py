@@ -71,6 +71,16 @@ The workbook needs a PostgreSQL server for its tests and found no way to start o
        pip install pgserver              (ships the binaries in a wheel, no root needed)"""
 
 
+# How CREATE DATABASE copies its template. PostgreSQL 15's default (WAL_LOG) writes every page of it to the
+# WAL, 15 ms of the server's CPU and 40 ms of wall time for the 6 MB of template1; FILE_COPY copies the
+# files after a checkpoint, which costs next to nothing where nothing is flushed to disk (fsync off: our
+# own throwaway clusters, FAST_START), 6 ms and 14 ms. On any other server it stays the default.
+FILE_COPY_WHERE_CHEAP = """
+    SELECT CASE WHEN current_setting('server_version_num')::int >= 150000
+                 AND current_setting('fsync') = 'off' THEN ' STRATEGY FILE_COPY' ELSE '' END
+"""
+
+
 @dataclass
 class PostgresServer:
     """A running server we may create and drop databases on, as a superuser."""
@@ -136,8 +146,8 @@ class PostgresServer:
         Only its owner (and a superuser) may connect to it, and the role `also` names, if any. A new
         database lets PUBLIC connect, so it is created closed to every login and opened once PUBLIC has
         lost CONNECT: a classmate's role polling pg_database finds no moment in which it could get in (and
-        hold a connection that blocks nothing here, but would read the tables). One connection for all
-        four statements: each new one costs about 13 ms.
+        hold a connection that blocks nothing here, but would read the tables). One connection for all its
+        statements: each new one costs about 13 ms.
         """
         name = name or f"wb_{secrets.token_hex(6)}"
         ident = sql.Identifier(name)
@@ -146,7 +156,11 @@ class PostgresServer:
         try:
             conn.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {}{} ALLOW_CONNECTIONS false").format(ident, source))
+                cur.execute(FILE_COPY_WHERE_CHEAP)
+                (strategy,) = cur.fetchone()
+                cur.execute(sql.SQL("CREATE DATABASE {}{} ALLOW_CONNECTIONS false{}").format(
+                    ident, source, sql.SQL(strategy)
+                ))  # fmt: skip
                 self._databases.append(name)
                 cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident))
                 if also:
