@@ -241,6 +241,9 @@ def check_columns(db: Database, table: str, expected: dict[str, str], hint: str)
         for name, want in expected.items()
         if describe(found.get(name)) != want
     ]
+    # A column the lesson does not ask for is a mistake too: it has to be filled in, or given a default.
+    wrong += [f"  {name}: not asked for (remove it), found {describe(found[name])}"
+              for name in found if name not in expected]
     assert not wrong, (
         f"the {table} table in PostgreSQL does not match:\n" + "\n".join(wrong) + f"\nHint: {hint}"
     )
@@ -355,20 +358,40 @@ def test_question_refuses_a_missing_date_or_text(schema):
                    "a question without question_text", "nullable=False makes it NOT NULL.")  # fmt: skip
 
 
-@pytest.mark.task(1)
-def test_question_required_columns_have_no_python_default(learner):
-    # PostgreSQL cannot see a SQLAlchemy-side default (default=...): the table looks right to the database,
-    # yet every insert made through SQLAlchemy without the column quietly gets a value.
-    for name in ("question_text", "pub_date"):
-        found = learner.describe(f"db:question.c.{name}.default")
+def check_no_python_default(learner, table: str, names: tuple[str, ...]) -> None:
+    """PostgreSQL cannot see a SQLAlchemy-side default (default=...): the table looks right to the database,
+    yet every insert made through SQLAlchemy without the column quietly gets a value."""
+    for name in names:
+        found = learner.describe(f"db:{table}.c.{name}.default")
         if not found.get("exists"):
-            pytest.fail(f"expected db.question to have a column {name}, found none. Hint: Column('{name}', "
-                        "...) in question = Table('question', meta, ...).", pytrace=False)  # fmt: skip
+            pytest.fail(f"expected db.{table} to have a column {name}, found none. Hint: Column('{name}', "
+                        f"...) in {table} = Table('{table}', meta, ...).", pytrace=False)  # fmt: skip
         assert "builtins.NoneType" in found.get("mro", []), (
-            f"db.question.c.{name}.default: expected None (a required column has no default), got "
+            f"db.{table}.c.{name}.default: expected None (a required column has no default), got "
             f"{found.get('type')} {found.get('value')!r}\nHint: Column('{name}', ..., nullable=False) and "
             "no default=: a row without it must be refused, never filled in."
         )
+
+
+@pytest.mark.task(1)
+def test_question_required_columns_have_no_python_default(learner):
+    check_no_python_default(learner, "question", ("question_text", "pub_date"))
+
+
+@pytest.mark.task(1)
+def test_two_questions_may_share_a_text(schema):
+    text = f"Tea or coffee {random.randint(1000, 9999)}?"  # the judge's own question, never the sample's
+    with rolled_back(schema) as cur:
+        try:
+            cur.execute("INSERT INTO public.question (question_text, pub_date) VALUES (%s, '2020-01-01'), "
+                        "(%s, '2021-01-01'), (%s, '2022-01-01')", (text, text, text.upper()))  # fmt: skip
+        except psycopg2.Error as exc:
+            pytest.fail(
+                f"expected PostgreSQL to store three questions {text!r}, {text!r} and {text.upper()!r}, it "
+                f"said: {str(exc).strip()}\nHint: two questions may share a text: no unique=True on "
+                "question_text, and no unique Index on it.",
+                pytrace=False,
+            )
 
 
 # --- task 2: the choice table ----------------------------------------------------------------------------
@@ -404,6 +427,11 @@ def test_votes_default_to_zero_in_the_database(schema):
         "Hint: server_default='0' puts the default in the table; default=0 only lives in Python."
     )
     check_defaults(schema, "choice", {"choice_text": None, "question_id": None})
+
+
+@pytest.mark.task(2)
+def test_choice_required_columns_have_no_python_default(learner):
+    check_no_python_default(learner, "choice", ("choice_text", "question_id"))
 
 
 @pytest.mark.task(2)
