@@ -441,6 +441,7 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
         pool = client_backends(polls_db) - before
     # A second app, started after this one: an engine kept at module level would now be the second's.
     learner.serve(pool_config(polls_db, 1, 1))
+    deadline = time.monotonic() + 3.0
     decoy = client_backends(polls_db) - before - pool
     while not decoy and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
