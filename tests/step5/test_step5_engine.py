@@ -49,6 +49,21 @@ sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
 runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 """
 
+# The learner's `python -m aiohttpdemo_polls --config FILE`, counting its calls of aiopg.sa.create_engine
+# in a file (one line per call): an app that retries a refused connection makes more than one.
+RUN_COUNTING_TRIES = """
+import runpy, sys
+import aiopg.sa
+create_engine = aiopg.sa.create_engine
+def counted(*args, **kwargs):
+    with open({tries_path!r}, "a") as file:
+        file.write("try\\n")
+    return create_engine(*args, **kwargs)
+aiopg.sa.create_engine = counted
+sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
+runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
+"""
+
 # A bug planted in the engine's creation: it raises psycopg2.ProgrammingError (what a mistaken SQL
 # statement at startup raises), awaited or used with `async with`, while PostgreSQL itself is fine.
 RUN_WITH_A_BUG = """
@@ -546,6 +561,7 @@ class Startup:
     database: str
     where: str = ""  # the database's host:port as the config names it
     app_host: str = "127.0.0.1"
+    tries: Path | None = None  # where RUN_COUNTING_TRIES writes how many engines the app tried to create
 
 
 class SilentServer:
@@ -600,11 +616,13 @@ Launched = tuple[dict[str, Startup], dict[str, SilentServer]]  # the starts, and
 
 
 def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack,
-                    serving: bool = False, planted_bug: str = "") -> Launched:  # fmt: skip
+                    serving: bool = False, planted_bug: str = "",
+                    count_tries: bool = False) -> Launched:  # fmt: skip
     """Start the learner's app five times, each of which must end by itself: against a closed port, a
     missing database, two servers that never answer and, with the database reachable, an app port already
     taken. With `serving`, also once with everything right, on a loopback host other than 127.0.0.1.
     With `planted_bug`, also once with aiopg.sa.create_engine raising ProgrammingError(planted_bug).
+    With `count_tries`, the closed-port start counts its calls of aiopg.sa.create_engine.
     `stack` stops them all (and closes the sockets) at its end.
 
     The two silent servers tell db.DB_TIMEOUT from a timeout of the app's own without a stopwatch: the
@@ -623,8 +641,11 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     def launch(name: str, config: dict, timeout: float | None = None, watch_port: bool = True) -> None:
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
+        tries = folder / f"{name}.tries" if name == "closed" and count_tries else None
         if name == "bug":
             args = ("-c", RUN_WITH_A_BUG.format(message=planted_bug, path=str(path)))
+        elif tries is not None:
+            args = ("-c", RUN_COUNTING_TRIES.format(tries_path=str(tries), path=str(path)))
         elif timeout is not None:
             args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=timeout, path=str(path)))
         else:
@@ -632,7 +653,7 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
         port = config["port"] if watch_port else None
         pg = config["postgres"]
         where = f"{pg['host']}:{pg['port']}"
-        startup = Startup(Command(tree, *args), port, pg["database"], where, config["host"])
+        startup = Startup(Command(tree, *args), port, pg["database"], where, config["host"], tries)
         launched[name] = startup
         stack.callback(startup.command.close)
         stack.callback(startup.command.stop, grace=2)
@@ -672,7 +693,7 @@ def launched(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Ite
     with contextlib.ExitStack() as stack:
         folder = tmp_path_factory.mktemp("step5")
         yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True,
-                              planted_bug=PLANTED_BUG)  # fmt: skip
+                              planted_bug=PLANTED_BUG, count_tries=True)  # fmt: skip
 
 
 @pytest.fixture
@@ -770,6 +791,14 @@ def test_closed_port_stops_the_app_with_a_clear_message(startups):
     check_clear_failure(status, output, startups["closed"].database, names=startups["closed"].where,
                         reason="Connection refused|No such file or directory", reason_hint=REASON_HINT,
                         reason_last=True)  # fmt: skip
+    tries = startups["closed"].tries
+    count = str(len(tries.read_text().split())) if tries is not None and tries.exists() else "?"
+    assert count in ("1", "?"), (
+        f"with nothing listening at the database's port, expected the app to try once and stop at once, "
+        f"it called aiopg.sa.create_engine {count} times before it gave up. Hint: no retry and no loop "
+        "around create_engine: a refused connection is reported at once, in one line, and the person "
+        "who reads it decides what to do."
+    )
 
 
 @pytest.mark.task(3)
