@@ -241,6 +241,9 @@ def check_columns(db: Database, table: str, expected: dict[str, str], hint: str)
         for name, want in expected.items()
         if describe(found.get(name)) != want
     ]
+    # A column the lesson does not ask for is a mistake too: it has to be filled in, or given a default.
+    wrong += [f"  {name}: not asked for (remove it), found {describe(found[name])}"
+              for name in found if name not in expected]
     assert not wrong, (
         f"the {table} table in PostgreSQL does not match:\n" + "\n".join(wrong) + f"\nHint: {hint}"
     )
@@ -355,20 +358,40 @@ def test_question_refuses_a_missing_date_or_text(schema):
                    "a question without question_text", "nullable=False makes it NOT NULL.")  # fmt: skip
 
 
+def check_no_python_default(learner, table: str, names: tuple[str, ...], hint: str = "") -> None:
+    """PostgreSQL cannot see a SQLAlchemy-side default (default=...): the table looks right to the database,
+    yet every insert made through SQLAlchemy without the column quietly gets a value."""
+    for name in names:
+        found = learner.describe(f"db:{table}.c.{name}.default")
+        if not found.get("exists"):
+            pytest.fail(f"expected db.{table} to have a column {name}, found none. Hint: Column('{name}', "
+                        f"...) in {table} = Table('{table}', meta, ...).", pytrace=False)  # fmt: skip
+        assert "builtins.NoneType" in found.get("mro", []), (
+            f"db.{table}.c.{name}.default: expected None (a required column has no default), got "
+            f"{found.get('type')} {found.get('value')!r}\n" + (hint or f"Hint: Column('{name}', ..., "
+            "nullable=False) and no default=: a row without it must be refused, never filled in.")
+        )
+
+
 @pytest.mark.task(1)
 def test_question_required_columns_have_no_python_default(learner):
-    # PostgreSQL cannot see a SQLAlchemy-side default (default=...): the table looks right to the database,
-    # yet every insert made through SQLAlchemy without the column quietly gets a value.
-    for name in ("question_text", "pub_date"):
-        found = learner.describe(f"db:question.c.{name}.default")
-        if not found.get("exists"):
-            pytest.fail(f"expected db.question to have a column {name}, found none. Hint: Column('{name}', "
-                        "...) in question = Table('question', meta, ...).", pytrace=False)  # fmt: skip
-        assert "builtins.NoneType" in found.get("mro", []), (
-            f"db.question.c.{name}.default: expected None (a required column has no default), got "
-            f"{found.get('type')} {found.get('value')!r}\nHint: Column('{name}', ..., nullable=False) and "
-            "no default=: a row without it must be refused, never filled in."
-        )
+    check_no_python_default(learner, "question", ("question_text", "pub_date"))
+
+
+@pytest.mark.task(1)
+def test_two_questions_may_share_a_text(schema):
+    text = f"Tea or coffee {random.randint(1000, 9999)}?"  # the judge's own question, never the sample's
+    with rolled_back(schema) as cur:
+        try:
+            cur.execute("INSERT INTO public.question (question_text, pub_date) VALUES (%s, '2020-01-01'), "
+                        "(%s, '2021-01-01'), (%s, '2022-01-01')", (text, text, text.upper()))  # fmt: skip
+        except psycopg2.Error as exc:
+            pytest.fail(
+                f"expected PostgreSQL to store three questions {text!r}, {text!r} and {text.upper()!r}, it "
+                f"said: {str(exc).strip()}\nHint: two questions may share a text: no unique=True on "
+                "question_text, and no unique Index on it.",
+                pytrace=False,
+            )
 
 
 # --- task 2: the choice table ----------------------------------------------------------------------------
@@ -404,6 +427,14 @@ def test_votes_default_to_zero_in_the_database(schema):
         "Hint: server_default='0' puts the default in the table; default=0 only lives in Python."
     )
     check_defaults(schema, "choice", {"choice_text": None, "question_id": None})
+
+
+@pytest.mark.task(2)
+def test_choice_required_columns_have_no_python_default(learner):
+    check_no_python_default(learner, "choice", ("choice_text", "question_id"))
+    check_no_python_default(learner, "choice", ("votes",), hint=(
+        "Hint: votes has its default in the database only, server_default='0': a default= in Python as "
+        "well overrides it for every insert SQLAlchemy makes."))  # fmt: skip
 
 
 @pytest.mark.task(2)
@@ -560,7 +591,12 @@ def test_init_db_twice_gives_the_same_database(built, tree):
         "INSERT INTO public.question (question_text, pub_date) VALUES ('Left over?', '2020-01-01')"
     )
     again = finish(Command(tree, *INIT_DB, str(built.config_path)))
-    assert again.status == 0, init_db_failure(again, "succeed a second time, on the database it built")
+    gone = "UndefinedTable" in again.output or "does not exist" in again.output
+    assert again.status == 0, init_db_failure(again, "succeed a second time, on the database it built") + (
+        "\nHint: after create_tables the tables were gone: the drop was committed, while the create ran on "
+        "another connection, found the old tables still there (the drop not yet committed) and skipped "
+        "them. meta.drop_all(conn) and meta.create_all(conn) on the same conn of one engine.begin() block: "
+        "never the engine (nor conn.engine)." if gone else "")  # fmt: skip
     second = sample_polls(*table_rows(built.db))
     assert second == first, (
         "expected a second run of init_db to rebuild exactly the same rows (votes back to 0, no leftovers), "

@@ -49,6 +49,21 @@ sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
 runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 """
 
+# The learner's `python -m aiohttpdemo_polls --config FILE`, counting its calls of aiopg.sa.create_engine
+# in a file (one line per call): an app that retries a refused connection makes more than one.
+RUN_COUNTING_TRIES = """
+import runpy, sys
+import aiopg.sa
+create_engine = aiopg.sa.create_engine
+def counted(*args, **kwargs):
+    with open({tries_path!r}, "a") as file:
+        file.write("try\\n")
+    return create_engine(*args, **kwargs)
+aiopg.sa.create_engine = counted
+sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
+runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
+"""
+
 # A bug planted in the engine's creation: it raises psycopg2.ProgrammingError (what a mistaken SQL
 # statement at startup raises), awaited or used with `async with`, while PostgreSQL itself is fine.
 RUN_WITH_A_BUG = """
@@ -216,6 +231,12 @@ def test_engine_uses_the_configured_pool_size_and_db_timeout(learner, polls_db):
     assert count == minsize, (
         f"expected the app to open minsize={minsize} connections at startup, PostgreSQL shows {count}"
     )
+    idle = learner.serve(pool_config(polls_db, 0, maxsize))  # 0 is a size too: no connection until needed
+    got = engine_of(learner, idle).get("attrs", {}).get("minsize")
+    assert got == 0, (
+        f"with minsize 0 in the config (open no connection until a request needs one), expected the app's "
+        f"engine to have minsize 0, got {got}. Hint: minsize=conf['minsize'] as it is; `or 1` turns 0 into 1."
+    )
 
 
 @pytest.mark.task(1)
@@ -306,6 +327,22 @@ async def test_index_follows_the_database(polls_client, polls_db):
 
 
 @pytest.mark.task(2)
+async def test_index_lists_every_question(polls_client, polls_db):
+    count = random.randint(200, 250)  # more than any page size a view might cut the list to
+    polls_db.execute("INSERT INTO public.question (question_text, pub_date) "
+                     f"SELECT 'Question ' || n, DATE '2020-01-01' FROM generate_series(1, {count}) AS n")
+    expected = [question["id"] for question in expected_questions(polls_db)]
+    got = await json_of(await polls_client.get("/"))
+    listed = got.get("questions") if isinstance(got, dict) else None
+    ids = [q.get("id") for q in listed if isinstance(q, dict)] if isinstance(listed, list) else []
+    assert ids == expected, (
+        f"with {len(expected)} questions in the database (ids {expected[0]} to {expected[-1]}), expected "
+        f"GET / to list them all, got {len(ids)}" + (f" (ids {ids[0]} to {ids[-1]})" if ids else "")
+        + ". Hint: every question, ordered by id: no .limit() on the select."
+    )
+
+
+@pytest.mark.task(2)
 async def test_index_with_no_questions(polls_client, polls_db):
     polls_db.execute("TRUNCATE public.question CASCADE")
     got = await json_of(await polls_client.get("/"))
@@ -391,7 +428,7 @@ async def test_index_waits_for_postgres_without_blocking_the_loop(learner, polls
     slept = learner.blocking_calls()
     hint = (
         "await asyncio.sleep(...) if a view must wait; better, do not wait"
-        if slept and slept[0].startswith("time.sleep")
+        if slept and slept[0].startswith(("time.sleep", "select.select", "threading.Event.wait"))
         else "read what a view needs from a file once, at startup (in init_app), and keep it on the app"
     )
     assert not slept, (
@@ -417,6 +454,13 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
     while len(pool) < size and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
         pool = client_backends(polls_db) - before
+    # A second app, started after this one: an engine kept at module level would now be the second's.
+    learner.serve(pool_config(polls_db, 1, 1))
+    deadline = time.monotonic() + 3.0
+    decoy = client_backends(polls_db) - before - pool
+    while not decoy and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        decoy = client_backends(polls_db) - before - pool
     # No new connection gets into the database while GET / runs, but the judge's own lock: one the view
     # opens for itself is refused, even one it closes before its query. (A superuser app role is exempt.)
     with no_new_connections(polls_db, room=1):
@@ -424,8 +468,14 @@ async def test_index_borrows_a_connection_from_the_apps_engine(learner, polls_db
             if held.waiting is None:
                 pytest.fail(refused(held, size) or not_held(held), pytrace=False)
             # Seen while the view waits, so a connection it opened for itself (and still holds) is listed.
-            others = client_backends(polls_db) - before - pool - lock_holders(polls_db)
+            others = client_backends(polls_db) - before - pool - decoy - lock_holders(polls_db)
             sent = query_of(polls_db, held.waiting)
+    assert held.waiting not in decoy, (
+        "GET / (while the judge held a lock on the question table) waited on a connection of another app, "
+        "one started after this one: the view reads an engine kept at module level, which the last app "
+        "to start replaced. Hint: async with request.app[db.DB_KEY].acquire() as conn, the engine of the "
+        "app that received the request."
+    )
     assert held.waiting in pool, (
         f"GET / (while the judge held a lock on the question table) waited on a connection the app's "
         f"engine did not open (the engine's {size} connections, minsize = maxsize = {size}, are the "
@@ -511,6 +561,7 @@ class Startup:
     database: str
     where: str = ""  # the database's host:port as the config names it
     app_host: str = "127.0.0.1"
+    tries: Path | None = None  # where RUN_COUNTING_TRIES writes how many engines the app tried to create
 
 
 class SilentServer:
@@ -565,11 +616,13 @@ Launched = tuple[dict[str, Startup], dict[str, SilentServer]]  # the starts, and
 
 
 def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitStack,
-                    serving: bool = False, planted_bug: str = "") -> Launched:  # fmt: skip
+                    serving: bool = False, planted_bug: str = "",
+                    count_tries: bool = False) -> Launched:  # fmt: skip
     """Start the learner's app five times, each of which must end by itself: against a closed port, a
     missing database, two servers that never answer and, with the database reachable, an app port already
     taken. With `serving`, also once with everything right, on a loopback host other than 127.0.0.1.
     With `planted_bug`, also once with aiopg.sa.create_engine raising ProgrammingError(planted_bug).
+    With `count_tries`, the closed-port start counts its calls of aiopg.sa.create_engine.
     `stack` stops them all (and closes the sockets) at its end.
 
     The two silent servers tell db.DB_TIMEOUT from a timeout of the app's own without a stopwatch: the
@@ -588,8 +641,11 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
     def launch(name: str, config: dict, timeout: float | None = None, watch_port: bool = True) -> None:
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
+        tries = folder / f"{name}.tries" if name == "closed" and count_tries else None
         if name == "bug":
             args = ("-c", RUN_WITH_A_BUG.format(message=planted_bug, path=str(path)))
+        elif tries is not None:
+            args = ("-c", RUN_COUNTING_TRIES.format(tries_path=str(tries), path=str(path)))
         elif timeout is not None:
             args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=timeout, path=str(path)))
         else:
@@ -597,7 +653,7 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
         port = config["port"] if watch_port else None
         pg = config["postgres"]
         where = f"{pg['host']}:{pg['port']}"
-        startup = Startup(Command(tree, *args), port, pg["database"], where, config["host"])
+        startup = Startup(Command(tree, *args), port, pg["database"], where, config["host"], tries)
         launched[name] = startup
         stack.callback(startup.command.close)
         stack.callback(startup.command.stop, grace=2)
@@ -637,7 +693,7 @@ def launched(request: pytest.FixtureRequest, pg_server, tmp_path_factory) -> Ite
     with contextlib.ExitStack() as stack:
         folder = tmp_path_factory.mktemp("step5")
         yield launch_startups(step_run(request.config).tree, pg_server, folder, stack, serving=True,
-                              planted_bug=PLANTED_BUG)  # fmt: skip
+                              planted_bug=PLANTED_BUG, count_tries=True)  # fmt: skip
 
 
 @pytest.fixture
@@ -693,9 +749,10 @@ def ended(startup: Startup, seconds: float = GIVE_UP, serving_hint: str = SERVIN
 def check_clear_failure(status: int, output: str, database: str, where: str = "",
                         traceback_hint: str = TRACEBACK_HINT,
                         lines_hint: str = LINES_HINT, *, names: str = "", reason: str = "",
-                        reason_hint: str = "") -> None:  # fmt: skip
+                        reason_hint: str = "", reason_last: bool = False) -> None:  # fmt: skip
     """One line, exit status 1, naming the database; with `names`, that host:port too; with `reason`,
-    the line must also say it (the driver's own words, or how long the app waited)."""
+    the line must also say it (the driver's own words, or how long the app waited); with `reason_last`,
+    the line must end with it."""
     assert "Traceback" not in output, (
         f"expected one clear line, got a traceback ending in: {why_it_ended(output)}\n{traceback_hint}"
     )
@@ -717,6 +774,13 @@ def check_clear_failure(status: int, output: str, database: str, where: str = ""
         f"expected the line{where} to give the reason, saying {' or '.join(map(repr, reasons))}, got: "
         f"{lines[0]}\n{reason_hint}"
     )
+    end = lines[0].strip().rstrip(".").lower()
+    assert not reason_last or any(end.endswith(part.lower()) for part in reasons), (
+        f"expected the line{where} to end with the reason ({' or '.join(map(repr, reasons))}), got: "
+        f"{lines[0]}\nHint: name the host, port and database first, then the first line of psycopg2's "
+        "message (str(exc).strip().splitlines()[0]), last: not the whole message joined into one line, "
+        "whose last words only ask whether the server is running."
+    )
 
 
 @pytest.mark.task(3)
@@ -725,14 +789,23 @@ def test_closed_port_stops_the_app_with_a_clear_message(startups):
     # directory" for a socket folder; its last line ("Is the server running ...?") gives no reason.
     status, output = ended(startups["closed"])
     check_clear_failure(status, output, startups["closed"].database, names=startups["closed"].where,
-                        reason="Connection refused|No such file or directory", reason_hint=REASON_HINT)
+                        reason="Connection refused|No such file or directory", reason_hint=REASON_HINT,
+                        reason_last=True)  # fmt: skip
+    tries = startups["closed"].tries
+    count = str(len(tries.read_text().split())) if tries is not None and tries.exists() else "?"
+    assert count in ("1", "?"), (
+        f"with nothing listening at the database's port, expected the app to try once and stop at once, "
+        f"it called aiopg.sa.create_engine {count} times before it gave up. Hint: no retry and no loop "
+        "around create_engine: a refused connection is reported at once, in one line, and the person "
+        "who reads it decides what to do."
+    )
 
 
 @pytest.mark.task(3)
 def test_missing_database_stops_the_app_with_a_clear_message(startups):
     status, output = ended(startups["missing"])
     check_clear_failure(status, output, startups["missing"].database, names=startups["missing"].where,
-                        reason="does not exist", reason_hint=REASON_HINT)  # fmt: skip
+                        reason="does not exist", reason_hint=REASON_HINT, reason_last=True)  # fmt: skip
 
 
 def check_waits_db_timeout(startups: dict[str, Startup], servers: dict[str, SilentServer],
@@ -787,6 +860,18 @@ def test_a_bad_config_still_ends_in_one_line(startups):
 @pytest.mark.task(3)
 def test_other_errors_are_not_blamed_on_the_database(startups):
     # The database answers, but the app's own port is taken: that error must show as itself.
+    command = startups["taken"].command
+    deadline = time.monotonic() + GIVE_UP
+    while command.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if command.returncode is None:
+        pytest.fail(
+            "with the database reachable and the app's port already in use, expected the app to stop with "
+            f"the port's error (address already in use), it was still running after {GIVE_UP:.0f}s. Hint: "
+            "serve on the configured port only, no fallback to another port and no retry: let the OSError "
+            "web.run_app raises show.",
+            pytrace=False,
+        )
     status, output = ended(startups["taken"])
     assert status != 0, f"expected a non-zero exit status when the port is taken, got {status}"
     assert startups["taken"].database not in output and "in use" in output, (

@@ -103,9 +103,13 @@ def assert_shows(body: str, text: str, where: str, judge_escaping: bool = True) 
         if text in body:  # there, but as written: the cause is the escaping, not the data or the query
             assert_escaped(body, text, where)
         seen = page_text(body)
+        empty = ("\nHint: the page says there are no polls although the database holds some: the template "
+                 "got no questions. The view returns {'questions': rows}, the very name index.html loops "
+                 "over; a name of its own is undefined in the template, which Jinja treats as empty."
+                 if "no polls" in seen.lower() else "")  # fmt: skip
         pytest.fail(
             f"expected {where} to show {text!r} (HTML-escaped, as autoescaping writes it), it is not in the "
-            f"page. What the page shows: {seen[:600]!r}",
+            f"page. What the page shows: {seen[:600]!r}{empty}",
             pytrace=False,
         )
 
@@ -237,8 +241,9 @@ async def test_index_makes_no_blocking_call(learner, polls_client):
     slept = learner.blocking_calls()
     assert not slept, (
         f"GET / called {slept[0]} on the event loop, expected no blocking call in the view: while it waits "
-        "(for the clock, or the disk) no other visitor is served, as in step 5. Hint: no time.sleep or "
-        "blocking file read in a view; await asyncio.sleep(...) if it must wait, better not wait at all."
+        "(for the clock, or the disk) no other visitor is served, as in step 5. Hint: no time.sleep (nor "
+        "its disguises, select.select or threading.Event().wait) or blocking file read in a view; await "
+        "asyncio.sleep(...) if it must wait, better not wait at all."
     )
 
 
@@ -280,6 +285,22 @@ async def test_index_page_lists_the_polls_in_id_order(polls_client, polls_db, ju
         "select(db.question).order_by(db.question.c.id) and nothing else: without ORDER BY, PostgreSQL "
         "returns rows in whatever order it finds them, and an update moves a row; an order by date is "
         "not id order."
+    )
+
+
+@pytest.mark.task(1)
+async def test_index_page_lists_every_poll(polls_client, polls_db):
+    count = random.randint(200, 250)  # more than any page size a view might cut the list to
+    polls_db.execute("INSERT INTO public.question (question_text, pub_date) "
+                     f"SELECT 'Poll ' || n, DATE '2020-01-01' FROM generate_series(1, {count}) AS n")
+    expected = [question_id for question_id, _ in questions(polls_db)]
+    body = await page(polls_client, "/")
+    listed = list(dict.fromkeys(int(found) for found in re.findall(r'href="/poll/(\d+)"', body)))
+    missing = [question_id for question_id in expected if question_id not in listed]
+    assert not missing, (
+        f"with {len(expected)} polls in the database, expected the index to link every one, it links "
+        f"{len(listed)}; missing: /poll/{missing[0]} and {len(missing) - 1} more. Hint: as in step 5, "
+        "every question: no .limit() on the select."
     )
 
 
@@ -467,6 +488,8 @@ async def test_poll_page_shows_the_question_as_a_heading(polls_client, judge_pol
     outside_title = re.sub(r"<title\b.*?</title\s*>", "", body, flags=re.S | re.I)
     shown_outside = any(form in outside_title for form in escaped_forms(judge_poll.text))
     where = "in the page but not in a heading" if shown_outside else "only in the <title>"
+    if headings and not shown_outside:
+        where = "only in the <title>: the heading shows other text (cut short, or its case changed)"
     shown = [f"<{tag}>{page_text(inner)[:80]}</{tag}>" for tag, inner in headings] or "no heading at all"
     pytest.fail(
         f"expected {path} to show its question as a heading (<h1>...</h1>), the question is {where}; the "
@@ -533,16 +556,34 @@ ROUTE_HINT = (
 @pytest.mark.parametrize(
     "path",
     ["/poll/0", "/poll/abc", "/poll/-1", "/poll/1.5", "/poll/2147483648", "/poll/99999999999",
-     "/poll/" + "9" * 5000, "/poll/"],
-    ids=["zero", "not-a-number", "negative", "decimal", "int32-overflow", "eleven-digits", "5000-digits",
-         "no-digits"],
+     "/poll/00000000001", "/poll/" + "9" * 5000, "/poll/"],
+    ids=["zero", "not-a-number", "negative", "decimal", "int32-overflow", "eleven-digits",
+         "eleven-digits-of-poll-1", "5000-digits", "no-digits"],
 )  # fmt: skip
 async def test_impossible_polls_are_404(polls_client, path):
     response = await polls_client.get(path)
     shown = path if len(path) < 40 else path[:20] + "..."
     digits = path.rpartition("/")[2]
     hint = ROUTE_HINT if digits.isdigit() and len(digits) > 10 else NOT_FOUND_HINT
+    body = await response.text()
+    if response.status == 200 and digits.isdigit() and len(digits) > 10:
+        hint = (f"int() reads {digits!r} as {int(digits)}, a poll that exists, so the view showed it. "
+                f"{ROUTE_HINT} Let the route match digits only, one to 10 of them: a check of the id in the "
+                "view lets such addresses through.")  # fmt: skip
+    if response.status == 500 and digits.isdigit() and int(digits) > 2**31 - 1 and len(digits) <= 10:
+        hint = (f"A 500: PostgreSQL could not read {digits} as an integer, so get_question was given the id "
+                "as a string (sent as text, which PostgreSQL must turn into an integer first). Hint: "
+                "question_id = int(request.match_info['question_id']) in the view; a number past the "
+                "integer's range then simply finds no row: RecordNotFound, a 404.")  # fmt: skip
     assert response.status == 404, f"expected GET {shown} to answer 404, got {response.status}. {hint}"
+    if digits.isdigit() and len(digits) <= 10:  # the route let it through: the view's 404 names it
+        assert digits in page_text(body), (
+            f"expected the 404 for GET {shown} to name the poll that was asked for, {digits}, it says "
+            f"{page_text(body)[:300]!r}. Hint: an id of ten digits must reach the view (the route must "
+            "accept them all, {question_id:[0-9]{1,10}}), where get_question looks for it and raises "
+            "RecordNotFound, and the view answers web.HTTPNotFound(text=str(exc)): no bare 404 of the "
+            "view's own for an id too large to exist."
+        )
 
 
 # Addresses that are not plain digits, though int() reads each as 1 (poll 1 exists): only the route's

@@ -40,6 +40,12 @@ async def naps():
     time.sleep(0)
     return 1
 
+async def waits():
+    import select, threading
+    select.select([], [], [], 0)
+    threading.Event().wait(0)
+    return 1
+
 def dies():
     os._exit(9)
 
@@ -101,6 +107,14 @@ def test_a_sleep_on_the_event_loop_is_noted_with_its_place(harness):
     assert harness.request("blocking") == []  # each note is handed over once
 
 
+def test_sleeps_in_disguise_on_the_event_loop_are_noted(harness):
+    assert harness.request("call", target="things:waits") == 1
+    noted = harness.request("blocking")
+    assert [note.split("(")[0] for note in noted] == ["select.select", "threading.Event.wait"]
+    assert all(" at aiohttpdemo_polls/things.py, line " in note for note in noted)
+    assert harness.request("blocking") == []
+
+
 def test_a_watched_connection_notes_what_each_query_was_built_from():
     from sqlalchemy import column, select, text
 
@@ -120,7 +134,9 @@ def test_a_watched_connection_notes_what_each_query_was_built_from():
     expression = select(column("x"))
     assert conn.execute("SELECT 1") == "SELECT 1" and conn.scalar(expression) is expression
     conn.execute(text("SELECT 2"))
-    assert noted == ["SQL text: SELECT 1", "an expression", "SQL text: text('SELECT 2')"]
+    conn.execute(select(column("x")).where(text("x = 3")))
+    assert noted == ["SQL text: SELECT 1", "an expression", "SQL text: text('SELECT 2')",
+                     "SQL text: text('x = 3') inside the expression"]  # fmt: skip
     assert conn.closed is False  # everything else is the connection's own
 
 

@@ -29,9 +29,11 @@ import json
 import logging
 import os
 import pkgutil
+import select
 import signal
 import sys
 import sysconfig
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -127,6 +129,17 @@ def harness_error(exc: HarnessError) -> dict[str, str]:
     return {"type": exc.kind, "name": exc.kind, "message": str(exc), "where": "", "traceback": ""}
 
 
+def text_inside(statement: Any) -> str | None:
+    """The first SQL text (a text() clause) inside a SQLAlchemy expression, or None."""
+    try:
+        from sqlalchemy.sql.visitors import iterate
+
+        inner = next((part for part in iterate(statement) if type(part).__name__ == "TextClause"), None)
+    except Exception:  # not a SQLAlchemy expression: nothing to look into
+        return None
+    return None if inner is None else str(inner)
+
+
 class WatchedConnection:
     """A connection whose query methods note what they were given: SQL text (a str, or SQLAlchemy's
     text()) or an expression. Results cannot tell a value pasted into SQL text from one sent as a value
@@ -146,6 +159,9 @@ class WatchedConnection:
             text = statement if isinstance(statement, str) else None
             if text is None and type(statement).__name__ == "TextClause":
                 text = f"text({str(statement)!r})"
+            if text is None:  # an expression may still carry SQL text, such as .where(text(f"id = {x}"))
+                inner = text_inside(statement)
+                text = None if inner is None else f"text({inner!r}) inside the expression"
             if len(self._noted) < 20:
                 self._noted.append(f"SQL text: {text[:200]}" if text is not None else "an expression")
             return method(statement, *args, **kwargs)
@@ -199,6 +215,25 @@ class Harness:
                 if len(self.blocking) < 20:
                     self.blocking.append(f"time.sleep({seconds!r}){self.learner_place()}")
             sleep(seconds)
+
+        return watched
+
+    def watch_call(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """`call` (a blocking call other than time.sleep: select.select, os.fsync, ...) noting each time the
+        learner's own code calls it while an event loop runs on this thread, as watch_sleep does. Only a
+        direct call from the learner's tree counts: libraries may use these off the loop's path."""
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            frame = sys._getframe(1)
+            path = Path(frame.f_code.co_filename)
+            if len(self.blocking) < 20 and path.is_relative_to(self.tree):
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:
+                    pass
+                else:
+                    self.blocking.append(f"{name}() at {path.relative_to(self.tree)}, line {frame.f_lineno}")
+            return call(*args, **kwargs)
 
         return watched
 
@@ -634,6 +669,9 @@ def main() -> None:
     harness = Harness(tree, reply_fd)
     sys.unraisablehook = harness.on_unraisable
     time.sleep = harness.watch_sleep(time.sleep)  # before the learner's modules bind it by name
+    select.select = harness.watch_call("select.select", select.select)  # a sleep in disguise, or a wait
+    os.fsync = harness.watch_call("os.fsync", os.fsync)  # waits for the disk
+    threading.Event.wait = harness.watch_call("threading.Event.wait", threading.Event.wait)
     sys.addaudithook(harness.watch_opens)
     # Then the judge's first request, "hello", imports the learner's package, outside any event loop as
     # `python -m aiohttpdemo_polls` would.
