@@ -127,6 +127,20 @@ def harness_error(exc: HarnessError) -> dict[str, str]:
     return {"type": exc.kind, "name": exc.kind, "message": str(exc), "where": "", "traceback": ""}
 
 
+def text_inside(statement: Any) -> Any:
+    """The first text() piece inside an expression (update(...).where(text(...))), or None: SQL text
+    pasted together from values is the same mistake when an expression carries it to execute()."""
+    try:
+        from sqlalchemy.sql import visitors  # the learner's own SQLAlchemy, 1.4 or 2
+
+        for element in visitors.iterate(statement):
+            if type(element).__name__ == "TextClause":
+                return element
+    except Exception:  # not an expression SQLAlchemy can walk: nothing to say about it
+        return None
+    return None
+
+
 class WatchedConnection:
     """A connection whose query methods note what they were given: SQL text (a str, or SQLAlchemy's
     text()) or an expression. Results cannot tell a value pasted into SQL text from one sent as a value
@@ -146,6 +160,8 @@ class WatchedConnection:
             text = statement if isinstance(statement, str) else None
             if text is None and type(statement).__name__ == "TextClause":
                 text = f"text({str(statement)!r})"
+            elif text is None and (inner := text_inside(statement)) is not None:
+                text = f"text({str(inner)!r}) inside a SQLAlchemy {type(statement).__name__.lower()}()"
             if len(self._noted) < 20:
                 self._noted.append(f"SQL text: {text[:200]}" if text is not None else "an expression")
             return method(statement, *args, **kwargs)
