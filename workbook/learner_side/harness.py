@@ -575,13 +575,23 @@ def routes_of(app: Any) -> list[dict[str, Any]]:
 
 
 def raising_view(exception: str, message: str) -> Any:
-    """A view that raises the named built-in exception: how the judge sees the app's error handling.
+    """A view that raises the named built-in exception (or aiohttp's web.HTTPGone...: an answer of the
+    view's own, with `message` as its text): how the judge sees the app's error handling.
 
     "CancelledError" raises asyncio.CancelledError, what a cancelled request's view raises: the app must let
     it through (aiohttp then closes the connection without an answer), not turn it into a page.
     """
     import builtins
 
+    from aiohttp import web
+
+    answer = getattr(web, exception, None) if exception.startswith("HTTP") else None
+    if isinstance(answer, type) and issubclass(answer, web.HTTPException):  # a view's own HTTP answer
+
+        async def answering(request: Any) -> Any:
+            raise answer(text=message)
+
+        return answering
     kind = asyncio.CancelledError if exception == "CancelledError" else getattr(builtins, exception, None)
     if not (isinstance(kind, type) and issubclass(kind, (Exception, asyncio.CancelledError))):
         kind = RuntimeError
