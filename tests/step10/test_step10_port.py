@@ -625,6 +625,12 @@ def test_the_line_says_where_and_why(startups, startups_folder, which):
         "driver's own first line, and words of yours only when it has none."
     )
     said = re.search(r"no answer in ([0-9.]+) ?s", line)
+    waited = re.search(rf"(?<![0-9.]){re.escape(f'{SILENT_TIMEOUT:g}')} ?s", line)
+    assert which != "silent" or said or waited, (
+        f"expected the one line of an app whose PostgreSQL never answers ({which}) to say how long it "
+        f"waited, {SILENT_TIMEOUT:g}s (db.DB_TIMEOUT in this check), got: {line[-400:]!r}. Hint: a timeout "
+        "has no text of its own, so the reason is yours: f\"no answer in {DB_TIMEOUT:g}s\"."
+    )
     assert not said or float(said.group(1)) == SILENT_TIMEOUT, (
         f"expected the one line of an app whose PostgreSQL never answers ({which}) to say how long it "
         f"waited, db.DB_TIMEOUT = {SILENT_TIMEOUT:g} s in this check, it says {said.group(0)!r}: "
@@ -816,6 +822,14 @@ def test_a_connection_lost_on_the_way_is_out_of_reach_too(learner, polls_db, mak
         f"lines{carries}: {reason[:400]!r}. main() prints it on its one line. Hint: "
         "DatabaseUnavailable(first_line(exc) or ...), not str(exc): first_line keeps the first "
         "line of the driver's own error (exc.orig), without SQLAlchemy's [SQL: ...] and Background lines."
+    )
+    wrapper = re.match(r"\(sqlalchemy\.[\w.]+\)", reason)
+    assert not wrapper, (
+        f"the judge's server at {where} hung up on the app's first statement; expected DatabaseUnavailable's "
+        f"reason to be the driver's own message, it starts with SQLAlchemy's wrapping of it, "
+        f"{wrapper.group(0)!r}: {reason[:400]!r}. Hint: DatabaseUnavailable(first_line(exc) or ...), not "
+        "the first line of str(exc): first_line reads the driver's error (exc.orig), where str(exc) of a "
+        "DBAPIError starts with SQLAlchemy's class names."
     )
 
 
