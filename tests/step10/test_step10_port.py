@@ -1002,6 +1002,16 @@ REFUSE_A_SECOND_QUESTION = [
     "CREATE TRIGGER refuse_a_second_question BEFORE INSERT ON question FOR EACH ROW "
     "EXECUTE FUNCTION refuse_a_second_question()",
 ]
+# Refuses a second row in the choice table, so sample_data fails after its first choice is in (whether the
+# questions went in before it in the same transaction or in one of their own).
+REFUSE_A_SECOND_CHOICE = [
+    "CREATE FUNCTION refuse_a_second_choice() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF EXISTS (SELECT 1 FROM choice) THEN RAISE EXCEPTION 'the judge refuses a second choice'; "
+    "END IF; RETURN NEW; END $$",
+    "CREATE TRIGGER refuse_a_second_choice BEFORE INSERT ON choice FOR EACH ROW "
+    "EXECUTE FUNCTION refuse_a_second_choice()",
+]
+REFUSALS = {"question": REFUSE_A_SECOND_QUESTION, "choice": REFUSE_A_SECOND_CHOICE}
 
 
 # Runs in the learner's process: the learner's create_tables, on tables that hold rows, with create_all made
@@ -1059,7 +1069,7 @@ def test_create_tables_drops_and_creates_in_one_transaction(tree, pg_database, t
 # DROP TABLE of one's own names only question and choice, and create_all skips a table that exists.
 TABLE_ADDED_LATER = """
 import asyncio
-from sqlalchemy import Column, Integer, String, Table, func, insert, select
+from sqlalchemy import Column, Integer, String, Table, func, insert, select, text
 from aiohttpdemo_polls import db, init_db
 from aiohttpdemo_polls.settings import load_config
 added = Table({table!r}, db.meta, Column("id", Integer, primary_key=True), Column("word", String(20)))
@@ -1069,9 +1079,12 @@ async def main():
         await init_db.create_tables(engine)
         async with engine.begin() as conn:
             await conn.execute(insert(added).values(word="stale"))
+            await conn.execute(text("CREATE TABLE {outside} (id integer)"))
         await init_db.create_tables(engine)
         async with engine.begin() as conn:
             print("JUDGE ROWS", (await conn.execute(select(func.count()).select_from(added))).scalar_one())
+            kept = (await conn.execute(text("SELECT to_regclass('public.{outside}')"))).scalar_one()
+            print("JUDGE OUTSIDE", "kept" if kept else "dropped")
     finally:
         await engine.dispose()
 asyncio.run(main())
@@ -1083,34 +1096,44 @@ def test_create_tables_drops_every_table_on_meta(tree, pg_database, tmp_path):
     pg_database.empty_schema()
     path = tmp_path / "polls.yaml"
     path.write_text(yaml.safe_dump(valid_config(pg_database)))
-    table = f"judge_added_{random.randint(1000, 9999)}"
+    table, outside = f"judge_added_{random.randint(1000, 9999)}", f"judge_outside_{random.randint(1000, 9999)}"
     try:
-        finished = finish(Command(tree, "-c", TABLE_ADDED_LATER.format(table=table, path=str(path))))
+        finished = finish(Command(tree, "-c", TABLE_ADDED_LATER.format(table=table, outside=outside,
+                                                                       path=str(path))))  # fmt: skip
     finally:
         pg_database.execute(f"DROP TABLE IF EXISTS public.{table}")
+        pg_database.execute(f"DROP TABLE IF EXISTS public.{outside}")
     assert "JUDGE ROWS 0" in finished.output, (
         f"the judge added a table {table} to db.meta, gave it a row and called create_tables again: expected "
         f"the table dropped and created afresh (0 rows), but {finished.ended}: "
         f"{why_it_ended(finished.output)}\nHint: await conn.run_sync(meta.drop_all) drops every table on "
         "meta, the ones a later step adds too; a DROP TABLE of your own names only today's tables."
     )
+    assert "JUDGE OUTSIDE kept" in finished.output, (
+        f"the judge created a table {outside} that is not on db.meta (as another program sharing the "
+        f"database would) and called create_tables: expected it left alone, create_tables dropped it. "
+        "Hint: await conn.run_sync(meta.drop_all) drops the tables on meta and only those; reflecting the "
+        "database and dropping all it holds destroys what is not the app's."
+    )
 
 
 @pytest.mark.task(5)
-def test_sample_data_fails_as_a_whole(tree, pg_database, tmp_path):
-    finished = init_db_after_tables(tree, pg_database, tmp_path, REFUSE_A_SECOND_QUESTION)
-    if "the judge refuses a second question" not in finished.output:
+@pytest.mark.parametrize("refused", sorted(REFUSALS, reverse=True))
+def test_sample_data_fails_as_a_whole(tree, pg_database, tmp_path, refused):
+    finished = init_db_after_tables(tree, pg_database, tmp_path, REFUSALS[refused])
+    if f"the judge refuses a second {refused}" not in finished.output:
         pytest.fail(
-            "the judge made PostgreSQL refuse the second sample question (a trigger); expected init_db to "
+            f"the judge made PostgreSQL refuse the second sample {refused} (a trigger); expected init_db to "
             f"get that far, it exited with {finished.status}: {why_it_ended(finished.output)}\nHint: "
             "create_tables first (task 5), then sample_data inserts the sample polls.",
             pytrace=False,
         )
     questions, choices = table_rows(pg_database)
     assert not questions and not choices, (
-        "the judge made PostgreSQL refuse the second sample question (a trigger), once the first was "
+        f"the judge made PostgreSQL refuse the second sample {refused} (a trigger), once the first was "
         f"inserted; expected init_db to leave no sample poll behind (one transaction: all of them or none), "
         f"it exited with {finished.status} and left {len(questions)} question(s) and {len(choices)} "
         f"choice(s): {questions[:3]}. Hint: one `async with engine.begin() as conn:` around the whole loop "
-        "in sample_data, not one per question."
+        "in sample_data, questions and choices alike, not one per question nor one for the questions and "
+        "another for the choices."
     )
