@@ -58,7 +58,10 @@ ASYNC_ENGINE = "sqlalchemy.ext.asyncio.engine.AsyncEngine"
 APP_KEY = "aiohttp.helpers.AppKey"
 INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
 ENGINE_HINT = "Hint: make_engine() returns create_async_engine(database_url(postgres), ...)."
-DISPOSE_HINT = "Hint: in pg_context, `finally: await engine.dispose()` after the `yield`."
+DISPOSE_HINT = (
+    "Hint: in pg_context, `finally: await engine.dispose()` after the `yield`, as it is: dispose(close=False) "
+    "forgets the pool's connections without closing them."
+)
 
 
 def engine_of(learner, app) -> dict:
