@@ -19,9 +19,10 @@ from tests.conftest import Learner, ServedApp, around, http_session, served_once
 
 # What identifies the site's error pages (templates/404.html and 500.html, both given, extend base.html).
 PAGES = {404: ("404.html", "Page not found"), 500: ("500.html", "Something went wrong")}
-RAISING = ["RuntimeError", "KeyError"]
+RAISING = ["RuntimeError", "KeyError", "ZeroDivisionError"]
 # Views' own answers besides 404 that the middleware must pass on as they are: status, and what it means.
-ANSWERING = {"HTTPForbidden": (403, "forbidden"), "HTTPGone": (410, "gone for good")}
+ANSWERING = {"HTTPForbidden": (403, "forbidden"), "HTTPGone": (410, "gone for good"),
+             "HTTPServiceUnavailable": (503, "down for maintenance")}  # fmt: skip
 
 
 @dataclass
@@ -160,6 +161,12 @@ async def test_not_found_shows_the_404_page(client, method, path, what):
         hint = "in the `web.HTTPException` clause, return error_page(request, 404) when exc.status == 404."
     path = f"{method} {path}"
     expect_page(answer, 404, f"{path} ({what})", hint)
+    assert answer.reason == "Not Found", (
+        f"expected the 404 page of {path} ({what}) with the status line as aiohttp writes it, '404 Not "
+        f"Found', got '{answer.status} {answer.reason}': the status line reaches the visitor as surely as "
+        "the page. Hint: return error_page(request, 404) as it is, with nothing of the exception (exc.text, "
+        "exc.reason) in its status."
+    )
     assert_nothing_of_the_code(answer, f"the 404 page of {path} ({what})")
     for text in EXCEPTION_TEXTS:
         assert text not in answer.body, (
@@ -235,7 +242,7 @@ async def test_method_not_allowed_passes_through(client):
 
 @pytest.mark.task(1)
 @pytest.mark.parametrize("exception", list(ANSWERING))
-async def test_other_client_errors_pass_through(site, client, exception):
+async def test_other_http_answers_pass_through(site, client, exception):
     path, text = site.answers[exception]
     status = ANSWERING[exception][0]
     answer = await fetch(client, "GET", path)
@@ -243,7 +250,7 @@ async def test_other_client_errors_pass_through(site, client, exception):
         f"expected the judge's route {path}, whose view raises web.{exception}(text={text!r}), to come "
         f"through as the view made it ({status}, that text), got {answer.status}: {answer.body[:200]!r}. "
         "Hint: only a 404 becomes the 404 page (exc.status == 404); `raise` every other HTTP exception, "
-        "a 403 or a 410 too, as it is."
+        "a 403, a 410 or a 503 too, as it is: only an exception that is no HTTP answer is a bug."
     )
 
 
