@@ -381,9 +381,13 @@ async def test_every_page_links_the_stylesheet(client, path):
     assert status == 200, f"expected {path} to answer 200, got {status}: {body[:300]}"
     links = re.findall(r"<link\b[^>]*>", body)
     near = [link for link in links if "/static/style.css" in link]
+    elsewhere = [href for href in stylesheet_hrefs(body) if href.startswith("/static/")]
     hint = (
         'rel="stylesheet", that word alone: "alternate stylesheet" is a sheet the browser applies only when '
-        "the visitor picks it" if near else "put the link in the <head> of base.html"
+        "the visitor picks it" if near
+        else f"the file is style.css, right in the static folder, not {elsewhere[0]!r}: "
+        "url('static', filename='style.css')" if elsewhere
+        else "put the link in the <head> of base.html"
     )
     assert "/static/style.css" in stylesheet_hrefs(body), (
         f'expected {path} to link the stylesheet (<link rel="stylesheet" href="/static/style.css">), found '
