@@ -647,6 +647,10 @@ async def test_bad_choice_is_400_with_a_message(polls_client, polls_db, choice, 
     assert votes(polls_db) == before, f"expected {what} to count no vote, the votes changed"
 
 
+# What aiohttp writes for a web.HTTPNotFound() raised without a text: it names nothing.
+BARE_404 = "404: Not Found"
+
+
 @pytest.mark.task(2)
 @pytest.mark.parametrize(
     "case",
@@ -680,6 +684,12 @@ async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll,
     assert response.status == 404, (
         f"expected POST /poll/{question_id}/vote with choice={choice!r} ({what}) to answer 404, got "
         f"{response.status}. Hint: {hint}."
+    )
+    body = (await response.text()).strip()
+    assert body != BARE_404, (
+        f"expected the 404 for POST /poll/{question_id}/vote with choice={choice!r} ({what}) to say what is "
+        f"missing, got aiohttp's bare {body!r}. Hint: every whole number goes to db.vote, which finds no row "
+        "for it; raise web.HTTPNotFound(text=str(exc)) from its RecordNotFound, not a 404 of your own."
     )
 
 
@@ -1043,4 +1053,10 @@ async def test_results_of_a_missing_poll_are_404(polls_client, polls_db, path):
     response = await polls_client.get(path)
     assert response.status == 404, (
         f"expected GET {path} to answer 404, got {response.status}. Hint: catch RecordNotFound in the view."
+    )
+    body = (await response.text()).strip()
+    assert "abc" in path or body != BARE_404, (  # /poll/abc/results matches no route: aiohttp's own 404
+        f"expected the 404 for GET {path} to say which poll is missing, got aiohttp's bare {body!r}. Hint: "
+        "every id the route lets through goes to get_question, which finds no row for it; raise "
+        "web.HTTPNotFound(text=str(exc)) from its RecordNotFound, not a 404 of your own."
     )
