@@ -59,8 +59,8 @@ APP_KEY = "aiohttp.helpers.AppKey"
 INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
 ENGINE_HINT = "Hint: make_engine() returns create_async_engine(database_url(postgres), ...)."
 DISPOSE_HINT = (
-    "Hint: in pg_context, `finally: await engine.dispose()` after the `yield`, as it is: dispose(close=False) "
-    "forgets the pool's connections without closing them."
+    "Hint: in pg_context, `finally: await engine.dispose()` after the `yield`, as it is: "
+    "dispose(close=False) forgets the pool's connections without closing them."
 )
 
 
@@ -1099,7 +1099,8 @@ def test_create_tables_drops_every_table_on_meta(tree, pg_database, tmp_path):
     pg_database.empty_schema()
     path = tmp_path / "polls.yaml"
     path.write_text(yaml.safe_dump(valid_config(pg_database)))
-    table, outside = f"judge_added_{random.randint(1000, 9999)}", f"judge_outside_{random.randint(1000, 9999)}"
+    table = f"judge_added_{random.randint(1000, 9999)}"
+    outside = f"judge_outside_{random.randint(1000, 9999)}"
     try:
         finished = finish(Command(tree, "-c", TABLE_ADDED_LATER.format(table=table, outside=outside,
                                                                        path=str(path))))  # fmt: skip

@@ -654,7 +654,8 @@ BARE_404 = "404: Not Found"
 @pytest.mark.task(2)
 @pytest.mark.parametrize(
     "case",
-    ["foreign-choice", "missing-choice", "missing-poll", "huge-choice", "negative-choice", "plus-sign", "spaces"],
+    ["foreign-choice", "missing-choice", "missing-poll", "huge-choice", "negative-choice", "plus-sign",
+     "spaces"],
 )
 async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll, case):
     question_id, choice, what = {
@@ -670,14 +671,15 @@ async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll,
     response = await post_vote(polls_client, question_id, choice)
     after = votes(polls_db)
     assert after == before, (  # first: a vote counted here is db.vote's mistake, whatever the view answers
-        f"expected POST /poll/{question_id}/vote with choice={choice!r} ({what}) to count no vote, it answered "
-        f"{response.status} and the votes changed (choice id: before -> after) {changes(before, after)}: "
+        f"expected POST /poll/{question_id}/vote with choice={choice!r} ({what}) to count no vote, it "
+        f"answered {response.status} and the votes changed (choice id: before -> after) "
+        f"{changes(before, after)}: "
         f"db.vote's UPDATE matched a choice that is not this poll's. {WHERE_HINT}."
     )
     hint = (
-        f"{choice!r} is a whole number, which int() reads: a well-formed choice, only not one of this poll's. "
-        "Keep the 400 for text int() refuses (no check of the digits, the sign or the length of your own), "
-        "and let db.vote's RecordNotFound become the 404"
+        f"{choice!r} is a whole number, which int() reads: a well-formed choice, only not one of this "
+        "poll's. Keep the 400 for text int() refuses (no check of the digits, the sign or the length of "
+        "your own), and let db.vote's RecordNotFound become the 404"
         if response.status == 400
         else "catch RecordNotFound from db.vote and raise web.HTTPNotFound"
     )

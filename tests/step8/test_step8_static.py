@@ -348,18 +348,20 @@ def not_applied(body: str, sheet: bytes) -> str:
     parser.feed(body)
     ours = [(attrs, hidden) for attrs, hidden in parser.links if "/static/style.css" in attrs.get("href", "")]
     if not ours:
-        return "it is inside an HTML comment (<!-- ... -->, a conditional comment too), which is no tag at all"
+        return ("it is inside an HTML comment (<!-- ... -->, a conditional comment too), which is no tag "
+                "at all")
     reasons = []
     for attrs, hidden in ours:
         if hidden:
-            reasons.append("it is inside <noscript>, which browsers skip while scripts run (always, by default)")
+            reasons.append("it is inside <noscript>, which browsers skip while scripts run (always, by "
+                           "default)")
         elif "disabled" in attrs:
             reasons.append("it has the disabled attribute, which switches the stylesheet off")
         elif attrs.get("type", "text/css").strip().lower() not in ("", "text/css"):
             reasons.append(f'it says type="{attrs["type"]}", a type browsers do not apply as a stylesheet')
         elif "integrity" in attrs and not integrity_matches(attrs["integrity"], sheet):
-            reasons.append(f'its integrity="{attrs["integrity"][:60]}" is not the hash of /static/style.css, so '
-                           "the browser refuses the file")  # fmt: skip
+            reasons.append(f'its integrity="{attrs["integrity"][:60]}" is not the hash of '
+                           "/static/style.css, so the browser refuses the file")  # fmt: skip
         else:
             return ""
     return reasons[0]

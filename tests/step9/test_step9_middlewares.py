@@ -54,7 +54,8 @@ def serve_site(module_learner: Learner, pg_database) -> Site:
     routes = [{"path": path, "exception": name, "message": secret} for name, (path, secret) in booms.items()]
     cancelled = f"/cancelled-{secrets.token_hex(4)}"
     routes.append({"path": cancelled, "exception": "CancelledError", "message": "judge"})
-    answers = {name: (f"/{status}-{secrets.token_hex(4)}", f"This page is {meaning} ({secrets.token_hex(3)}).")
+    answers = {name: (f"/{status}-{secrets.token_hex(4)}",
+                      f"This page is {meaning} ({secrets.token_hex(3)}).")
                for name, (status, meaning) in ANSWERING.items()}  # fmt: skip
     routes += [{"path": path, "exception": name, "message": text} for name, (path, text) in answers.items()]
     app = module_learner.serve(valid_config(pg_database), raising_routes=routes)
