@@ -63,11 +63,18 @@ async def assert_served_by_the_pool(
         locker.close()
     response = await request
     async with response:
-        await response.read()
+        said = (await response.read()).decode("utf-8", "replace").strip()
     if waiting is None:
+        sent = f" with the form {kwargs['data']}" if "data" in kwargs else ""
+        refused = (
+            f": {said[:200]!r}. Hint: the view refused the request before any query; the judge sent the form "
+            "as the lesson describes it: read the field by the name the lesson gives it"
+            if 400 <= response.status < 500 else ""
+        )
         pytest.fail(
-            f"expected {method} {path} to read the {table} table (the judge held a lock on it to see which "
-            f"connection the query came on); no query waited for it, and the answer was {response.status}",
+            f"expected {method} {path}{sent} to read the {table} table (the judge held a lock on it to see "
+            "which connection the query came on); no query waited for it, and the answer was "
+            f"{response.status}{refused}",
             pytrace=False,
         )
     if waiting not in before:

@@ -58,7 +58,10 @@ ASYNC_ENGINE = "sqlalchemy.ext.asyncio.engine.AsyncEngine"
 APP_KEY = "aiohttp.helpers.AppKey"
 INIT_DB = ("-m", "aiohttpdemo_polls.init_db", "--config")
 ENGINE_HINT = "Hint: make_engine() returns create_async_engine(database_url(postgres), ...)."
-DISPOSE_HINT = "Hint: in pg_context, `finally: await engine.dispose()` after the `yield`."
+DISPOSE_HINT = (
+    "Hint: in pg_context, `finally: await engine.dispose()` after the `yield`, as it is: "
+    "dispose(close=False) forgets the pool's connections without closing them."
+)
 
 
 def engine_of(learner, app) -> dict:
@@ -625,6 +628,12 @@ def test_the_line_says_where_and_why(startups, startups_folder, which):
         "driver's own first line, and words of yours only when it has none."
     )
     said = re.search(r"no answer in ([0-9.]+) ?s", line)
+    waited = re.search(rf"(?<![0-9.]){re.escape(f'{SILENT_TIMEOUT:g}')} ?s", line)
+    assert which != "silent" or said or waited, (
+        f"expected the one line of an app whose PostgreSQL never answers ({which}) to say how long it "
+        f"waited, {SILENT_TIMEOUT:g}s (db.DB_TIMEOUT in this check), got: {line[-400:]!r}. Hint: a timeout "
+        "has no text of its own, so the reason is yours: f\"no answer in {DB_TIMEOUT:g}s\"."
+    )
     assert not said or float(said.group(1)) == SILENT_TIMEOUT, (
         f"expected the one line of an app whose PostgreSQL never answers ({which}) to say how long it "
         f"waited, db.DB_TIMEOUT = {SILENT_TIMEOUT:g} s in this check, it says {said.group(0)!r}: "
@@ -817,6 +826,14 @@ def test_a_connection_lost_on_the_way_is_out_of_reach_too(learner, polls_db, mak
         "DatabaseUnavailable(first_line(exc) or ...), not str(exc): first_line keeps the first "
         "line of the driver's own error (exc.orig), without SQLAlchemy's [SQL: ...] and Background lines."
     )
+    wrapper = re.match(r"\(sqlalchemy\.[\w.]+\)", reason)
+    assert not wrapper, (
+        f"the judge's server at {where} hung up on the app's first statement; expected DatabaseUnavailable's "
+        f"reason to be the driver's own message, it starts with SQLAlchemy's wrapping of it, "
+        f"{wrapper.group(0)!r}: {reason[:400]!r}. Hint: DatabaseUnavailable(first_line(exc) or ...), not "
+        "the first line of str(exc): first_line reads the driver's error (exc.orig), where str(exc) of a "
+        "DBAPIError starts with SQLAlchemy's class names."
+    )
 
 
 @pytest.mark.task(4)
@@ -988,6 +1005,16 @@ REFUSE_A_SECOND_QUESTION = [
     "CREATE TRIGGER refuse_a_second_question BEFORE INSERT ON question FOR EACH ROW "
     "EXECUTE FUNCTION refuse_a_second_question()",
 ]
+# Refuses a second row in the choice table, so sample_data fails after its first choice is in (whether the
+# questions went in before it in the same transaction or in one of their own).
+REFUSE_A_SECOND_CHOICE = [
+    "CREATE FUNCTION refuse_a_second_choice() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF EXISTS (SELECT 1 FROM choice) THEN RAISE EXCEPTION 'the judge refuses a second choice'; "
+    "END IF; RETURN NEW; END $$",
+    "CREATE TRIGGER refuse_a_second_choice BEFORE INSERT ON choice FOR EACH ROW "
+    "EXECUTE FUNCTION refuse_a_second_choice()",
+]
+REFUSALS = {"question": REFUSE_A_SECOND_QUESTION, "choice": REFUSE_A_SECOND_CHOICE}
 
 
 # Runs in the learner's process: the learner's create_tables, on tables that hold rows, with create_all made
@@ -1045,7 +1072,7 @@ def test_create_tables_drops_and_creates_in_one_transaction(tree, pg_database, t
 # DROP TABLE of one's own names only question and choice, and create_all skips a table that exists.
 TABLE_ADDED_LATER = """
 import asyncio
-from sqlalchemy import Column, Integer, String, Table, func, insert, select
+from sqlalchemy import Column, Integer, String, Table, func, insert, select, text
 from aiohttpdemo_polls import db, init_db
 from aiohttpdemo_polls.settings import load_config
 added = Table({table!r}, db.meta, Column("id", Integer, primary_key=True), Column("word", String(20)))
@@ -1055,9 +1082,12 @@ async def main():
         await init_db.create_tables(engine)
         async with engine.begin() as conn:
             await conn.execute(insert(added).values(word="stale"))
+            await conn.execute(text("CREATE TABLE {outside} (id integer)"))
         await init_db.create_tables(engine)
         async with engine.begin() as conn:
             print("JUDGE ROWS", (await conn.execute(select(func.count()).select_from(added))).scalar_one())
+            kept = (await conn.execute(text("SELECT to_regclass('public.{outside}')"))).scalar_one()
+            print("JUDGE OUTSIDE", "kept" if kept else "dropped")
     finally:
         await engine.dispose()
 asyncio.run(main())
@@ -1070,33 +1100,44 @@ def test_create_tables_drops_every_table_on_meta(tree, pg_database, tmp_path):
     path = tmp_path / "polls.yaml"
     path.write_text(yaml.safe_dump(valid_config(pg_database)))
     table = f"judge_added_{random.randint(1000, 9999)}"
+    outside = f"judge_outside_{random.randint(1000, 9999)}"
     try:
-        finished = finish(Command(tree, "-c", TABLE_ADDED_LATER.format(table=table, path=str(path))))
+        finished = finish(Command(tree, "-c", TABLE_ADDED_LATER.format(table=table, outside=outside,
+                                                                       path=str(path))))  # fmt: skip
     finally:
         pg_database.execute(f"DROP TABLE IF EXISTS public.{table}")
+        pg_database.execute(f"DROP TABLE IF EXISTS public.{outside}")
     assert "JUDGE ROWS 0" in finished.output, (
         f"the judge added a table {table} to db.meta, gave it a row and called create_tables again: expected "
         f"the table dropped and created afresh (0 rows), but {finished.ended}: "
         f"{why_it_ended(finished.output)}\nHint: await conn.run_sync(meta.drop_all) drops every table on "
         "meta, the ones a later step adds too; a DROP TABLE of your own names only today's tables."
     )
+    assert "JUDGE OUTSIDE kept" in finished.output, (
+        f"the judge created a table {outside} that is not on db.meta (as another program sharing the "
+        f"database would) and called create_tables: expected it left alone, create_tables dropped it. "
+        "Hint: await conn.run_sync(meta.drop_all) drops the tables on meta and only those; reflecting the "
+        "database and dropping all it holds destroys what is not the app's."
+    )
 
 
 @pytest.mark.task(5)
-def test_sample_data_fails_as_a_whole(tree, pg_database, tmp_path):
-    finished = init_db_after_tables(tree, pg_database, tmp_path, REFUSE_A_SECOND_QUESTION)
-    if "the judge refuses a second question" not in finished.output:
+@pytest.mark.parametrize("refused", sorted(REFUSALS, reverse=True))
+def test_sample_data_fails_as_a_whole(tree, pg_database, tmp_path, refused):
+    finished = init_db_after_tables(tree, pg_database, tmp_path, REFUSALS[refused])
+    if f"the judge refuses a second {refused}" not in finished.output:
         pytest.fail(
-            "the judge made PostgreSQL refuse the second sample question (a trigger); expected init_db to "
+            f"the judge made PostgreSQL refuse the second sample {refused} (a trigger); expected init_db to "
             f"get that far, it exited with {finished.status}: {why_it_ended(finished.output)}\nHint: "
             "create_tables first (task 5), then sample_data inserts the sample polls.",
             pytrace=False,
         )
     questions, choices = table_rows(pg_database)
     assert not questions and not choices, (
-        "the judge made PostgreSQL refuse the second sample question (a trigger), once the first was "
+        f"the judge made PostgreSQL refuse the second sample {refused} (a trigger), once the first was "
         f"inserted; expected init_db to leave no sample poll behind (one transaction: all of them or none), "
         f"it exited with {finished.status} and left {len(questions)} question(s) and {len(choices)} "
         f"choice(s): {questions[:3]}. Hint: one `async with engine.begin() as conn:` around the whole loop "
-        "in sample_data, not one per question."
+        "in sample_data, questions and choices alike, not one per question nor one for the questions and "
+        "another for the choices."
     )

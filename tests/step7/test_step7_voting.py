@@ -482,9 +482,16 @@ async def test_poll_page_has_a_vote_form(polls_client, judge_poll):
     )
     for choice_id in judge_poll.choice_ids:
         field = re.search(rf'<input[^>]*value="{choice_id}"[^>]*>', body)
-        assert field and 'name="choice"' in field.group(0) and 'type="radio"' in field.group(0), (
+        found = field.group(0) if field else ""
+        hint = (
+            'value="{{ choice.id }}"' if not found
+            else 'name="choice": the name the vote view reads' if 'name="choice"' not in found
+            else 'type="radio": radio buttons that share a name send exactly one answer, check boxes send '
+            "every box ticked"
+        )
+        assert 'name="choice"' in found and 'type="radio"' in found, (
             f'expected a radio button name="choice" value="{choice_id}" for choice {choice_id}, found '
-            f'{field.group(0) if field else "none"}. Hint: value="{{{{ choice.id }}}}".'
+            f"{found or 'none'}. Hint: {hint}."
         )
 
 
@@ -640,9 +647,15 @@ async def test_bad_choice_is_400_with_a_message(polls_client, polls_db, choice, 
     assert votes(polls_db) == before, f"expected {what} to count no vote, the votes changed"
 
 
+# What aiohttp writes for a web.HTTPNotFound() raised without a text: it names nothing.
+BARE_404 = "404: Not Found"
+
+
 @pytest.mark.task(2)
 @pytest.mark.parametrize(
-    "case", ["foreign-choice", "missing-choice", "missing-poll", "huge-choice", "negative-choice"]
+    "case",
+    ["foreign-choice", "missing-choice", "missing-poll", "huge-choice", "negative-choice", "plus-sign",
+     "spaces"],
 )
 async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll, case):
     question_id, choice, what = {
@@ -651,25 +664,34 @@ async def test_choice_not_in_the_poll_is_404(polls_client, polls_db, judge_poll,
         "missing-poll": (missing(polls_db, "question"), str(judge_poll.choice_ids[0]), "a missing poll"),
         "huge-choice": (judge_poll.id, "99999999999", "an eleven-digit choice"),
         "negative-choice": (judge_poll.id, f"-{judge_poll.choice_ids[0]}", "a negative whole number"),
+        "plus-sign": (judge_poll.id, f"+{missing(polls_db, 'choice')}", "a whole number with a plus sign"),
+        "spaces": (judge_poll.id, f" {missing(polls_db, 'choice')} ", "a whole number between spaces"),
     }[case]
     before = votes(polls_db)
     response = await post_vote(polls_client, question_id, choice)
     after = votes(polls_db)
     assert after == before, (  # first: a vote counted here is db.vote's mistake, whatever the view answers
-        f"expected POST /poll/{question_id}/vote with choice={choice} ({what}) to count no vote, it answered "
-        f"{response.status} and the votes changed (choice id: before -> after) {changes(before, after)}: "
+        f"expected POST /poll/{question_id}/vote with choice={choice!r} ({what}) to count no vote, it "
+        f"answered {response.status} and the votes changed (choice id: before -> after) "
+        f"{changes(before, after)}: "
         f"db.vote's UPDATE matched a choice that is not this poll's. {WHERE_HINT}."
     )
     hint = (
-        f"{choice} is a whole number, which int() reads: a well-formed choice, only not one of this poll's. "
-        "Keep the 400 for text int() refuses (no check of the digits, the sign or the length of your own), "
-        "and let db.vote's RecordNotFound become the 404"
+        f"{choice!r} is a whole number, which int() reads: a well-formed choice, only not one of this "
+        "poll's. Keep the 400 for text int() refuses (no check of the digits, the sign or the length of "
+        "your own), and let db.vote's RecordNotFound become the 404"
         if response.status == 400
         else "catch RecordNotFound from db.vote and raise web.HTTPNotFound"
     )
     assert response.status == 404, (
-        f"expected POST /poll/{question_id}/vote with choice={choice} ({what}) to answer 404, got "
+        f"expected POST /poll/{question_id}/vote with choice={choice!r} ({what}) to answer 404, got "
         f"{response.status}. Hint: {hint}."
+    )
+    body = (await response.text()).strip()
+    assert body != BARE_404, (
+        f"expected the 404 for POST /poll/{question_id}/vote with choice={choice!r} ({what}) to say what is "
+        f"missing, got aiohttp's bare {body!r}. Hint: every whole number goes to db.vote, which finds no row "
+        "for it; raise web.HTTPNotFound(text=str(exc)) from its RecordNotFound, not a 404 of your own."
     )
 
 
@@ -683,6 +705,12 @@ async def test_a_missing_choice_is_told_apart_from_a_wrong_one(polls_client):
     if statuses != {400}:
         pytest.fail(f"expected 400 for no choice and for a word, got {answers}", pytrace=False)
     (_, nothing), (_, wrong) = answers.values()
+    assert re.search(r"\b(choose|pick|select)", nothing, re.IGNORECASE), (
+        f"expected the 400 for a vote with no choice at all to ask the visitor to pick an answer (choose, "
+        f"pick or select one), it says {nothing!r}: the visitor only forgot to pick one, and that sentence "
+        "does not tell them what to do. Hint: raise web.HTTPBadRequest(text='Please choose one of the "
+        "answers...') when form.get('choice') is None."
+    )
     assert nothing != wrong, (
         "expected the 400 for a vote with no choice at all to say so (the visitor forgot to pick an "
         f"answer), and the 400 for choice='abc' to say that it is not a number; both say {nothing!r}. Hint: "
@@ -1027,4 +1055,10 @@ async def test_results_of_a_missing_poll_are_404(polls_client, polls_db, path):
     response = await polls_client.get(path)
     assert response.status == 404, (
         f"expected GET {path} to answer 404, got {response.status}. Hint: catch RecordNotFound in the view."
+    )
+    body = (await response.text()).strip()
+    assert "abc" in path or body != BARE_404, (  # /poll/abc/results matches no route: aiohttp's own 404
+        f"expected the 404 for GET {path} to say which poll is missing, got aiohttp's bare {body!r}. Hint: "
+        "every id the route lets through goes to get_question, which finds no row for it; raise "
+        "web.HTTPNotFound(text=str(exc)) from its RecordNotFound, not a 404 of your own."
     )

@@ -8,11 +8,14 @@ outside static/, symlinks pointing at it) are written into the learner's folder 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import aiohttp
@@ -309,6 +312,61 @@ def narrowing_media(body: str) -> str:
     return ""
 
 
+class LinkTags(HTMLParser):
+    """The <link> tags of a page as a browser reads them: what is in a comment is no tag, and each tag notes
+    whether it sits inside <noscript> (not applied while scripts run, as they do in every browser)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[dict[str, str], bool]] = []
+        self.noscript = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "noscript":
+            self.noscript += 1
+        elif tag == "link":
+            self.links.append(({name: value or "" for name, value in attrs}, self.noscript > 0))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "noscript":
+            self.noscript = max(0, self.noscript - 1)
+
+
+def integrity_matches(value: str, sheet: bytes) -> bool:
+    """Whether an integrity attribute names the stylesheet's own hash (one of its sha256/384/512 tokens)."""
+    for token in value.split():
+        algorithm, _, digest = token.partition("-")
+        if algorithm in ("sha256", "sha384", "sha512"):
+            if base64.b64encode(hashlib.new(algorithm, sheet).digest()).decode() == digest.split("?")[0]:
+                return True
+    return False
+
+
+def not_applied(body: str, sheet: bytes) -> str:
+    """Why a browser would not apply the page's stylesheet <link> ('' when it would)."""
+    parser = LinkTags()
+    parser.feed(body)
+    ours = [(attrs, hidden) for attrs, hidden in parser.links if "/static/style.css" in attrs.get("href", "")]
+    if not ours:
+        return ("it is inside an HTML comment (<!-- ... -->, a conditional comment too), which is no tag "
+                "at all")
+    reasons = []
+    for attrs, hidden in ours:
+        if hidden:
+            reasons.append("it is inside <noscript>, which browsers skip while scripts run (always, by "
+                           "default)")
+        elif "disabled" in attrs:
+            reasons.append("it has the disabled attribute, which switches the stylesheet off")
+        elif attrs.get("type", "text/css").strip().lower() not in ("", "text/css"):
+            reasons.append(f'it says type="{attrs["type"]}", a type browsers do not apply as a stylesheet')
+        elif "integrity" in attrs and not integrity_matches(attrs["integrity"], sheet):
+            reasons.append(f'its integrity="{attrs["integrity"][:60]}" is not the hash of '
+                           "/static/style.css, so the browser refuses the file")  # fmt: skip
+        else:
+            return ""
+    return reasons[0]
+
+
 PAGES = ("/", "/poll/1", "/poll/3/results")
 
 
@@ -324,9 +382,18 @@ async def test_every_page_links_the_stylesheet(client, path):
     body = raw.decode("utf-8", "replace")
     assert status == 200, f"expected {path} to answer 200, got {status}: {body[:300]}"
     links = re.findall(r"<link\b[^>]*>", body)
+    near = [link for link in links if "/static/style.css" in link]
+    elsewhere = [href for href in stylesheet_hrefs(body) if href.startswith("/static/")]
+    hint = (
+        'rel="stylesheet", that word alone: "alternate stylesheet" is a sheet the browser applies only when '
+        "the visitor picks it" if near
+        else f"the file is style.css, right in the static folder, not {elsewhere[0]!r}: "
+        "url('static', filename='style.css')" if elsewhere
+        else "put the link in the <head> of base.html"
+    )
     assert "/static/style.css" in stylesheet_hrefs(body), (
         f'expected {path} to link the stylesheet (<link rel="stylesheet" href="/static/style.css">), found '
-        f"{links or 'no <link> at all'}. Hint: put the link in the <head> of base.html."
+        f"{links or 'no <link> at all'}. Hint: {hint}."
     )
     head = re.search(r"<head\b.*?</head>", body, re.S | re.I)
     if not (head and "/static/style.css" in stylesheet_hrefs(head.group(0))):
@@ -344,8 +411,15 @@ async def test_every_page_links_the_stylesheet(client, path):
         f"<link> says {media}: the browser uses it for that medium only, and shows the page unstyled in the "
         "others (printed, or on screen). Hint: leave media out."
     )
-    status, _, _ = await fetch(client, "/static/style.css")
+    status, _, sheet = await fetch(client, "/static/style.css")
     assert status == 200, f"expected the linked stylesheet to be served, got {status}"
+    why = not_applied(body, sheet)
+    assert not why, (
+        f"expected the stylesheet's <link> of {path} to be one a browser applies, but {why}: "
+        f"{[link for link in links if '/static/style.css' in link]}. Hint: a plain "
+        "<link rel=\"stylesheet\" href=\"{{ url('static', filename='style.css') }}\"> in the <head> of "
+        "base.html, with nothing that switches it off."
+    )
 
 
 @pytest.mark.task(2)

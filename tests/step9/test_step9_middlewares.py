@@ -19,7 +19,10 @@ from tests.conftest import Learner, ServedApp, around, http_session, served_once
 
 # What identifies the site's error pages (templates/404.html and 500.html, both given, extend base.html).
 PAGES = {404: ("404.html", "Page not found"), 500: ("500.html", "Something went wrong")}
-RAISING = ["RuntimeError", "KeyError"]
+RAISING = ["RuntimeError", "KeyError", "ZeroDivisionError"]
+# Views' own answers besides 404 that the middleware must pass on as they are: status, and what it means.
+ANSWERING = {"HTTPForbidden": (403, "forbidden"), "HTTPGone": (410, "gone for good"),
+             "HTTPServiceUnavailable": (503, "down for maintenance")}  # fmt: skip
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Site:
     learner: Learner
     booms: dict[str, tuple[str, str]]  # exception name -> (path, secret message)
     cancelled: str  # a route whose view raises asyncio.CancelledError, as a cancelled request's view does
+    answers: dict[str, tuple[str, str]]  # aiohttp exception name -> (path, the view's own text)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +54,12 @@ def serve_site(module_learner: Learner, pg_database) -> Site:
     routes = [{"path": path, "exception": name, "message": secret} for name, (path, secret) in booms.items()]
     cancelled = f"/cancelled-{secrets.token_hex(4)}"
     routes.append({"path": cancelled, "exception": "CancelledError", "message": "judge"})
+    answers = {name: (f"/{status}-{secrets.token_hex(4)}",
+                      f"This page is {meaning} ({secrets.token_hex(3)}).")
+               for name, (status, meaning) in ANSWERING.items()}  # fmt: skip
+    routes += [{"path": path, "exception": name, "message": text} for name, (path, text) in answers.items()]
     app = module_learner.serve(valid_config(pg_database), raising_routes=routes)
-    return Site(app, module_learner, booms, cancelled)
+    return Site(app, module_learner, booms, cancelled, answers)
 
 
 @pytest.fixture
@@ -67,13 +75,15 @@ class Answer:
     body: str
     location: str | None
     headers: str  # every header of the answer, one "Name: value" a line
+    reason: str  # the status line's words after the number ("Internal Server Error")
 
 
 async def fetch(client: aiohttp.ClientSession, method: str, path: str, **kwargs) -> Answer:
     async with client.request(method, path, allow_redirects=False, **kwargs) as response:
         body = (await response.read()).decode("utf-8", "replace")
         headers = "\n".join(f"{name}: {value}" for name, value in response.headers.items())
-        return Answer(response.status, response.content_type, body, response.headers.get("Location"), headers)
+        return Answer(response.status, response.content_type, body, response.headers.get("Location"), headers,
+                      response.reason or "")  # fmt: skip
 
 
 def is_page(answer: Answer, status: int) -> bool:
@@ -95,6 +105,10 @@ def expect_page(answer: Answer, status: int, what: str, hint: str = "") -> None:
         f"expected {what} to show templates/{template} (an HTML page titled {PAGES[status][1]!r}), got "
         f"{answer.content_type}: {answer.body[:300]!r}. Hint: {hint}"
     )
+
+
+# The logger of middlewares.py, logging.getLogger(__name__): the one the lesson's log.exception uses.
+MODULE_LOGGER = "aiohttpdemo_polls.middlewares"
 
 
 # What only a traceback or an exception's text would put on a page: its header, a frame's file line, a
@@ -130,30 +144,40 @@ def test_setup_middlewares_installs_a_middleware(site):
 
 @pytest.mark.task(1)
 @pytest.mark.parametrize(
-    ("path", "what"),
-    [("/no/such/page", "an unknown address"), ("/poll/99", "a missing poll"),
-     ("/poll/99/results", "the results of a missing poll"), ("/poll/abc", "a poll id that is not a number")],
-    ids=["unknown-path", "missing-poll", "missing-results", "not-a-number"],
+    ("method", "path", "what"),
+    [("GET", "/no/such/page", "an unknown address"), ("GET", "/poll/99", "a missing poll"),
+     ("GET", "/poll/99/results", "the results of a missing poll"),
+     ("GET", "/poll/abc", "a poll id that is not a number"),
+     ("POST", "/poll/99/vote", "a vote for a missing poll")],
+    ids=["unknown-path", "missing-poll", "missing-results", "not-a-number", "vote-missing-poll"],
 )  # fmt: skip
-async def test_not_found_shows_the_404_page(client, path, what):
-    answer = await fetch(client, "GET", path)
+async def test_not_found_shows_the_404_page(client, method, path, what):
+    data = {"choice": "1"} if method == "POST" else None
+    answer = await fetch(client, method, path, data=data)
     hint = ""
     if answer.status == 500:
         hint = ("the 404 became a 500: check that the `web.HTTPException` clause comes before "
                 "`except Exception`, and that error_page(request, 404) works.")  # fmt: skip
     elif answer.status == 404 and answer.content_type != "text/html":
         hint = "in the `web.HTTPException` clause, return error_page(request, 404) when exc.status == 404."
-    expect_page(answer, 404, f"GET {path} ({what})", hint)
-    assert_nothing_of_the_code(answer, f"the 404 page of GET {path} ({what})")
+    path = f"{method} {path}"
+    expect_page(answer, 404, f"{path} ({what})", hint)
+    assert answer.reason == "Not Found", (
+        f"expected the 404 page of {path} ({what}) with the status line as aiohttp writes it, '404 Not "
+        f"Found', got '{answer.status} {answer.reason}': the status line reaches the visitor as surely as "
+        "the page. Hint: return error_page(request, 404) as it is, with nothing of the exception (exc.text, "
+        "exc.reason) in its status."
+    )
+    assert_nothing_of_the_code(answer, f"the 404 page of {path} ({what})")
     for text in EXCEPTION_TEXTS:
         assert text not in answer.body, (
-            f"expected the 404 page of GET {path} ({what}) as it is, found the exception's text on it: "
+            f"expected the 404 page of {path} ({what}) as it is, found the exception's text on it: "
             f"{around(answer.body, text)}. Hint: return error_page(request, 404) and pass nothing of the "
             "exception (exc.text, exc.reason) to the page."
         )
     for text in (*EXCEPTION_TEXTS, "Traceback"):
         assert text not in answer.headers, (
-            f"expected the 404 of GET {path} ({what}) as error_page makes it, found the exception's text in "
+            f"expected the 404 of {path} ({what}) as error_page makes it, found the exception's text in "
             f"its headers: {around(answer.headers, text)}. A header reaches the visitor as surely as the "
             "page. Hint: return error_page(request, 404) as it is, with no header of your own from the "
             "exception (exc.text, exc.reason)."
@@ -218,6 +242,20 @@ async def test_method_not_allowed_passes_through(client):
 
 
 @pytest.mark.task(1)
+@pytest.mark.parametrize("exception", list(ANSWERING))
+async def test_other_http_answers_pass_through(site, client, exception):
+    path, text = site.answers[exception]
+    status = ANSWERING[exception][0]
+    answer = await fetch(client, "GET", path)
+    assert (answer.status, answer.body) == (status, text), (
+        f"expected the judge's route {path}, whose view raises web.{exception}(text={text!r}), to come "
+        f"through as the view made it ({status}, that text), got {answer.status}: {answer.body[:200]!r}. "
+        "Hint: only a 404 becomes the 404 page (exc.status == 404); `raise` every other HTTP exception, "
+        "a 403, a 410 or a 503 too, as it is: only an exception that is no HTTP answer is a bug."
+    )
+
+
+@pytest.mark.task(1)
 async def test_pages_still_work(client):
     for path in ("/", "/poll/2", "/poll/3/results", "/static/style.css"):
         answer = await fetch(client, "GET", path)
@@ -252,6 +290,12 @@ async def test_unexpected_error_shows_the_500_page(site, client, exception):
             "Hint: the details go to the log with log.exception(...); return error_page(request, 500) as "
             "it is."
         )
+    assert answer.reason == "Internal Server Error", (
+        f"expected the 500's status line as aiohttp writes it, '500 Internal Server Error', got "
+        f"'{answer.status} {answer.reason}': the status line reaches the visitor as surely as the page, "
+        "and an exception's type or text in it tells a stranger about your code. Hint: return "
+        "error_page(request, 500) as it is, with no reason= of your own."
+    )
 
 
 @pytest.mark.task(2)
@@ -275,11 +319,16 @@ async def test_unexpected_error_is_logged_with_its_traceback(site, client):
         "log.critical(..., exc_info=True) is a different level."
     )
     names = sorted({m.group(2) for m in ours})
-    assert any(name.split(".")[0] == "aiohttpdemo_polls" for name in names), (
-        f"expected the error logged by your app's own logger (aiohttpdemo_polls.middlewares, the module's "
-        f"`log`), it was logged by {', '.join(repr(n) for n in names)}: {ours[0].group(0).strip()!r}. Hint: "
-        "log.exception(...), not logging.exception(...): the module function writes to the root logger, "
-        "where nothing says which part of the app the error came from."
+    hint = (
+        "log = logging.getLogger(__name__) at the top of middlewares.py, the module's own logger: a "
+        "logger named by hand for the whole package does not say which part of the app failed"
+        if any(name.split(".")[0] == "aiohttpdemo_polls" for name in names)
+        else "log.exception(...), not logging.exception(...): the module function writes to the root "
+        "logger, where nothing says which part of the app the error came from"
+    )
+    assert MODULE_LOGGER in names, (
+        f"expected the error logged by your app's own logger ({MODULE_LOGGER}, the module's `log`), it "
+        f"was logged by {', '.join(repr(n) for n in names)}: {ours[0].group(0).strip()!r}. Hint: {hint}."
     )
     after = logged[ours[0].start():]
     assert "Traceback (most recent call last)" in after and secret in after, (

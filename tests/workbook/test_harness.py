@@ -136,7 +136,7 @@ def test_a_watched_connection_notes_what_each_query_was_built_from():
     conn.execute(text("SELECT 2"))
     conn.execute(select(column("x")).where(text("x = 3")))
     assert noted == ["SQL text: SELECT 1", "an expression", "SQL text: text('SELECT 2')",
-                     "SQL text: text('x = 3') inside the expression"]  # fmt: skip
+                     "SQL text: text('x = 3') inside a SQLAlchemy select()"]  # fmt: skip
     assert conn.closed is False  # everything else is the connection's own
 
 

@@ -129,15 +129,18 @@ def harness_error(exc: HarnessError) -> dict[str, str]:
     return {"type": exc.kind, "name": exc.kind, "message": str(exc), "where": "", "traceback": ""}
 
 
-def text_inside(statement: Any) -> str | None:
-    """The first SQL text (a text() clause) inside a SQLAlchemy expression, or None."""
+def text_inside(statement: Any) -> Any:
+    """The first text() piece inside an expression (update(...).where(text(...))), or None: SQL text
+    pasted together from values is the same mistake when an expression carries it to execute()."""
     try:
-        from sqlalchemy.sql.visitors import iterate
+        from sqlalchemy.sql import visitors  # the learner's own SQLAlchemy, 1.4 or 2
 
-        inner = next((part for part in iterate(statement) if type(part).__name__ == "TextClause"), None)
-    except Exception:  # not a SQLAlchemy expression: nothing to look into
+        for element in visitors.iterate(statement):
+            if type(element).__name__ == "TextClause":
+                return element
+    except Exception:  # not an expression SQLAlchemy can walk: nothing to say about it
         return None
-    return None if inner is None else str(inner)
+    return None
 
 
 class WatchedConnection:
@@ -159,9 +162,8 @@ class WatchedConnection:
             text = statement if isinstance(statement, str) else None
             if text is None and type(statement).__name__ == "TextClause":
                 text = f"text({str(statement)!r})"
-            if text is None:  # an expression may still carry SQL text, such as .where(text(f"id = {x}"))
-                inner = text_inside(statement)
-                text = None if inner is None else f"text({inner!r}) inside the expression"
+            elif text is None and (inner := text_inside(statement)) is not None:
+                text = f"text({str(inner)!r}) inside a SQLAlchemy {type(statement).__name__.lower()}()"
             if len(self._noted) < 20:
                 self._noted.append(f"SQL text: {text[:200]}" if text is not None else "an expression")
             return method(statement, *args, **kwargs)
@@ -594,13 +596,23 @@ def routes_of(app: Any) -> list[dict[str, Any]]:
 
 
 def raising_view(exception: str, message: str) -> Any:
-    """A view that raises the named built-in exception: how the judge sees the app's error handling.
+    """A view that raises the named built-in exception (or aiohttp's web.HTTPGone...: an answer of the
+    view's own, with `message` as its text): how the judge sees the app's error handling.
 
     "CancelledError" raises asyncio.CancelledError, what a cancelled request's view raises: the app must let
     it through (aiohttp then closes the connection without an answer), not turn it into a page.
     """
     import builtins
 
+    from aiohttp import web
+
+    answer = getattr(web, exception, None) if exception.startswith("HTTP") else None
+    if isinstance(answer, type) and issubclass(answer, web.HTTPException):  # a view's own HTTP answer
+
+        async def answering(request: Any) -> Any:
+            raise answer(text=message)
+
+        return answering
     kind = asyncio.CancelledError if exception == "CancelledError" else getattr(builtins, exception, None)
     if not (isinstance(kind, type) and issubclass(kind, (Exception, asyncio.CancelledError))):
         kind = RuntimeError
