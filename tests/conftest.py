@@ -758,6 +758,42 @@ def recorded_run_app(polls_process: PollsProcess, code: str, host: str, port: in
     pytest.fail(f"calling main(host={host!r}, port={port}) printed an unreadable record", pytrace=False)
 
 
+# Runs in the learner's process: web.run_app is replaced, before main.py is imported, by one that records
+# each call and raises what a taken port raises; `setup` then `call` run main. What main did with the error
+# is printed as one line `TAKEN {json}`.
+PORT_TAKEN = """
+import errno, json, sys
+from aiohttp import web
+calls = []
+def taken(app, *args, **kwargs):
+    calls.append({{"host": kwargs.get("host"), "port": kwargs.get("port")}})
+    raise OSError(errno.EADDRINUSE, "address already in use (the judge's stand-in for a taken port)")
+web.run_app = taken
+{setup}
+try:
+    {call}
+except BaseException as exc:
+    outcome = type(exc).__name__ + (f": {{exc}}" if str(exc) else "")
+else:
+    outcome = "returned"
+print("TAKEN " + json.dumps({{"calls": calls[:5], "outcome": outcome[:300]}}))
+"""
+
+
+def main_with_port_taken(polls_process: PollsProcess, setup: str, call: str) -> tuple[dict[str, Any], str]:
+    """`call` (main(...)) run where web.run_app raises OSError(EADDRINUSE): its record (`calls`, `outcome`)
+    and the process's output, or a failure saying why there is none. A cheap stand-in for a taken port:
+    no server, no second process holding the port."""
+    finished = polls_process.start_python(PORT_TAKEN.format(setup=setup, call=call)).wait(10)
+    lines = [line for line in finished.output.splitlines() if line.startswith("TAKEN ")]
+    with contextlib.suppress(ValueError, RecursionError):
+        seen = json.loads(lines[-1][len("TAKEN ") :][:10000]) if lines else None
+        if isinstance(seen, dict):
+            return seen, finished.output
+    pytest.fail(f"calling {call} with a web.run_app that raises OSError (address already in use): "
+                f"{finished.ended}: {why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
+
+
 # The requests of the running check that got no answer in time: the learner's process that hangs is
 # killed when the check ends (its cleanup would wait on the same hung code), and the next check starts a
 # fresh one.

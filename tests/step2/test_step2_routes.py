@@ -9,11 +9,12 @@ import secrets
 
 import pytest
 
-from tests.conftest import http_session, recorded_run_app
+from tests.conftest import http_session, main_with_port_taken, recorded_run_app
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
 INDEX = "aiohttpdemo_polls.views.index"
+OTHER_METHODS = ("POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
 
 async def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
@@ -132,10 +133,15 @@ async def test_only_get_root_is_routed(learner):
         f"GET {path}: expected 404 for a path with no route, got {status}. "
         f"Hint: route only '/', not a catch-all. The app has: {shown(app.routes)}"
     )
-    status, _, _ = await fetch(app.url + "/", method="POST")
-    assert status == 405, (
-        f"POST /: expected 405 Method Not Allowed (the index is for GET only), got {status}. "
-        "Hint: app.router.add_get(...), not add_route('*', ...)."
+    answered = []
+    for method in OTHER_METHODS:  # every one, each run: a route added for one of them fails every time
+        status, _, body = await fetch(app.url + "/", method=method)
+        if status != 405:
+            answered.append(f"{method} / got {status} {body[:60]!r}")
+    assert not answered, (
+        f"expected 405 Method Not Allowed for every method but GET on / (the index is for GET only): "
+        f"{'; '.join(answered)}. Hint: app.router.add_get(...) alone: no route for another method, and not "
+        f"add_route('*', ...). The app has: {shown(app.routes)}"
     )
 
 
@@ -166,14 +172,17 @@ def test_init_app_builds_a_new_app_each_time(learner):
     )
 
 
-# Runs in the learner's process: web.run_app is replaced by a recorder before main.py is imported (so
-# `from aiohttp.web import run_app` gets it too), init_app is wrapped to see what it returns, then main() is
-# called with the judge's host and port.
+# Runs in the learner's process: web.run_app is replaced by a recorder and routes.setup_routes wrapped before
+# main.py is imported (so `from ... import` gets them too), init_app is wrapped to see what it returns, then
+# main() is called with the judge's host and port.
 RECORD_RUN_APP = """
 import json
 from aiohttp import web
-calls, built = [], []
+calls, built, wired = [], [], []
 web.run_app = lambda app, *args, **kwargs: calls.append((app, args, kwargs))
+from aiohttpdemo_polls import routes
+setup = routes.setup_routes
+routes.setup_routes = lambda app, *a, **k: wired.append(app) or setup(app, *a, **k)
 from aiohttpdemo_polls import main as module
 factory = module.init_app
 module.init_app = lambda *a, **k: built.append(factory(*a, **k)) or built[-1]
@@ -181,6 +190,7 @@ module.main(host={host!r}, port={port})
 app, args, kwargs = calls[0] if calls else (None, (), {{}})
 print("RUN_APP " + json.dumps({{"calls": len(calls), "built": len(built),
       "from_init_app": any(app is b for b in built), "args": [repr(a) for a in args],
+      "wired": any(app is w for w in wired),
       "host": kwargs.get("host"), "port": kwargs.get("port")}}))
 """
 
@@ -201,6 +211,29 @@ def test_main_runs_a_factory_app(polls_process):
         "web.run_app(init_app(), host=host, port=port); "
         f"it passed host={seen.get('host')!r}, port={seen.get('port')!r}"
         + (f" and the positional arguments {seen.get('args')}" if seen.get("args") else "")
+    )
+    assert seen.get("wired") is True, (
+        "main() served the app init_app() built, but init_app() never passed it to routes.setup_routes: "
+        "expected init_app() to call setup_routes(app), the one place that lists the site's routes. "
+        "Hint: app = web.Application(); setup_routes(app); return app (no add_get of its own)."
+    )
+
+
+@pytest.mark.task(3)
+def test_main_lets_a_taken_port_end_it(polls_process):
+    port = free_port()
+    call = f"main(host='127.0.0.1', port={port})"
+    seen, _ = main_with_port_taken(polls_process, "from aiohttpdemo_polls.main import main", call)
+    sent = f"{call} while its port is taken (web.run_app raises OSError: address already in use)"
+    ports = [c.get("port") for c in seen.get("calls", [])]
+    assert ports == [port], (
+        f"{sent}: expected one call of web.run_app, on port {port}, and the error to end the program; "
+        f"web.run_app was called on the ports {ports}. Hint: do not catch the OSError to try another "
+        "port: the user asked for this one, and a server quietly elsewhere is one nobody finds."
+    )
+    assert str(seen.get("outcome", "")).startswith("OSError"), (
+        f"{sent}: expected the OSError to end main() (its traceback says the port is taken), main() ended "
+        f"with: {seen.get('outcome')}. Hint: no try/except around web.run_app."
     )
 
 

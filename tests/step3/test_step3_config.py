@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import http_session, raised_text, why_it_ended
+from tests.conftest import http_session, main_with_port_taken, raised_text, why_it_ended
 from workbook.judge.learner_process import Command, LearnerRaised
 from workbook.pg import free_port
 
@@ -236,6 +236,15 @@ INVALID = {
                       lambda c: c["postgres"].update(password=None), None),
     "blank-db-host": ("postgres.host", "postgres.host is blank (only the password may be empty)",
                       lambda c: c["postgres"].update(host=""), None),
+    "host-name": ("host", "host is the name localhost, not an IP address",
+                  lambda c: c.update(host="localhost"), "host"),
+    "password-number": ("postgres.password", "postgres.password is the YAML number 1234..., not text (a "
+                        "number is refused, not turned into text: 0123 would be read as the octal 83)",
+                        lambda c: c["postgres"].update(password=random.randrange(1000, 10**6)),
+                        "postgres.password"),
+    "postgres-sslmode": ("postgres.sslmode", "the key postgres.sslmode is not in the schema (no other keys, "
+                         "optional ones neither)",
+                         lambda c: c["postgres"].update(sslmode="require"), None),
 }  # fmt: skip
 
 
@@ -277,6 +286,21 @@ def test_every_key_is_required(learner, tmp_path):
         (config[section] if section else config).pop(key)
         name = f"incomplete-{secrets.token_hex(2)}.yaml"
         problem = f"{field} is missing from {name} (every key is required: give none of them a default)"
+        message = config_error(learner, write_config(tmp_path / name, config), problem)
+        assert field in message and name in message, (
+            f"{problem}: expected the error to name the field {field!r} and the file, got: {message}"
+        )
+
+
+@pytest.mark.task(1)
+def test_no_value_may_be_null(learner, tmp_path):
+    for field in REQUIRED:
+        config = random_config()
+        section, _, key = field.rpartition(".")
+        (config[section] if section else config)[key] = None
+        name = f"null-{secrets.token_hex(2)}.yaml"
+        problem = (f"{field} is null in {name} (`{key}:` with nothing after it; no value may be null, not "
+                   "even the password, which may only be the empty text '')")
         message = config_error(learner, write_config(tmp_path / name, config), problem)
         assert field in message and name in message, (
             f"{problem}: expected the error to name the field {field!r} and the file, got: {message}"
@@ -398,11 +422,21 @@ def parser_marks(text: str) -> list[str]:
     raise AssertionError("the judge's malformed YAML loaded")
 
 
+def parser_problem(text: str) -> str:
+    """What PyYAML says is wrong with the judge's own malformed text ("expected ',' or ']', but got ':'")."""
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        return exc.problem or ""
+    raise AssertionError("the judge's malformed YAML loaded")
+
+
 @pytest.mark.task(1)
 def test_malformed_yaml_says_where(learner, tmp_path):
     keys = [f"key_{secrets.token_hex(2)}: {random.randrange(100)}" for _ in range(random.randrange(1, 6))]
     text = "\n".join([*keys, "postgres: [unclosed", "host: 127.0.0.1", ""])
     marks = parser_marks(text)
+    said = " ".join(parser_problem(text).split())
     name = f"malformed-{secrets.token_hex(2)}.yaml"
     problem = f"{name} holds malformed YAML (an unclosed '[' on line {len(keys) + 1})"
     message = config_error(learner, write_config(tmp_path / name, text), problem)
@@ -411,6 +445,10 @@ def test_malformed_yaml_says_where(learner, tmp_path):
         f"({' or '.join(marks)}), got: {message}\nHint: keep the parser's own message, folded into one "
         "line, ' '.join(str(exc).split()); catch it after OSError and UnicodeDecodeError, which say other "
         "things."
+    )
+    assert said in message, (
+        f"{problem}: expected the error to keep what the parser says went wrong ({said!r}), not only where, "
+        f"got: {message}\nHint: ' '.join(str(exc).split()) keeps the whole message, problem and position."
     )
 
 
@@ -536,6 +574,21 @@ def test_first_existing_location_is_used(learner, tmp_path):
 
 
 @pytest.mark.task(2)
+def test_broken_first_location_is_an_error(learner, tmp_path):
+    broken = write_config(tmp_path / f"broken-{secrets.token_hex(2)}.yaml", "postgres: [unclosed\n")
+    good = write_config(tmp_path / "good.yaml", random_config())
+    locations(learner, broken, good)
+    problem = (f"CONFIG_LOCATIONS = [{broken.name} (malformed YAML), good.yaml], get_config([]): the first "
+               "location exists, so it is the one to load, and it is broken (let its ConfigError through; "
+               "never skip to the next file)")
+    message = config_error(learner, broken, problem, "settings:get_config", [])
+    assert broken.name in message, (
+        f"{problem}: expected ConfigError naming {broken.name}, got: {message}\nHint: load the first "
+        "location that exists and let its ConfigError through; never skip to the next file."
+    )
+
+
+@pytest.mark.task(2)
 def test_no_location_lists_where_it_looked(learner, tmp_path):
     places = [tmp_path / f"{letter}-{secrets.token_hex(2)}.yaml" for letter in "ab"]
     locations(learner, *places)
@@ -544,6 +597,11 @@ def test_no_location_lists_where_it_looked(learner, tmp_path):
     assert all(place.name in message for place in places), (
         f"expected the error to list every place searched ({places[0].name}, {places[1].name}), "
         f"got: {message}"
+    )
+    assert all(str(place) in message for place in places), (
+        f"{problem}: expected every place searched as its whole path ({places[0]}, {places[1]}), got: "
+        f"{message}\nHint: str(location), not location.name: the name alone does not say which folder "
+        "was searched."
     )
     assert "--config" in message, f"expected the error to mention --config as a way out, got: {message}"
     after = message[message.index(places[0].name) + len(places[0].name) :][:1]
@@ -613,6 +671,16 @@ def test_relative_config_is_read_from_the_current_directory(polls_process, tmp_p
         f"file, but {result.ended}: {why_it_ended(result.output)}\nHint: load the --config path as it "
         "is: a relative path is relative to the current directory, never to the workbook's folders."
     )
+    # config/polls.yaml exists under the workbook's folder, not in tmp_path: it must not be found there.
+    code = GET_CONFIG_IN.format(sys_argv=[], locations=[], argv=["--config", "config/polls.yaml"],
+                                cwd=str(tmp_path))  # fmt: skip
+    result = polls_process.start_python(code).wait(30)
+    assert "RAISED ConfigError" in result.output and "polls.yaml" in result.output, (
+        "get_config(['--config', 'config/polls.yaml']) run in a folder with no config/ in it: expected a "
+        f"ConfigError naming config/polls.yaml (it is not in the current directory), but {result.ended}: "
+        f"{why_it_ended(result.output)}\nHint: load the --config path as it is, with no second place to "
+        "look: a relative path is relative to the current directory, never to the workbook's folders."
+    )
 
 
 @pytest.mark.task(2)
@@ -633,11 +701,29 @@ def test_unknown_option_is_refused(polls_process, tmp_path):
     typo = "--confg"  # not an abbreviation of --config, which argparse would accept
     result = polls_process.start_python(GET_CONFIG.format(argv=[typo, str(chosen)])).wait(30)
     sent = f"get_config([{typo!r}, 'chosen.yaml']) (--config mistyped)"
+    raised = next((line for line in result.output.splitlines() if line.startswith("RAISED ")), "")
+    if raised:
+        pytest.fail(f"{sent}: expected argparse's own refusal (its usage message, then SystemExit with "
+                    f"status 2), but get_config raised{raised[len('RAISED') :]}\nHint: let the SystemExit "
+                    "that parse_args raises go through (no try/except around it): argparse has already "
+                    "printed what is wrong, and --help exits the same way, with status 0.",
+                    pytrace=False)  # fmt: skip
     assert result.status == 2 and "unrecognized arguments" in result.output, (
         f"{sent}: expected argparse to refuse the unknown option (exit status 2, 'unrecognized "
         f"arguments: {typo} ...'), but {result.ended}: {why_it_ended(result.output)}\nHint: "
         "parser.parse_args(argv), not parse_known_args: an option the program does not know is a typo to "
         "report, never one to skip (the app would quietly run with another file)."
+    )
+
+
+@pytest.mark.task(2)
+def test_config_without_a_path_is_refused(polls_process):
+    result = polls_process.start_python(GET_CONFIG.format(argv=["--config"])).wait(30)
+    sent = "get_config(['--config']) (the option with no path after it)"
+    assert result.status == 2 and "expected one argument" in result.output, (
+        f"{sent}: expected argparse to refuse it (exit status 2, 'argument -c/--config: expected one "
+        f"argument'), but {result.ended}: {why_it_ended(result.output)}\nHint: add_argument('-c', "
+        "'--config', ...) with no nargs: nargs='?' lets a bare --config quietly load a predefined location."
     )
 
 
@@ -787,11 +873,12 @@ def test_main_parses_the_argv_it_is_given(polls_process, tmp_path):
 
 
 # Runs in the learner's process: get_config, wherever main() takes it from, raises an error that is not about
-# the configuration (as a bug in settings.py would).
+# the configuration (as a bug in settings.py would): an OSError, which a main() catching Exception or OSError
+# would both report as a bad file.
 MAIN_WITH_A_BUG = """
 from aiohttpdemo_polls import main as module, settings
 def get_config(argv=None):
-    raise RuntimeError({marker!r})
+    raise PermissionError({marker!r})
 module.get_config = settings.get_config = get_config
 module.main(["--config", "polls.yaml"])
 """
@@ -801,12 +888,54 @@ module.main(["--config", "polls.yaml"])
 def test_main_reports_only_configuration_errors(polls_process):
     marker = f"a bug, not a bad configuration {secrets.token_hex(3)}"
     result = polls_process.start_python(MAIN_WITH_A_BUG.format(marker=marker)).wait(30)
-    sent = f"main() with get_config replaced by one that raises RuntimeError({marker!r})"
+    sent = (f"main() with get_config replaced by one that raises PermissionError({marker!r}) (an OSError, as "
+            "a bug in settings.py could raise)")
     assert "Traceback" in result.output and marker in result.output and result.status not in (0, 2), (
         f"{sent}: expected the error to end the program with its traceback (it is a bug to fix, not a bad "
         f"file), but {result.ended}: {why_it_ended(result.output)}\nHint: catch ConfigError only, not "
-        "Exception: a broader except reports every bug in your code as a bad configuration and hides where "
-        "it happened."
+        "Exception nor OSError (load_config already turns a file it cannot read into ConfigError): a broader "
+        "except reports every bug in your code as a bad configuration and hides where it happened."
+    )
+
+
+MAIN_PORT_TAKEN = """
+from pathlib import Path
+sys.argv = ["aiohttpdemo_polls", "--config", {decoy!r}]
+from aiohttpdemo_polls import settings
+settings.CONFIG_LOCATIONS = [Path({path!r})]
+from aiohttpdemo_polls.main import main
+"""
+
+
+@pytest.mark.task(3)
+def test_main_lets_a_taken_port_end_it(polls_process, tmp_path):
+    config = random_config()
+    path = write_config(tmp_path / "polls.yaml", config)
+    decoy = tmp_path / f"from-sys-argv-{secrets.token_hex(2)}.yaml"  # does not exist
+    setup = MAIN_PORT_TAKEN.format(decoy=str(decoy), path=str(path))
+    seen, output = main_with_port_taken(polls_process, setup, "main([])")
+    sent = (f"main([]) while sys.argv names {decoy.name} (a file that does not exist), CONFIG_LOCATIONS = "
+            f"[polls.yaml (port {config['port']})] and that port is taken (web.run_app raises OSError: "
+            "address already in use)")  # fmt: skip
+    if decoy.name in output or decoy.name in str(seen.get("outcome")):
+        pytest.fail(f"{sent}: expected main([]) to parse no options, it read {decoy.name} from sys.argv: "
+                    f"{seen.get('outcome')}\nHint: pass main's own argv on, get_config(argv): an empty list "
+                    "means no options; `argv or sys.argv[1:]` reads the process's command line instead.",
+                    pytrace=False)  # fmt: skip
+    ports = [c.get("port") for c in seen.get("calls", [])]
+    assert len(ports) != 1 or ports == [config["port"]], (
+        f"{sent}: expected web.run_app on the configured port {config['port']}, it got port {ports[0]}. "
+        "Hint: serve on config['host'] and config['port'], not fixed values."
+    )
+    assert ports == [config["port"]], (
+        f"{sent}: expected one call of web.run_app, on port {config['port']}, and the error to end the "
+        f"program; web.run_app was called on the ports {ports}. Hint: do not catch the OSError to try "
+        "another port: the config asked for this one, and a server quietly elsewhere is one nobody finds."
+    )
+    assert str(seen.get("outcome", "")).startswith("OSError"), (
+        f"{sent}: expected the OSError to end main() with its traceback (a taken port is not a bad "
+        f"configuration), main() ended with: {seen.get('outcome')}\nHint: catch ConfigError only, around "
+        "get_config, not around web.run_app."
     )
 
 
