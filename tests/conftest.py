@@ -794,6 +794,23 @@ def main_with_port_taken(polls_process: PollsProcess, setup: str, call: str) -> 
                 f"{finished.ended}: {why_it_ended(finished.output)}", pytrace=False)  # fmt: skip
 
 
+def assert_a_taken_port_ends_main(polls_process: PollsProcess, call: str, port: int) -> None:
+    """The check of steps 1 and 2: `call` (main(host, port)) with its port taken makes one call of
+    web.run_app, on that port, and the OSError ends main()."""
+    seen, _ = main_with_port_taken(polls_process, "from aiohttpdemo_polls.main import main", call)
+    sent = f"{call} while its port is taken (web.run_app raises OSError: address already in use)"
+    ports = [c.get("port") for c in seen.get("calls", [])]
+    assert ports == [port], (
+        f"{sent}: expected one call of web.run_app, on port {port}, and the error to end the program; "
+        f"web.run_app was called on the ports {ports}. Hint: do not catch the OSError to try another "
+        "port: the user asked for this one, and a server quietly elsewhere is one nobody finds."
+    )
+    assert str(seen.get("outcome", "")).startswith("OSError"), (
+        f"{sent}: expected the OSError to end main() (its traceback says the port is taken), main() ended "
+        f"with: {seen.get('outcome')}. Hint: no try/except around web.run_app."
+    )
+
+
 # The requests of the running check that got no answer in time: the learner's process that hangs is
 # killed when the check ends (its cleanup would wait on the same hung code), and the next check starts a
 # fresh one.

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import http_session, main_with_port_taken, recorded_run_app, why_it_ended
+from tests.conftest import assert_a_taken_port_ends_main, http_session, recorded_run_app, why_it_ended
 from workbook.judge.logs import how_it_ended
 from workbook.pg import free_port
 
@@ -118,18 +118,7 @@ def test_main_passes_its_host_and_port_to_run_app(polls_process):
 def test_main_lets_a_taken_port_end_it(polls_process):
     host, port = loopback_host(), free_port()
     call = f"main(host={host!r}, port={port})"
-    seen, _ = main_with_port_taken(polls_process, "from aiohttpdemo_polls.main import main", call)
-    sent = f"{call} while its port is taken (web.run_app raises OSError: address already in use)"
-    ports = [c.get("port") for c in seen.get("calls", [])]
-    assert ports == [port], (
-        f"{sent}: expected one call of web.run_app, on port {port}, and the error to end the program; "
-        f"web.run_app was called on the ports {ports}. Hint: do not catch the OSError to try another "
-        "port: the user asked for this one, and a server quietly elsewhere is one nobody finds."
-    )
-    assert str(seen.get("outcome", "")).startswith("OSError"), (
-        f"{sent}: expected the OSError to end main() (its traceback says the port is taken), main() ended "
-        f"with: {seen.get('outcome')}. Hint: no try/except around web.run_app."
-    )
+    assert_a_taken_port_ends_main(polls_process, call, port)
 
 
 def wait_for_address(command, host: str, port: int, timeout: float = 20) -> None:

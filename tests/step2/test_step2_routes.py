@@ -9,7 +9,7 @@ import secrets
 
 import pytest
 
-from tests.conftest import http_session, main_with_port_taken, recorded_run_app
+from tests.conftest import assert_a_taken_port_ends_main, http_session, recorded_run_app
 from workbook.pg import free_port
 
 HELLO = "Hello Aiohttp!"
@@ -223,18 +223,7 @@ def test_main_runs_a_factory_app(polls_process):
 def test_main_lets_a_taken_port_end_it(polls_process):
     port = free_port()
     call = f"main(host='127.0.0.1', port={port})"
-    seen, _ = main_with_port_taken(polls_process, "from aiohttpdemo_polls.main import main", call)
-    sent = f"{call} while its port is taken (web.run_app raises OSError: address already in use)"
-    ports = [c.get("port") for c in seen.get("calls", [])]
-    assert ports == [port], (
-        f"{sent}: expected one call of web.run_app, on port {port}, and the error to end the program; "
-        f"web.run_app was called on the ports {ports}. Hint: do not catch the OSError to try another "
-        "port: the user asked for this one, and a server quietly elsewhere is one nobody finds."
-    )
-    assert str(seen.get("outcome", "")).startswith("OSError"), (
-        f"{sent}: expected the OSError to end main() (its traceback says the port is taken), main() ended "
-        f"with: {seen.get('outcome')}. Hint: no try/except around web.run_app."
-    )
+    assert_a_taken_port_ends_main(polls_process, call, port)
 
 
 @pytest.mark.task(3)
