@@ -574,12 +574,14 @@ def grade_unit(run: Run, step: catalogue.Step, workbook: Path, workdir: Path) ->
     for attempt in range(MAX_ATTEMPTS):
         generation = run.generation  # read before the step takes its server: a newer one only costs a retry
         graded = _grade_unit_once(run, step, workbook, workdir)
-        if _refused_the_grader(graded) and attempt + 1 < MAX_ATTEMPTS and not run.launcher.stopping:
-            time.sleep(REFUSAL_PAUSE * (attempt + 1))  # a moment for the server (a slot, a lock) to come free
-            continue
         if run.lost or run.server is None:
             return graded
         if run.generation == generation and run.database_alive():
+            # The server is fine, yet it refused the grader this step's role (a slot, a lock): once more,
+            # after a moment. A dead server is revived below instead, and the step graded again there.
+            if _refused_the_grader(graded) and attempt + 1 < MAX_ATTEMPTS and not run.launcher.stopping:
+                time.sleep(REFUSAL_PAUSE * (attempt + 1))
+                continue
             return graded
         revived = run.revive_database(generation)
         if run.lost:
