@@ -28,13 +28,14 @@ def _check(args: argparse.Namespace) -> int:
     extra = ["-v", "--tb=short"] if verbose else ["-q", "--tb=no", "--no-header", "-rN"]
     env = {**os.environ, **JUDGE_ENV}
     if args.target != "steps" or passed_on:  # another tree, or a partial run: no verdict to remember
-        command = pytest_command(step, args.target, None, extra + passed_on)
-        return _run_suite(command, env, step, timeout) or 0
+        with tempfile.TemporaryDirectory(prefix="workbook-check-", ignore_cleanup_errors=True) as tmp:
+            command = pytest_command(step, args.target, None, extra + passed_on, Path(tmp) / "pytest")
+            return _run_suite(command, env, step, timeout) or 0
     # A whole run of steps/stepN: remember its verdict, so that the next `nox -s status` need not re-run it.
     key = verdicts.step_key(step, catalogue.ROOT, verdicts.judge_key(catalogue.ROOT))
-    with tempfile.TemporaryDirectory(prefix="workbook-report-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="workbook-report-", ignore_cleanup_errors=True) as tmp:
         report_path = Path(tmp) / "report.json"
-        command = pytest_command(step, args.target, report_path, extra)
+        command = pytest_command(step, args.target, report_path, extra, Path(tmp) / "pytest")
         returncode = _run_suite(command, env, step, timeout)
         report = read_json_object(report_path)  # written beside a learner's process: untrusted
     if returncode is None:  # cut short: no verdict to remember

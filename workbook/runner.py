@@ -99,11 +99,21 @@ class RunningSuites:
 
 
 def pytest_command(
-    step: catalogue.Step, target: str, report: Path | None, extra: Sequence[str] = ()
+    step: catalogue.Step,
+    target: str,
+    report: Path | None,
+    extra: Sequence[str] = (),
+    basetemp: Path | None = None,
 ) -> list[str]:
+    """The judge's command line. With `basetemp`, pytest's temp folders go there, a folder of this run's
+    own: by default every pytest of the user shares /tmp/pytest-of-USER and removes the older folders
+    in it, so two suites run at once (integrity, mutants, a class) could delete each other's, and the
+    warning pytest then gives is an error here: a judge that died without a report."""
     command = [sys.executable, "-m", "pytest", f"tests/{step.name}", "--target", target, *JUDGE_ARGS]
     if report is not None:
         command += ["--workbook-report", str(report)]
+    if basetemp is not None and not any(arg.startswith("--basetemp") for arg in extra):
+        command += ["--basetemp", str(basetemp)]
     return command + list(extra)
 
 
@@ -123,10 +133,10 @@ def run_step(
     group of its own, so an endless loop in a learner's code ends with the whole group killed at
     `timeout`, reported as the reason the step could not be checked.
     """
-    with tempfile.TemporaryDirectory(prefix="workbook-report-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="workbook-report-", ignore_cleanup_errors=True) as tmp:
         report_path = Path(tmp) / "report.json"
         process = subprocess.Popen(
-            pytest_command(step, target, report_path, extra),
+            pytest_command(step, target, report_path, extra, Path(tmp) / "pytest"),
             cwd=root,
             env={**os.environ, **JUDGE_ENV, **(env or {})},
             stdout=subprocess.PIPE,

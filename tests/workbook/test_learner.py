@@ -185,3 +185,23 @@ def test_serve_on_a_busy_port_says_so_and_blames_no_one(workbook_copy):
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert f"Port {port} is already in use" in result.stderr
     assert f"nox -s serve -- 9 --port {port + 1}" in result.stderr
+
+
+def test_suites_keep_their_temp_folders_out_of_the_one_pytest_shares(tmp_path, monkeypatch):
+    """By default every pytest of a user shares TMPDIR/pytest-of-USER and removes the older folders there,
+    so suites run at once (integrity, mutants, `check` beside them) could remove each other's, and the
+    judge died without a report. Here that shared place is a file, where no folder can be made: a suite
+    that still used it could not start; each run keeps its temp folders in a folder of its own."""
+    import getpass
+
+    from workbook.runner import run_step
+
+    trap = tmp_path / "tmp"
+    trap.mkdir()
+    for user in (getpass.getuser(), "unknown"):  # pytest tries pytest-of-unknown when the first fails
+        (trap / f"pytest-of-{user}").write_text("not a folder\n")
+    monkeypatch.setenv("TMPDIR", str(trap))
+    result = run_step(catalogue.step(3), "solutions", env={"TMPDIR": str(trap)})  # its checks use tmp_path
+    assert not result.broken and result.returncode == 0, result.output[-2000:]
+    checked = run_workbook(catalogue.ROOT, "check", "3", "--target", "solutions")
+    assert checked.returncode == 0, checked.stdout[-2000:]
