@@ -783,8 +783,9 @@ print("TAKEN " + json.dumps({{"calls": calls[:5], "outcome": outcome[:300]}}))
 def main_with_port_taken(polls_process: PollsProcess, setup: str, call: str) -> tuple[dict[str, Any], str]:
     """`call` (main(...)) run where web.run_app raises OSError(EADDRINUSE): its record (`calls`, `outcome`)
     and the process's output, or a failure saying why there is none. A cheap stand-in for a taken port:
-    no server, no second process holding the port."""
-    finished = polls_process.start_python(PORT_TAKEN.format(setup=setup, call=call)).wait(10)
+    no server, no second process holding the port. Its 30 s are those of recorded_run_app: a process that
+    must import aiohttp first, on a loaded machine too."""
+    finished = polls_process.start_python(PORT_TAKEN.format(setup=setup, call=call)).wait(30)
     lines = [line for line in finished.output.splitlines() if line.startswith("TAKEN ")]
     with contextlib.suppress(ValueError, RecursionError):
         seen = json.loads(lines[-1][len("TAKEN ") :][:10000]) if lines else None
