@@ -66,6 +66,22 @@ sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
 runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 """
 
+# The learner's `python -m aiohttpdemo_polls --config FILE`, noting each call of web.run_app as a line of
+# its own on stderr (SERVE_MARK): an app that tries another port once its own is taken makes two, whether
+# or not that other port happens to be free on the machine.
+SERVE_MARK = "WORKBOOK-RUN-APP-CALLED"
+RUN_COUNTING_SERVES = """
+import os, runpy, sys
+from aiohttp import web
+run_app = web.run_app
+def counted(*args, **kwargs):
+    os.write(2, b"{mark}\\n")
+    return run_app(*args, **kwargs)
+web.run_app = counted
+sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
+runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
+"""
+
 # A bug planted in the engine's creation: it raises psycopg2.ProgrammingError (what a mistaken SQL
 # statement at startup raises), awaited or used with `async with`, while PostgreSQL itself is fine.
 RUN_WITH_A_BUG = """
@@ -648,6 +664,8 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
             args = ("-c", RUN_WITH_A_BUG.format(message=planted_bug, path=str(path)))
         elif counts_tries:
             args = ("-c", RUN_COUNTING_TRIES.format(mark=TRY_MARK, path=str(path)))
+        elif name == "taken":
+            args = ("-c", RUN_COUNTING_SERVES.format(mark=SERVE_MARK, path=str(path)))
         elif timeout is not None:
             args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=timeout, path=str(path)))
         else:
@@ -876,6 +894,15 @@ def test_other_errors_are_not_blamed_on_the_database(startups):
             pytrace=False,
         )
     status, output = ended(startups["taken"])
+    lines = output.splitlines(keepends=True)
+    serves = sum(line.strip() == SERVE_MARK for line in lines)
+    output = "".join(line for line in lines if line.strip() != SERVE_MARK)
+    assert serves <= 1, (
+        f"with the database reachable and the app's port already in use, expected one call of web.run_app, "
+        f"on the configured port, and its error to end the app; web.run_app was called {serves} times. "
+        "Hint: serve on the configured port only, no fallback to another port and no retry: let the "
+        "OSError web.run_app raises show."
+    )
     assert status != 0, f"expected a non-zero exit status when the port is taken, got {status}"
     assert startups["taken"].database not in output and "in use" in output, (
         "with the database reachable and the app's port already in use, expected the port's error "
