@@ -49,38 +49,32 @@ sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
 runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 """
 
-# The learner's `python -m aiohttpdemo_polls --config FILE`, noting each call of aiopg.sa.create_engine as
-# a line of its own on stderr (TRY_MARK; the judge takes those lines out of the output it then checks): an
-# app that retries a refused connection makes more than one. Not a file: when graded, the learner's
-# process may write nowhere the judge reads.
+# The learner's `python -m aiohttpdemo_polls --config FILE`, noting each call of `{module}.{name}` as a line
+# of its own on stderr (`mark`; taken_marks takes those lines out of the output the checks then read). Not a
+# file: when graded, the learner's process may write nowhere the judge reads. aiopg.sa.create_engine: an app
+# that retries a refused connection makes more than one; aiohttp.web.run_app: an app that tries another port
+# once its own is taken makes two, whether or not that other port happens to be free on the machine.
 TRY_MARK = "WORKBOOK-CREATE-ENGINE-CALLED"
-RUN_COUNTING_TRIES = """
-import os, runpy, sys
-import aiopg.sa
-create_engine = aiopg.sa.create_engine
+SERVE_MARK = "WORKBOOK-RUN-APP-CALLED"
+RUN_COUNTING_CALLS = """
+import importlib, os, runpy, sys
+module = importlib.import_module({module!r})
+original = getattr(module, {name!r})
 def counted(*args, **kwargs):
     os.write(2, b"{mark}\\n")
-    return create_engine(*args, **kwargs)
-aiopg.sa.create_engine = counted
+    return original(*args, **kwargs)
+setattr(module, {name!r}, counted)
 sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
 runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
 """
 
-# The learner's `python -m aiohttpdemo_polls --config FILE`, noting each call of web.run_app as a line of
-# its own on stderr (SERVE_MARK): an app that tries another port once its own is taken makes two, whether
-# or not that other port happens to be free on the machine.
-SERVE_MARK = "WORKBOOK-RUN-APP-CALLED"
-RUN_COUNTING_SERVES = """
-import os, runpy, sys
-from aiohttp import web
-run_app = web.run_app
-def counted(*args, **kwargs):
-    os.write(2, b"{mark}\\n")
-    return run_app(*args, **kwargs)
-web.run_app = counted
-sys.argv = ["aiohttpdemo_polls", "--config", {path!r}]
-runpy.run_module("aiohttpdemo_polls", run_name="__main__", alter_sys=True)
-"""
+
+def taken_marks(output: str, mark: str) -> tuple[int, str]:
+    """How many lines of `output` are `mark` (RUN_COUNTING_CALLS), and the output without them."""
+    lines = output.splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() != mark]
+    return len(lines) - len(kept), "".join(kept)
+
 
 # A bug planted in the engine's creation: it raises psycopg2.ProgrammingError (what a mistaken SQL
 # statement at startup raises), awaited or used with `async with`, while PostgreSQL itself is fine.
@@ -579,7 +573,7 @@ class Startup:
     database: str
     where: str = ""  # the database's host:port as the config names it
     app_host: str = "127.0.0.1"
-    counts_tries: bool = False  # run by RUN_COUNTING_TRIES: its output notes each create_engine call
+    counts_tries: bool = False  # run by RUN_COUNTING_CALLS: its output notes each create_engine call
 
 
 class SilentServer:
@@ -663,9 +657,11 @@ def launch_startups(tree: Path, pg_server, folder: Path, stack: contextlib.ExitS
         if name == "bug":
             args = ("-c", RUN_WITH_A_BUG.format(message=planted_bug, path=str(path)))
         elif counts_tries:
-            args = ("-c", RUN_COUNTING_TRIES.format(mark=TRY_MARK, path=str(path)))
+            counting = {"module": "aiopg.sa", "name": "create_engine", "mark": TRY_MARK}
+            args = ("-c", RUN_COUNTING_CALLS.format(**counting, path=str(path)))
         elif name == "taken":
-            args = ("-c", RUN_COUNTING_SERVES.format(mark=SERVE_MARK, path=str(path)))
+            counting = {"module": "aiohttp.web", "name": "run_app", "mark": SERVE_MARK}
+            args = ("-c", RUN_COUNTING_CALLS.format(**counting, path=str(path)))
         elif timeout is not None:
             args = ("-c", RUN_WITH_SHORT_TIMEOUT.format(timeout=timeout, path=str(path)))
         else:
@@ -808,9 +804,8 @@ def test_closed_port_stops_the_app_with_a_clear_message(startups):
     # Nothing listens there: libpq's first line ends "Connection refused" over TCP, "No such file or
     # directory" for a socket folder; its last line ("Is the server running ...?") gives no reason.
     status, output = ended(startups["closed"])
-    lines = output.splitlines(keepends=True)
-    count = str(sum(line.strip() == TRY_MARK for line in lines)) if startups["closed"].counts_tries else "?"
-    output = "".join(line for line in lines if line.strip() != TRY_MARK)
+    tries, output = taken_marks(output, TRY_MARK)
+    count = str(tries) if startups["closed"].counts_tries else "?"
     check_clear_failure(status, output, startups["closed"].database, names=startups["closed"].where,
                         reason="Connection refused|No such file or directory", reason_hint=REASON_HINT,
                         reason_last=True)  # fmt: skip
@@ -894,9 +889,7 @@ def test_other_errors_are_not_blamed_on_the_database(startups):
             pytrace=False,
         )
     status, output = ended(startups["taken"])
-    lines = output.splitlines(keepends=True)
-    serves = sum(line.strip() == SERVE_MARK for line in lines)
-    output = "".join(line for line in lines if line.strip() != SERVE_MARK)
+    serves, output = taken_marks(output, SERVE_MARK)
     assert serves <= 1, (
         f"with the database reachable and the app's port already in use, expected one call of web.run_app, "
         f"on the configured port, and its error to end the app; web.run_app was called {serves} times. "
